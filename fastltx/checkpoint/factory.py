@@ -1,0 +1,121 @@
+"""The tiny-model factory: random, seeded, deterministic weights in the official single-file layout.
+
+Tests, benchmarks (full size, on the GPU) and the demo all use it, so a tiny random model and the
+released 19B checkpoint go through the same loading path. Weights are stored in bf16 (as the
+official files are, and as LoRA fusion needs); files are written atomically.
+"""
+
+import json
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from fastltx.layers.rope import RopeLayout
+from fastltx.models.transformer import PREFIX as TRANSFORMER_PREFIX
+from fastltx.models.transformer import LTXTransformer, StreamGeometry, TransformerConfig
+
+VERSIONS = ("v1", "v2")
+MODEL_VERSION = {"v1": "2.0.0", "v2": "2.3.0"}
+
+# The released LTX-2 19B transformer section (see the reference notes, section 1.0).
+_19B = dict(num_layers=48, video=(32, 128), audio=(32, 64), caption_channels=3840)
+_TINY = dict(num_layers=2, video=(2, 16), audio=(2, 8), caption_channels=24)
+CONNECTOR_19B = dict(connector_num_attention_heads=30, connector_attention_head_dim=128, connector_num_layers=2,
+                     connector_num_learnable_registers=128, connector_positional_embedding_max_pos=[4096])
+CONNECTOR_TINY = dict(connector_num_attention_heads=2, connector_attention_head_dim=12, connector_num_layers=1,
+                      connector_num_learnable_registers=16, connector_positional_embedding_max_pos=[4096])
+SIZES = {"tiny": (_TINY, CONNECTOR_TINY), "19b": (_19B, CONNECTOR_19B)}
+
+
+def transformer_config(version: str = "v1", size: str = "tiny", num_layers: int | None = None) -> TransformerConfig:
+    """A transformer configuration with LTX-2 ("v1") or LTX-2.3 ("v2") numerics at a given size.
+
+    "19b" is the released LTX-2 geometry; with "v2" it carries the LTX-2.3 switches on that geometry
+    (the 22B geometry is not recorded here yet).
+    """
+    if version not in VERSIONS:
+        raise ValueError(f"version must be one of {VERSIONS}, got {version!r}")
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {tuple(SIZES)}, got {size!r}")
+    geo = SIZES[size][0]
+    (vh, vd), (ah, ad) = geo["video"], geo["audio"]
+    v2 = version == "v2"
+    return TransformerConfig(
+        video=StreamGeometry(vh, vd, 128, 128, vh * vd, (20.0, 2048.0, 2048.0)),
+        audio=StreamGeometry(ah, ad, 128, 128, ah * ad, (20.0,)),
+        num_layers=num_layers or geo["num_layers"], norm_eps=1e-6, theta=10000.0, timestep_scale_multiplier=1000.0,
+        av_ca_timestep_scale_multiplier=1000.0, rope_layout=RopeLayout.SPLIT, rope_float64=True,
+        gated_attention=v2, cross_attention_adaln=v2, caption_channels=None if v2 else geo["caption_channels"])
+
+
+def random_state(model: nn.Module, seed: int, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
+    """Deterministic random tensors for every entry of ``model.state_dict()`` (which may be on meta).
+
+    Linear weights ~ N(0, 1/fan_in), biases ~ N(0, 0.02^2), norm weights ~ 1 + N(0, 0.1^2), AdaLN
+    tables ~ N(0, 0.1^2): activations stay O(1) at any size and every path contributes.
+    """
+    gen = torch.Generator(device=device).manual_seed(seed)
+    out = {}
+    for name, ref in model.state_dict().items():
+        t = torch.randn(ref.shape, generator=gen, device=device, dtype=torch.float32)
+        leaf = name.rsplit(".", 1)[-1]
+        if "norm" in name and leaf == "weight":
+            t = 1 + 0.1 * t
+        elif leaf == "weight" and t.ndim >= 2:
+            t = t / (t[0].numel() ** 0.5)
+        elif leaf == "bias":
+            t = 0.02 * t
+        else:
+            t = 0.1 * t
+        out[name] = t.to(dtype)
+    return out
+
+
+def random_transformer(cfg: TransformerConfig, seed: int = 0, device: torch.device | str = "cpu",
+                       dtype: torch.dtype = torch.bfloat16) -> LTXTransformer:
+    """A random transformer built in memory (full-size benchmarks do not write 38 GB files)."""
+    with torch.device("meta"):
+        model = LTXTransformer(cfg)
+    model.load_state_dict(random_state(model, seed, device, dtype), strict=True, assign=True)
+    return model.eval().requires_grad_(False)
+
+
+def write_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], config: dict,
+                     model_version: str | None = None) -> Path:
+    """Write a single-file checkpoint atomically (a temporary file renamed into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {"config": json.dumps(config)}
+    if model_version:
+        metadata["model_version"] = model_version
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def make_checkpoint(path: str | os.PathLike, version: str = "v1", seed: int = 0, size: str = "tiny",
+                    num_layers: int | None = None, audio: bool = True) -> Path:
+    """Write a random checkpoint in the official layout: ``config`` header and prefixed keys.
+
+    ``audio=False`` writes a video-only transformer. Components join as their issues land.
+    """
+    cfg = transformer_config(version, size, num_layers)
+    if not audio:
+        cfg = replace(cfg, audio=None)
+    with torch.device("meta"):
+        model = LTXTransformer(cfg)
+    tensors = {TRANSFORMER_PREFIX + k: v for k, v in random_state(model, seed).items()}
+    config = {"transformer": cfg.to_checkpoint_section(SIZES[size][1])}
+    return write_checkpoint(path, tensors, config, MODEL_VERSION[version])

@@ -1,0 +1,88 @@
+"""The one attention entry point and the attention module every component uses.
+
+``attention`` runs PyTorch SDPA on (B, T, heads*head_dim) projections, with an optional additive
+mask and an optional backend choice. ``Attention`` holds the projections of the official
+checkpoints (``to_q``, ``to_k``, ``to_v``, ``q_norm``, ``k_norm``, ``to_out.0`` and, in LTX-2.3,
+``to_gate_logits``) and implements the STG value pass-through.
+"""
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from fastltx.layers.norm import RMSNorm
+from fastltx.layers.rope import Rope, apply_rope
+
+BACKENDS = {
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "math": SDPBackend.MATH,
+}
+
+
+def check_backend(backend: str | None) -> str | None:
+    if backend not in (None, "auto", *BACKENDS):
+        raise ValueError(f"unknown attention backend {backend!r}; choose one of auto, {', '.join(BACKENDS)}")
+    return None if backend == "auto" else backend
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mask: torch.Tensor | None = None,
+              backend: str | None = None) -> torch.Tensor:
+    """Scaled dot-product attention on (B, T, heads*d) tensors; ``mask`` is an additive bias that
+    broadcasts to (B, heads, Tq, Tk). ``backend`` None lets PyTorch choose."""
+    b, tq, inner = q.shape
+    d = inner // heads
+    q, k, v = (t.view(b, -1, heads, d).transpose(1, 2) for t in (q, k, v))
+    ctx = sdpa_kernel(BACKENDS[backend]) if backend else contextlib.nullcontext()
+    with ctx:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return out.transpose(1, 2).reshape(b, tq, inner)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with joint (all-heads) q/k RMSNorm, RoPE and optional per-head gating."""
+
+    def __init__(self, query_dim: int, heads: int, head_dim: int, context_dim: int | None = None,
+                 eps: float = 1e-6, gated: bool = False):
+        super().__init__()
+        inner = heads * head_dim
+        context_dim = context_dim or query_dim
+        self.heads, self.head_dim = heads, head_dim
+        self.backend: str | None = None
+        self.to_q = nn.Linear(query_dim, inner)
+        self.to_k = nn.Linear(context_dim, inner)
+        self.to_v = nn.Linear(context_dim, inner)
+        self.q_norm = RMSNorm(inner, eps)
+        self.k_norm = RMSNorm(inner, eps)
+        self.to_gate_logits = nn.Linear(query_dim, heads) if gated else None
+        self.to_out = nn.Sequential(nn.Linear(inner, query_dim))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                rope: Rope | None = None, k_rope: Rope | None = None, keep: torch.Tensor | None = None,
+                passthrough: bool = False) -> torch.Tensor:
+        """Attend from x to context (x itself when None).
+
+        STG: ``passthrough`` replaces the attention by the value projection for every sample (the
+        q/k path is skipped); ``keep`` (B, 1, 1) blends per sample, 1 = attention, 0 = value.
+        """
+        context = x if context is None else context
+        v = self.to_v(context)
+        if passthrough:
+            out = v
+        else:
+            q = self.q_norm(self.to_q(x))
+            k = self.k_norm(self.to_k(context))
+            if rope is not None:
+                q = apply_rope(q, rope)
+                k = apply_rope(k, rope if k_rope is None else k_rope)
+            out = attention(q, k, v, self.heads, mask, self.backend)
+            if keep is not None:
+                out = out * keep + v * (1 - keep)
+        if self.to_gate_logits is not None:
+            gates = 2.0 * torch.sigmoid(self.to_gate_logits(x))  # (B, T, heads); zero logits = identity
+            out = (out.unflatten(-1, (self.heads, self.head_dim)) * gates.unsqueeze(-1)).flatten(-2)
+        return self.to_out(out)

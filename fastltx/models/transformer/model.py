@@ -1,0 +1,177 @@
+"""The LTX-2 audio-video diffusion transformer (video-only, audio-only or both; V1 and V2 numerics).
+
+``LTXTransformer(cfg)(video, audio, perturbations)`` returns the denoised (x0) predictions: the
+network predicts a velocity v and x0 = x - v * t per token, computed in float32.
+"""
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from fastltx.layers.attention import check_backend
+from fastltx.layers.embeddings import AdaLNSingle, CaptionProjection
+from fastltx.layers.norm import layer_norm
+from fastltx.layers.rope import rope_tables
+from fastltx.models.transformer.block import AVBlock, BlockSkips, Stream
+from fastltx.models.transformer.config import StreamGeometry, TransformerConfig
+from fastltx.models.transformer.inputs import ModalityInput, Perturbation, Skip
+
+_SKIP_NAMES = {Skip.VIDEO_SELF_ATTN: "video_self", Skip.AUDIO_SELF_ATTN: "audio_self",
+               Skip.A2V_CROSS_ATTN: "a2v", Skip.V2A_CROSS_ATTN: "v2a"}
+
+
+def self_attention_bias(strength: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[0, 1] strengths (B, T, T) -> additive log-space bias (B, 1, T, T); 0 -> dtype's minimum."""
+    finfo = torch.finfo(dtype)
+    positive = strength > 0
+    logs = torch.log(strength.clamp(min=finfo.tiny)).to(dtype)
+    return torch.where(positive, logs, torch.full_like(logs, finfo.min)).unsqueeze(1)
+
+
+def context_bias(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """Binary (B, S) text mask -> additive (B, 1, 1, S); float masks are taken as additive already."""
+    if mask is None or torch.is_floating_point(mask):
+        return mask
+    return (mask.long() - 1).to(dtype).reshape(mask.shape[0], 1, -1, mask.shape[-1]) * torch.finfo(dtype).max
+
+
+class LTXTransformer(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        v, a = cfg.video, cfg.audio
+        if v is not None:
+            self.patchify_proj, self.adaln_single, self.scale_shift_table, self.proj_out = self._stream_io(v)
+            if cfg.caption_channels is not None:
+                self.caption_projection = CaptionProjection(cfg.caption_channels, v.dim)
+            if cfg.cross_attention_adaln:
+                self.prompt_adaln_single = AdaLNSingle(v.dim, 2)
+        if a is not None:
+            (self.audio_patchify_proj, self.audio_adaln_single, self.audio_scale_shift_table,
+             self.audio_proj_out) = self._stream_io(a)
+            if cfg.caption_channels is not None:
+                self.audio_caption_projection = CaptionProjection(cfg.caption_channels, a.dim)
+            if cfg.cross_attention_adaln:
+                self.audio_prompt_adaln_single = AdaLNSingle(a.dim, 2)
+        if v is not None and a is not None:
+            self.av_ca_video_scale_shift_adaln_single = AdaLNSingle(v.dim, 4)
+            self.av_ca_audio_scale_shift_adaln_single = AdaLNSingle(a.dim, 4)
+            self.av_ca_a2v_gate_adaln_single = AdaLNSingle(v.dim, 1)
+            self.av_ca_v2a_gate_adaln_single = AdaLNSingle(a.dim, 1)
+        self.transformer_blocks = nn.ModuleList(AVBlock(i, cfg) for i in range(cfg.num_layers))
+
+    def _stream_io(self, g: StreamGeometry):
+        return (nn.Linear(g.in_channels, g.dim), AdaLNSingle(g.dim, self.cfg.ada_rows),
+                nn.Parameter(torch.empty(2, g.dim)), nn.Linear(g.dim, g.out_channels))
+
+    def set_attention_backend(self, backend: str | None) -> None:
+        """SDPA backend for every attention: None/'auto' (PyTorch's choice), cudnn, flash, efficient, math."""
+        backend = check_backend(backend)
+        for m in self.modules():
+            if hasattr(m, "backend"):
+                m.backend = backend
+
+    # ----------------------------------------------------------------------------- preprocessing
+    def _timestep(self, adaln: AdaLNSingle, t: torch.Tensor, batch: int, dtype: torch.dtype):
+        ada, embedded = adaln((t * self.cfg.timestep_scale_multiplier).flatten(), dtype)
+        return ada.view(batch, -1, adaln.rows, ada.shape[-1] // adaln.rows), embedded.view(batch, -1, embedded.shape[-1])
+
+    def _stream(self, m: ModalityInput, other: ModalityInput | None, audio: bool) -> Stream:
+        cfg = self.cfg
+        g = cfg.audio if audio else cfg.video
+        p = "audio_" if audio else ""
+        dtype = m.latent.dtype
+        batch = m.latent.shape[0]
+        x = getattr(self, p + "patchify_proj")(m.latent)
+        ada, embedded = self._timestep(getattr(self, p + "adaln_single"), m.timesteps, batch, dtype)
+        context = m.context
+        if cfg.caption_channels is not None:
+            context = getattr(self, p + "caption_projection")(context)
+        s = Stream(
+            x=x, context=context.view(batch, -1, g.dim), context_mask=context_bias(m.context_mask, dtype),
+            ada=ada, embedded=embedded,
+            rope=rope_tables(m.positions, g.dim, g.heads, g.max_pos, cfg.theta, cfg.rope_layout, cfg.rope_float64,
+                             dtype),
+            self_mask=None if m.attention_mask is None else self_attention_bias(m.attention_mask, dtype),
+            enabled=m.enabled)
+        if cfg.cross_attention_adaln:
+            s.prompt_ada, _ = self._timestep(getattr(self, p + "prompt_adaln_single"), self._sigma(m.sigma, batch),
+                                             batch, dtype)
+        if other is not None and cfg.video is not None and cfg.audio is not None:
+            # Time-only RoPE at the audio cross-attention width with this stream's own head count.
+            s.cross_rope = rope_tables(m.positions[:, 0:1], cfg.audio.context_dim, g.heads, (cfg.cross_max_pos,), cfg.theta,
+                                       cfg.rope_layout, cfg.rope_float64, dtype)
+            t = self._sigma(other.sigma, batch).view(batch, 1) * cfg.timestep_scale_multiplier
+            kind = "audio" if audio else "video"
+            scale_shift = getattr(self, f"av_ca_{kind}_scale_shift_adaln_single")
+            gate = getattr(self, "av_ca_v2a_gate_adaln_single" if audio else "av_ca_a2v_gate_adaln_single")
+            factor = cfg.av_ca_timestep_scale_multiplier / cfg.timestep_scale_multiplier
+            s.cross_ada = scale_shift(t.flatten(), dtype)[0].view(batch, 1, 4, -1)
+            s.cross_gate = gate(t.flatten() * factor, dtype)[0].view(batch, 1, 1, -1)
+        return s
+
+    @staticmethod
+    def _sigma(sigma: torch.Tensor, batch: int) -> torch.Tensor:
+        sigma = torch.as_tensor(sigma)
+        if sigma.numel() == 1:
+            return sigma.reshape(1).expand(batch)
+        if sigma.shape != (batch,):
+            raise ValueError(f"sigma must have shape ({batch},) or be a scalar, got {tuple(sigma.shape)}")
+        return sigma
+
+    def _skip_plan(self, perturbations: Sequence[Perturbation] | None, batch: int, device, dtype) -> list[dict]:
+        plans = [{} for _ in self.transformer_blocks]
+        if not perturbations or not any(p.skips for p in perturbations):
+            return plans
+        if len(perturbations) != batch:
+            raise ValueError(f"{len(perturbations)} perturbations given for a batch of {batch}")
+        for i, plan in enumerate(plans):
+            for kind, name in _SKIP_NAMES.items():
+                skipped = [p.skipped(kind, i) for p in perturbations]
+                if all(skipped):
+                    plan[name] = BlockSkips(all=True)
+                elif any(skipped):
+                    keep = torch.tensor([0.0 if s else 1.0 for s in skipped], device=device, dtype=dtype)
+                    plan[name] = BlockSkips(keep=keep.view(batch, 1, 1))
+        return plans
+
+    # ----------------------------------------------------------------------------------- forward
+    def _output(self, s: Stream, audio: bool) -> torch.Tensor:
+        p = "audio_" if audio else ""
+        table = getattr(self, p + "scale_shift_table")
+        shift, scale = (table[None, None].to(s.x.dtype) + s.embedded[:, :, None]).unbind(dim=2)
+        x = layer_norm(s.x, self.cfg.norm_eps) * (1 + scale) + shift
+        return getattr(self, p + "proj_out")(x)
+
+    def velocity(self, video: ModalityInput | None, audio: ModalityInput | None,
+                 perturbations: Sequence[Perturbation] | None = None):
+        cfg = self.cfg
+        if video is None and audio is None:
+            raise ValueError("give at least one of video and audio")
+        if video is not None and cfg.video is None:
+            raise ValueError("this transformer has no video stream")
+        if audio is not None and cfg.audio is None:
+            raise ValueError("this transformer has no audio stream")
+        vs = self._stream(video, audio, audio=False) if video is not None else None
+        as_ = self._stream(audio, video, audio=True) if audio is not None else None
+        first = video if video is not None else audio
+        plans = self._skip_plan(perturbations, first.latent.shape[0], first.latent.device, first.latent.dtype)
+        for block, plan in zip(self.transformer_blocks, plans):
+            block(vs, as_, plan)
+        return (self._output(vs, False) if vs is not None else None,
+                self._output(as_, True) if as_ is not None else None)
+
+    def forward(self, video: ModalityInput | None, audio: ModalityInput | None,
+                perturbations: Sequence[Perturbation] | None = None):
+        """Denoised (x0) predictions (video, audio); a stream not given comes back as None."""
+        v, a = self.velocity(video, audio, perturbations)
+        return (to_denoised(video, v) if v is not None else None, to_denoised(audio, a) if a is not None else None)
+
+
+def to_denoised(m: ModalityInput, velocity: torch.Tensor) -> torch.Tensor:
+    """x0 = x - v * t per token, in float32, cast back to the latent dtype."""
+    t = m.timesteps.float()
+    if t.ndim == 2:
+        t = t.unsqueeze(-1)
+    return (m.latent.float() - velocity.float() * t).to(m.latent.dtype)
