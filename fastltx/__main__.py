@@ -1,0 +1,5 @@
+import sys
+
+from fastltx.cli import main
+
+sys.exit(main())
