@@ -8,7 +8,9 @@ official files are, and as LoRA fusion needs); files are written atomically.
 import json
 import os
 import tempfile
-from dataclasses import replace
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -105,17 +107,56 @@ def write_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], 
     return path
 
 
-def make_checkpoint(path: str | os.PathLike, version: str = "v1", seed: int = 0, size: str = "tiny",
-                    num_layers: int | None = None, audio: bool = True) -> Path:
-    """Write a random checkpoint in the official layout: ``config`` header and prefixed keys.
+@dataclass(frozen=True)
+class Part:
+    """One component's share of a single-file checkpoint.
 
-    ``audio=False`` writes a video-only transformer. Components join as their issues land.
+    ``config``: the header config sections it contributes (e.g. ``{"transformer": {...}}``);
+    ``modules``: key prefix -> module (on meta is fine) whose state dict is stored under that prefix;
+    ``adjust``: optional (key, random tensor) -> tensor, for values that must obey a constraint
+    (e.g. positive standard deviations).
     """
+
+    config: dict
+    modules: dict[str, nn.Module]
+    adjust: Callable[[str, torch.Tensor], torch.Tensor] | None = None
+
+
+def transformer_part(version: str, size: str, num_layers: int | None = None, audio: bool = True) -> Part:
     cfg = transformer_config(version, size, num_layers)
     if not audio:
         cfg = replace(cfg, audio=None)
     with torch.device("meta"):
         model = LTXTransformer(cfg)
-    tensors = {TRANSFORMER_PREFIX + k: v for k, v in random_state(model, seed).items()}
-    config = {"transformer": cfg.to_checkpoint_section(SIZES[size][1])}
+    return Part({"transformer": cfg.to_checkpoint_section(SIZES[size][1])}, {TRANSFORMER_PREFIX: model})
+
+
+# Every component the single file can hold, in the order they are written. Later issues add theirs.
+PARTS: dict[str, Callable[..., Part]] = {
+    "transformer": transformer_part,
+}
+
+
+def make_checkpoint(path: str | os.PathLike, version: str = "v1", seed: int = 0, size: str = "tiny",
+                    parts: tuple[str, ...] | None = None, num_layers: int | None = None,
+                    audio: bool = True) -> Path:
+    """Write a random checkpoint in the official layout: ``config`` header and prefixed keys.
+
+    ``parts`` picks components (default: all known); ``num_layers`` and ``audio=False`` (a
+    video-only transformer) shape the transformer. Each part draws from its own seeded generator,
+    so adding a component never changes another's weights.
+    """
+    names = tuple(PARTS) if parts is None else parts
+    unknown = set(names) - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown checkpoint parts {sorted(unknown)}; known: {sorted(PARTS)}")
+    config, tensors = {}, {}
+    for name in names:
+        part = transformer_part(version, size, num_layers, audio) if name == "transformer" else PARTS[name](version, size)
+        config.update(part.config)
+        for i, (prefix, module) in enumerate(part.modules.items()):
+            part_seed = (seed * 1_000_003 + zlib.crc32(f"{name}:{i}".encode())) % 2**63
+            for key, t in random_state(module, part_seed).items():
+                full = prefix + key
+                tensors[full] = part.adjust(full, t) if part.adjust else t
     return write_checkpoint(path, tensors, config, MODEL_VERSION[version])
