@@ -61,21 +61,53 @@ class Attention(nn.Module):
         self.to_gate_logits = nn.Linear(query_dim, heads) if gated else None
         self.to_out = nn.Sequential(nn.Linear(inner, query_dim))
 
+    def fuse_projections(self, self_attention: bool) -> None:
+        """Replace to_q/to_k/to_v by ``to_qkv`` (self-attention) or to_k/to_v by ``to_kv``
+        (cross-attention): one GEMM instead of three or two. A runtime transformation for
+        inference: the state dict then holds the fused names."""
+        names = ("to_q", "to_k", "to_v") if self_attention else ("to_k", "to_v")
+        layers = [getattr(self, n) for n in names]
+        w = layers[0].weight
+        fused = nn.Linear(w.shape[1], sum(m.weight.shape[0] for m in layers), device="meta")
+        fused.weight = nn.Parameter(torch.cat([m.weight.detach() for m in layers]), requires_grad=False)
+        fused.bias = nn.Parameter(torch.cat([m.bias.detach() for m in layers]), requires_grad=False)
+        for n in names:
+            delattr(self, n)
+        setattr(self, "to_qkv" if self_attention else "to_kv", fused)
+
+    def _project(self, x: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if hasattr(self, "to_qkv"):
+            return self.to_qkv(x).chunk(3, dim=-1)
+        return self.to_q(x), *self._project_kv(context)
+
+    def _project_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if hasattr(self, "to_kv"):
+            return self.to_kv(context).chunk(2, dim=-1)
+        return self.to_k(context), self.to_v(context)
+
+    def keys_values(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised keys and values of a context, for reuse across calls (cross-attention without
+        RoPE on the keys, e.g. the text cross-attention of a whole generation)."""
+        k, v = self._project_kv(context)
+        return self.k_norm(k), v
+
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                 rope: Rope | None = None, k_rope: Rope | None = None, keep: torch.Tensor | None = None,
-                passthrough: bool = False) -> torch.Tensor:
-        """Attend from x to context (x itself when None).
+                passthrough: bool = False, kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Attend from x to context (x itself when None), or to precomputed ``kv`` (see keys_values).
 
         STG: ``passthrough`` replaces the attention by the value projection for every sample (the
         q/k path is skipped); ``keep`` (B, 1, 1) blends per sample, 1 = attention, 0 = value.
         """
         context = x if context is None else context
-        v = self.to_v(context)
-        if passthrough:
-            out = v
+        if passthrough:  # (with fused projections q and k come along; STG touches one block)
+            out = self.to_v(context) if hasattr(self, "to_v") else self._project(x, context)[2]
         else:
-            q = self.q_norm(self.to_q(x))
-            k = self.k_norm(self.to_k(context))
+            if kv is None:
+                q, k, v = self._project(x, context)
+                q, k = self.q_norm(q), self.k_norm(k)
+            else:
+                q, (k, v) = self.q_norm(self.to_q(x)), kv
             if rope is not None:
                 q = apply_rope(q, rope)
                 k = apply_rope(k, rope if k_rope is None else k_rope)

@@ -24,7 +24,7 @@ class Stream:
     """A modality's activations and everything the blocks need about it for one forward."""
 
     x: torch.Tensor  # (B, T, D)
-    context: torch.Tensor  # (B, S, D) text, already projected to D
+    context: torch.Tensor | None  # (B, S, D) text at the stream width; None with cached text keys
     context_mask: torch.Tensor | None  # additive (B, 1, 1, S) or None
     ada: torch.Tensor  # (B, T or 1, rows, D) per-token AdaLN projections
     embedded: torch.Tensor  # (B, T or 1, D) pre-SiLU timestep embedding (output head)
@@ -86,12 +86,12 @@ class AVBlock(nn.Module):
             self.scale_shift_table_a2v_ca_video = nn.Parameter(torch.empty(5, v.dim))
 
     def _self_and_text(self, s: Stream, attn1: Attention, attn2: Attention, table: torch.Tensor,
-                       prompt_table: torch.Tensor | None, skip: BlockSkips) -> torch.Tensor:
+                       prompt_table: torch.Tensor | None, skip: BlockSkips, text_kv) -> torch.Tensor:
         shift, scale, gate = modulation(table, s.ada, slice(0, 3))
         h = rms_norm(s.x, eps=self.eps) * (1 + scale) + shift
         x = s.x + attn1(h, mask=s.self_mask, rope=s.rope, keep=skip.keep, passthrough=skip.all) * gate
         if not self.cross_adaln:
-            return x + attn2(rms_norm(x, eps=self.eps), s.context, s.context_mask)
+            return x + attn2(rms_norm(x, eps=self.eps), s.context, s.context_mask, kv=text_kv)
         shift_q, scale_q, gate_q = modulation(table, s.ada, slice(6, 9))
         shift_kv, scale_kv = modulation(prompt_table, s.prompt_ada, slice(0, 2))
         q_in = rms_norm(x, eps=self.eps) * (1 + scale_q) + shift_q
@@ -108,18 +108,26 @@ class AVBlock(nn.Module):
         scale, shift = modulation(table[:4], s.cross_ada, rows)
         return scale, shift
 
-    def forward(self, video: Stream | None, audio: Stream | None, skips: dict) -> None:
-        """Update ``video.x`` and ``audio.x`` in place (the Stream objects, not the tensors)."""
+    def text_keys_values(self, video_context: torch.Tensor | None, audio_context: torch.Tensor | None):
+        """This block's text keys/values for each stream (LTX-2 only: in LTX-2.3 they depend on sigma)."""
+        return (self.attn2.keys_values(video_context) if video_context is not None else None,
+                self.audio_attn2.keys_values(audio_context) if audio_context is not None else None)
+
+    def forward(self, video: Stream | None, audio: Stream | None, skips: dict, text_kv=(None, None)) -> None:
+        """Update ``video.x`` and ``audio.x`` in place (the Stream objects, not the tensors).
+
+        ``text_kv``: this block's cached text (keys, values) per stream, or None to project them here.
+        """
         run_v = video is not None and video.active
         run_a = audio is not None and audio.active
         if run_v:
             video.x = self._self_and_text(video, self.attn1, self.attn2, self.scale_shift_table,
                                           getattr(self, "prompt_scale_shift_table", None),
-                                          skips.get("video_self", NO_SKIP))
+                                          skips.get("video_self", NO_SKIP), text_kv[0])
         if run_a:
             audio.x = self._self_and_text(audio, self.audio_attn1, self.audio_attn2, self.audio_scale_shift_table,
                                           getattr(self, "audio_prompt_scale_shift_table", None),
-                                          skips.get("audio_self", NO_SKIP))
+                                          skips.get("audio_self", NO_SKIP), text_kv[1])
         run_a2v = run_v and audio is not None and audio.x.numel() > 0
         run_v2a = run_a and video is not None and video.x.numel() > 0
         if run_a2v or run_v2a:

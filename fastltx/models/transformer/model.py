@@ -72,12 +72,56 @@ class LTXTransformer(nn.Module):
             if hasattr(m, "backend"):
                 m.backend = backend
 
+    def fuse_projections(self) -> None:
+        """One GEMM for q/k/v of every self-attention and for k/v of every cross-attention."""
+        for block in self.transformer_blocks:
+            for name, module in block.named_children():
+                if name in ("attn1", "audio_attn1"):
+                    module.fuse_projections(self_attention=True)
+                elif name.endswith(("attn2", "_attn")):
+                    module.fuse_projections(self_attention=False)
+
+    def to_fp8(self) -> int:
+        """Store the block linears (attention projections and feed-forwards) in float8_e4m3fn with
+        per-channel scales and run them through scaled fp8 matmuls; returns how many were converted."""
+        from fastltx.layers.linear import to_fp8
+        return to_fp8(self.transformer_blocks, lambda name, linear: "to_gate_logits" not in name)
+
     # ----------------------------------------------------------------------------- preprocessing
     def _timestep(self, adaln: AdaLNSingle, t: torch.Tensor, batch: int, dtype: torch.dtype):
-        ada, embedded = adaln((t * self.cfg.timestep_scale_multiplier).flatten(), dtype)
-        return ada.view(batch, -1, adaln.rows, ada.shape[-1] // adaln.rows), embedded.view(batch, -1, embedded.shape[-1])
+        """AdaLN rows (B, T or 1, rows, D) and embedded timestep (B, T or 1, D) for per-token timesteps.
 
-    def _stream(self, m: ModalityInput, other: ModalityInput | None, audio: bool) -> Stream:
+        A step has only a few distinct timesteps (sigma, and 0 for conditioning tokens), so the
+        timestep MLP runs once per distinct value and the result is broadcast (all tokens of each
+        sample alike) or gathered, instead of running once per token.
+        """
+        t = (t * self.cfg.timestep_scale_multiplier).reshape(batch, -1)
+        values, inverse = torch.unique(t, return_inverse=True)
+        ada, embedded = adaln(values, dtype)
+        if bool((inverse == inverse[:, :1]).all()):
+            inverse = inverse[:, :1]
+        ada, embedded = ada[inverse], embedded[inverse]
+        return ada.unflatten(-1, (adaln.rows, -1)), embedded
+
+    def _context(self, m: ModalityInput, audio: bool) -> torch.Tensor:
+        """The text context at the stream's width (through the LTX-2 caption projection)."""
+        g = self.cfg.audio if audio else self.cfg.video
+        context = m.context
+        if self.cfg.caption_channels is not None:
+            context = getattr(self, ("audio_" if audio else "") + "caption_projection")(context)
+        return context.view(m.latent.shape[0], -1, g.dim)
+
+    def cache_text(self, video: ModalityInput | None, audio: ModalityInput | None) -> list:
+        """Text keys/values of every block, computed once per generation and passed to ``forward``
+        as ``text_cache`` (the text does not change between steps). LTX-2 (V1) only: with LTX-2.3's
+        prompt AdaLN the keys depend on sigma."""
+        if self.cfg.cross_attention_adaln:
+            raise ValueError("text caching needs LTX-2 numerics: LTX-2.3 modulates the text by sigma")
+        vc = self._context(video, False) if video is not None else None
+        ac = self._context(audio, True) if audio is not None else None
+        return [block.text_keys_values(vc, ac) for block in self.transformer_blocks]
+
+    def _stream(self, m: ModalityInput, other: ModalityInput | None, audio: bool, cached_text: bool) -> Stream:
         cfg = self.cfg
         g = cfg.audio if audio else cfg.video
         p = "audio_" if audio else ""
@@ -85,11 +129,9 @@ class LTXTransformer(nn.Module):
         batch = m.latent.shape[0]
         x = getattr(self, p + "patchify_proj")(m.latent)
         ada, embedded = self._timestep(getattr(self, p + "adaln_single"), m.timesteps, batch, dtype)
-        context = m.context
-        if cfg.caption_channels is not None:
-            context = getattr(self, p + "caption_projection")(context)
         s = Stream(
-            x=x, context=context.view(batch, -1, g.dim), context_mask=context_bias(m.context_mask, dtype),
+            x=x, context=None if cached_text else self._context(m, audio),
+            context_mask=context_bias(m.context_mask, dtype),
             ada=ada, embedded=embedded,
             rope=rope_tables(m.positions, g.dim, g.heads, g.max_pos, cfg.theta, cfg.rope_layout, cfg.rope_float64,
                              dtype),
@@ -145,7 +187,7 @@ class LTXTransformer(nn.Module):
         return getattr(self, p + "proj_out")(x)
 
     def velocity(self, video: ModalityInput | None, audio: ModalityInput | None,
-                 perturbations: Sequence[Perturbation] | None = None):
+                 perturbations: Sequence[Perturbation] | None = None, text_cache: list | None = None):
         cfg = self.cfg
         if video is None and audio is None:
             raise ValueError("give at least one of video and audio")
@@ -153,19 +195,22 @@ class LTXTransformer(nn.Module):
             raise ValueError("this transformer has no video stream")
         if audio is not None and cfg.audio is None:
             raise ValueError("this transformer has no audio stream")
-        vs = self._stream(video, audio, audio=False) if video is not None else None
-        as_ = self._stream(audio, video, audio=True) if audio is not None else None
+        cached = text_cache is not None
+        vs = self._stream(video, audio, False, cached) if video is not None else None
+        as_ = self._stream(audio, video, True, cached) if audio is not None else None
         first = video if video is not None else audio
         plans = self._skip_plan(perturbations, first.latent.shape[0], first.latent.device, first.latent.dtype)
-        for block, plan in zip(self.transformer_blocks, plans):
-            block(vs, as_, plan)
+        for i, (block, plan) in enumerate(zip(self.transformer_blocks, plans)):
+            block(vs, as_, plan, text_cache[i] if cached else (None, None))
         return (self._output(vs, False) if vs is not None else None,
                 self._output(as_, True) if as_ is not None else None)
 
     def forward(self, video: ModalityInput | None, audio: ModalityInput | None,
-                perturbations: Sequence[Perturbation] | None = None):
-        """Denoised (x0) predictions (video, audio); a stream not given comes back as None."""
-        v, a = self.velocity(video, audio, perturbations)
+                perturbations: Sequence[Perturbation] | None = None, text_cache: list | None = None):
+        """Denoised (x0) predictions (video, audio); a stream not given comes back as None.
+
+        ``text_cache``: from ``cache_text`` on the same contexts, to skip the text projections."""
+        v, a = self.velocity(video, audio, perturbations, text_cache)
         return (to_denoised(video, v) if v is not None else None, to_denoised(audio, a) if a is not None else None)
 
 

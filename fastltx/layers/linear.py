@@ -1,0 +1,66 @@
+"""fp8 linears for Hopper: e4m3 weights with per-output-channel scales, activations quantised per
+token on the fly, multiplied by ``torch._scaled_mm`` (no TensorRT-LLM needed).
+
+y = (q(x) * sx) @ (q(W) * sw)^T + b, with sx = amax|x_row| / 448 and sw = amax|W_row| / 448.
+Where ``_scaled_mm`` is unavailable (CPU), the same quantised operands are multiplied in float32,
+so the numerics of the quantisation can be tested anywhere.
+"""
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+E4M3 = torch.float8_e4m3fn
+E4M3_MAX = torch.finfo(E4M3).max  # 448
+
+
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-wise symmetric e4m3 quantisation: (x_fp8, scale (rows, 1) float32)."""
+    scale = x.abs().amax(dim=-1, keepdim=True).float().clamp(min=1e-12) / E4M3_MAX
+    return (x.float() / scale).clamp(-E4M3_MAX, E4M3_MAX).to(E4M3), scale
+
+
+class Fp8Linear(nn.Module):
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        w, scale = quantize_rows(linear.weight.detach())
+        self.register_buffer("weight", w)
+        self.register_buffer("weight_scale", scale.view(1, -1))
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        xq, xs = quantize_rows(x.reshape(-1, shape[-1]))
+        if x.is_cuda:
+            y = torch._scaled_mm(xq, self.weight.t(), scale_a=xs, scale_b=self.weight_scale, out_dtype=x.dtype)
+        else:
+            y = ((xq.float() * xs) @ (self.weight.float() * self.weight_scale.t()).t()).to(x.dtype)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.view(*shape[:-1], self.out_features)
+
+
+def to_fp8(module: nn.Module, select: Callable[[str, nn.Linear], bool]) -> int:
+    """Replace the nn.Linear children chosen by ``select(qualified_name, linear)`` by Fp8Linear.
+
+    Returns how many were replaced. Their bf16 weights are released.
+    """
+    count = 0
+    for name, child in list(module.named_modules()):
+        for attr, sub in list(child.named_children()):
+            full = f"{name}.{attr}" if name else attr
+            if isinstance(sub, nn.Linear) and select(full, sub):
+                setattr(child, attr, Fp8Linear(sub))
+                count += 1
+    return count
+
+
+def fp8_supported(device: torch.device | str) -> bool:
+    """_scaled_mm with e4m3 needs compute capability 8.9+ (Ada, Hopper)."""
+    device = torch.device(device)
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
+
+
+__all__ = ["Fp8Linear", "fp8_supported", "quantize_rows", "to_fp8"]

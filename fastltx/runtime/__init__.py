@@ -1,0 +1,1 @@
+"""Runtime policy: compilation (and, later, device placement, offloading, distribution)."""

@@ -1,0 +1,33 @@
+"""torch.compile for the transformer: one compiled block function shared by every block.
+
+All blocks run the same code on same-shaped tensors, and the per-block perturbation plan is an
+argument, so Dynamo produces one graph for all 48 blocks (one more per distinct plan shape, e.g. a
+batch where some samples skip a block's self-attention).
+"""
+
+import functools
+
+import torch
+
+from fastltx.models.transformer.block import AVBlock
+
+
+@functools.cache
+def _compiled_block_forward(mode: str | None, dynamic: bool | None):
+    return torch.compile(AVBlock.forward, mode=mode, dynamic=dynamic)
+
+
+def compile_blocks(model: torch.nn.Module, mode: str | None = None, dynamic: bool | None = False) -> None:
+    """Route every transformer block through one compiled forward (compiled lazily, at the first call).
+
+    ``dynamic=False`` specialises on shapes (a new token count compiles once more); pass None to let
+    Dynamo generalise after the first recompile.
+    """
+    fn = _compiled_block_forward(mode, dynamic)
+    for block in model.transformer_blocks:
+        block.forward = functools.partial(fn, block)
+
+
+def uncompile_blocks(model: torch.nn.Module) -> None:
+    for block in model.transformer_blocks:
+        block.__dict__.pop("forward", None)
