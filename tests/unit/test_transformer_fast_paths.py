@@ -1,0 +1,95 @@
+"""The transformer's speed paths compute what the plain path computes.
+
+Fused projections and cached text keys/values are exact rearrangements (float32 bound 1e-6);
+torch.compile reorders float arithmetic (bound 1e-5, and one graph shared by every block); fp8
+linears quantise (e4m3 weights per channel, activations per token), checked against an explicit
+dequantised product and, end to end, against the float32 model (relative L2 bound 8e-2, issue 7's).
+"""
+
+import dataclasses
+
+import pytest
+import torch
+
+from fastltx.checkpoint.factory import random_transformer, transformer_config
+from fastltx.layers.linear import Fp8Linear, quantize_rows
+from fastltx.models.transformer import Perturbation
+from tests.helpers import max_rel_error
+from tests.parity.test_transformer import inputs
+
+
+def rel_l2(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+@pytest.fixture(params=["v1", "v2"])
+def model_and_inputs(request):
+    model = random_transformer(transformer_config(request.param, num_layers=3), seed=4, dtype=torch.float32)
+    return model, inputs(model, torch.float32, sigmas=(0.8, 0.3), clean_tokens=3)
+
+
+PERTS = [Perturbation.stg([1]), Perturbation.isolate_modalities()]
+
+
+@torch.no_grad()
+def test_fused_projections(model_and_inputs):
+    model, (v, a) = model_and_inputs
+    want = model(v, a, PERTS)
+    model.fuse_projections()
+    assert hasattr(model.transformer_blocks[0].attn1, "to_qkv") and hasattr(model.transformer_blocks[0].attn2, "to_kv")
+    got = model(v, a, PERTS)
+    assert max(max_rel_error(g, w) for g, w in zip(got, want)) <= 1e-6
+
+
+@torch.no_grad()
+def test_cached_text(model_and_inputs):
+    model, (v, a) = model_and_inputs
+    if model.cfg.cross_attention_adaln:
+        with pytest.raises(ValueError, match="LTX-2.3"):
+            model.cache_text(v, a)
+        return
+    want = model(v, a, PERTS)
+    got = model(v, a, PERTS, text_cache=model.cache_text(v, a))
+    assert max(max_rel_error(g, w) for g, w in zip(got, want)) <= 1e-6
+
+
+def test_fp8_linear_is_the_dequantised_product():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(32, 24)
+    x = torch.randn(2, 5, 32) * 3
+    q = Fp8Linear(lin)
+    xq, xs = quantize_rows(x.reshape(-1, 32))
+    assert xq.dtype == torch.float8_e4m3fn and q.weight.dtype == torch.float8_e4m3fn
+    want = (xq.double() * xs.double()) @ (q.weight.double() * q.weight_scale.double().t()).t() + lin.bias.double()
+    assert torch.allclose(q(x).double().view(-1, 24), want, rtol=1e-5, atol=1e-5)
+    assert rel_l2(q(x), lin(x)) < 0.06  # e4m3 has 3 mantissa bits: a few percent
+
+
+@torch.no_grad()
+def test_fp8_model_error(model_and_inputs):
+    model, (v, a) = model_and_inputs
+    want = model(v, a)
+    assert model.to_fp8() == 3 * (4 * 6 + 2 * 2)  # per block: 6 attentions x 4 linears, 2 FFs x 2
+    got = model(v, a)
+    errors = [rel_l2(g, w) for g, w in zip(got, want)]
+    assert 1e-4 < max(errors) <= 8e-2, errors
+
+
+@torch.no_grad()
+def test_compiled_blocks_share_one_graph():
+    import torch._dynamo as dynamo
+    from fastltx.runtime.compile import compile_blocks, uncompile_blocks
+    model = random_transformer(transformer_config("v1", num_layers=3), seed=5, dtype=torch.float32)
+    v, a = inputs(model, torch.float32, sigmas=(0.6,))
+    want = model(v, a)
+    dynamo.reset()
+    dynamo.utils.counters.clear()
+    compile_blocks(model)
+    try:
+        got = model(v, a)
+        assert dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    finally:
+        uncompile_blocks(model)
+        dynamo.reset()
+    assert max(max_rel_error(g, w) for g, w in zip(got, want)) <= 1e-5
+    assert dataclasses.is_dataclass(v)
