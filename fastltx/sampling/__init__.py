@@ -1,0 +1,1 @@
+"""Sampling: sigma schedules, noising, diffusion steps, multimodal guidance and denoising loops."""
