@@ -73,7 +73,8 @@ def main() -> None:
                     ("dec_o", lambda: decoder(latent)), ("dec_r", lambda: ref_decoder(latent)),
                     ("voc_o", lambda: vocoder(mel_o)), ("voc_r", lambda: ref_vocoder(mel_r)),
                     ("all_o", lambda: vocoder(decoder(latent))), ("all_r", lambda: ref_vocoder(ref_decoder(latent))))}
-                m_o, m_r = peak_mib(lambda: vocoder(decoder(latent))), peak_mib(lambda: ref_vocoder(ref_decoder(latent)))
+                m_o = peak_mib(lambda: vocoder(decoder(latent)))
+                m_r = peak_mib(lambda: ref_vocoder(ref_decoder(latent)))
             del mel_o, mel_r, wav_o, wav_r
             rows.append((version, seconds, vocoder.output_sampling_rate, samples, t, m_o, m_r, errs, weights))
         del decoder, vocoder, ref_decoder, ref_vocoder

@@ -17,9 +17,12 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from fastltx.checkpoint.tiny_audio import audio_vae_part, vocoder_part
 from fastltx.layers.rope import RopeLayout
+from fastltx.models.text_encoder.tiny import connector_keys, text_connectors_part, text_projection_part
 from fastltx.models.transformer import PREFIX as TRANSFORMER_PREFIX
 from fastltx.models.transformer import LTXTransformer, StreamGeometry, TransformerConfig
+from fastltx.models.video_vae.layouts import vae_part
 
 VERSIONS = ("v1", "v2")
 MODEL_VERSION = {"v1": "2.0.0", "v2": "2.3.0"}
@@ -128,12 +131,17 @@ def transformer_part(version: str, size: str, num_layers: int | None = None, aud
         cfg = replace(cfg, audio=None)
     with torch.device("meta"):
         model = LTXTransformer(cfg)
-    return Part({"transformer": cfg.to_checkpoint_section(SIZES[size][1])}, {TRANSFORMER_PREFIX: model})
+    return Part({"transformer": cfg.to_checkpoint_section(connector_keys(version, size))}, {TRANSFORMER_PREFIX: model})
 
 
 # Every component the single file can hold, in the order they are written. Later issues add theirs.
 PARTS: dict[str, Callable[..., Part]] = {
     "transformer": transformer_part,
+    "vae": vae_part,
+    "text_projection": text_projection_part,
+    "text_connectors": text_connectors_part,
+    "audio_vae": audio_vae_part,
+    "vocoder": vocoder_part,
 }
 
 

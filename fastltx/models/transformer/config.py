@@ -98,7 +98,9 @@ class TransformerConfig:
         if self.caption_channels is not None:
             t["caption_channels"] = self.caption_channels
         else:
-            t["caption_proj_before_connector"] = True
+            # with the three companion keys the reference requires to pick the V2 text feature extractor
+            t.update(caption_proj_before_connector=True, caption_projection_first_linear=False,
+                     caption_proj_input_norm=False, caption_projection_second_linear=False)
         if self.gated_attention:
             t["apply_gated_attention"] = True
         if self.cross_attention_adaln:

@@ -1,0 +1,1 @@
+"""Media in and out through PyAV (imported lazily: the models never need it)."""

@@ -1,0 +1,40 @@
+"""The whole text path: prompts -> Gemma 3 hidden states -> features -> video and audio contexts.
+
+Unlike the reference, which runs one prompt at a time, a list of prompts is encoded as one batch
+(each padded to the same fixed length, so every result equals the prompt's own); a guidance
+step's positive and negative prompts go through Gemma together.
+"""
+
+import os
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from fastltx.models.text_encoder.gemma import MAX_LENGTH, GemmaEncoder, load_gemma, read_gemma_directory
+from fastltx.models.text_encoder.processor import TextEncoding, TextProcessor, load_text_processor
+
+
+class TextEncoder(nn.Module):
+    def __init__(self, gemma: GemmaEncoder, processor: TextProcessor):
+        super().__init__()
+        self.gemma = gemma
+        self.processor = processor
+
+    @torch.inference_mode()
+    def encode(self, prompts: Sequence[str]) -> TextEncoding:
+        """Contexts for a batch of prompts: ``encode([positive, negative])`` for a guided step."""
+        ids, mask = self.gemma.tokenize(list(prompts))
+        return self.processor(self.gemma(ids, mask), mask)
+
+
+def load_text_encoder(gemma_path: str | os.PathLike, checkpoint: str | os.PathLike,
+                      device: torch.device | str = "cpu", dtype: torch.dtype | None = torch.bfloat16,
+                      max_length: int = MAX_LENGTH) -> TextEncoder:
+    """Gemma 3 from a local Hugging Face directory plus the projection and connectors of an official
+    checkpoint. The directory is checked, then the checkpoint's projection against the Gemma model,
+    before any weight is read."""
+    directory = read_gemma_directory(gemma_path)  # config, tokenizer and weight files present
+    processor = load_text_processor(checkpoint, directory.geometry, device, dtype)
+    gemma = load_gemma(gemma_path, device, dtype, max_length, directory=directory)
+    return TextEncoder(gemma, processor)
