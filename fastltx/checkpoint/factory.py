@@ -91,14 +91,10 @@ def random_transformer(cfg: TransformerConfig, seed: int = 0, device: torch.devi
     return model.eval().requires_grad_(False)
 
 
-def write_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], config: dict,
-                     model_version: str | None = None) -> Path:
-    """Write a single-file checkpoint atomically (a temporary file renamed into place)."""
+def save_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """Write a safetensors file atomically (a temporary file renamed into place)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {"config": json.dumps(config)}
-    if model_version:
-        metadata["model_version"] = model_version
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -108,6 +104,15 @@ def write_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], 
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], config: dict,
+                     model_version: str | None = None) -> Path:
+    """Write a single-file checkpoint: tensors plus the ``config`` (and ``model_version``) metadata."""
+    metadata = {"config": json.dumps(config)}
+    if model_version:
+        metadata["model_version"] = model_version
+    return save_safetensors(path, tensors, metadata)
 
 
 @dataclass(frozen=True)
@@ -168,3 +173,20 @@ def make_checkpoint(path: str | os.PathLike, version: str = "v1", seed: int = 0,
                 full = prefix + key
                 tensors[full] = part.adjust(full, t) if part.adjust else t
     return write_checkpoint(path, tensors, config, MODEL_VERSION[version])
+
+
+def make_lora(path: str | os.PathLike, version: str = "v1", seed: int = 0, rank: int = 4, size: str = "tiny",
+              num_layers: int | None = None, metadata: dict[str, str] | None = None) -> Path:
+    """Write a random LoRA in the official key format over every block linear of the transformer
+    (gate logits aside). ``metadata`` adds header entries (e.g. IC-LoRA's reference_downscale_factor)."""
+    with torch.device("meta"):
+        model = LTXTransformer(transformer_config(version, size, num_layers))
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for name, module in model.transformer_blocks.named_modules():
+        if isinstance(module, nn.Linear) and "to_gate_logits" not in name:
+            out_f, in_f = module.weight.shape
+            key = f"diffusion_model.transformer_blocks.{name}"
+            tensors[key + ".lora_A.weight"] = (torch.randn(rank, in_f, generator=gen) / in_f**0.5).to(torch.bfloat16)
+            tensors[key + ".lora_B.weight"] = (torch.randn(out_f, rank, generator=gen) / rank**0.5).to(torch.bfloat16)
+    return save_safetensors(path, tensors, metadata or {})

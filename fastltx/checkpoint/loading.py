@@ -49,10 +49,12 @@ def match_keys(header: SafetensorsHeader, model: nn.Module, key_map: KeyMap, com
 
 def load_component(build: Callable[[], nn.Module], header: SafetensorsHeader, key_map: KeyMap, component: str,
                    device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
-                   ignored: Callable[[str], bool] = lambda k: False) -> nn.Module:
+                   ignored: Callable[[str], bool] = lambda k: False,
+                   adjust: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None) -> nn.Module:
     """Build ``build()`` on meta, check the file strictly, then read and assign its tensors.
 
-    Floating-point tensors are cast to ``dtype`` (kept as stored when None).
+    Floating-point tensors are cast to ``dtype`` (kept as stored when None). ``adjust`` sees the
+    state dict as stored (e.g. to fuse LoRAs from the stored values) before that cast.
     """
     with torch.device("meta"):
         model = build()
@@ -61,10 +63,11 @@ def load_component(build: Callable[[], nn.Module], header: SafetensorsHeader, ke
     state = {}
     with safe_open(header.path, framework="pt", device="cpu" if device.type == "meta" else str(device)) as f:
         for key, name in mapping.items():
-            t = f.get_tensor(name)
-            if dtype is not None and t.is_floating_point():
-                t = t.to(dtype)
-            state[key] = t
+            state[key] = f.get_tensor(name)
+    if adjust is not None:
+        state = adjust(state)
+    if dtype is not None:
+        state = {k: t.to(dtype) if t.is_floating_point() else t for k, t in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:  # only a bug in a model definition can get here; never hand out such a model

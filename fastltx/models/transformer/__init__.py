@@ -1,10 +1,12 @@
 """The audio-video diffusion transformer: config, inputs, model and loading from a checkpoint."""
 
 import os
+from collections.abc import Sequence
 
 import torch
 
 from fastltx.checkpoint.loading import load_component
+from fastltx.checkpoint.lora import fuse_loras, read_lora
 from fastltx.checkpoint.safetensors_file import CheckpointError, read_header
 from fastltx.models.transformer.config import StreamGeometry, TransformerConfig
 from fastltx.models.transformer.inputs import ModalityInput, Perturbation, Skip
@@ -25,12 +27,15 @@ def checkpoint_key(file_key: str) -> str | None:
 
 def load_transformer(path: str | os.PathLike, device: torch.device | str = "cpu",
                      dtype: torch.dtype | None = torch.bfloat16, video: bool = True, audio: bool = True,
-                     attention_backend: str | None = None) -> LTXTransformer:
+                     attention_backend: str | None = None,
+                     loras: Sequence[tuple[str | os.PathLike, float]] = ()) -> LTXTransformer:
     """Load the transformer of an official checkpoint strictly.
 
     ``video=False`` or ``audio=False`` gives a single-stream model from an audio-video file (the
     other stream's tensors are then ignored); a video-only file needs ``audio=False``.
+    ``loras``: (path, strength) pairs fused into the weights while loading.
     """
+    lora_weights = [(read_lora(p), float(s)) for p, s in loras]  # validate before the big read
     header = read_header(path)
     config = header.config()
     has_audio = f"{PREFIX}audio_patchify_proj.weight" in header.tensors
@@ -44,7 +49,9 @@ def load_transformer(path: str | os.PathLike, device: torch.device | str = "cpu"
             own = set(LTXTransformer(cfg).state_dict())
             extra = set(LTXTransformer(full).state_dict()) - own
         ignored = extra.__contains__
-    model = load_component(lambda: LTXTransformer(cfg), header, checkpoint_key, "transformer", device, dtype, ignored)
+    fuse = (lambda state: fuse_loras(state, lora_weights)) if lora_weights else None  # noqa: E731
+    model = load_component(lambda: LTXTransformer(cfg), header, checkpoint_key, "transformer", device, dtype, ignored,
+                           fuse)
     model.set_attention_backend(attention_backend)
     return model
 
