@@ -13,16 +13,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from fastltx.media.errors import MediaError
+
 # Integer sample formats -> (offset, scale) so that float = (x - offset) / scale.
 _INT_FORMATS = {"u8": (128.0, 128.0), "s16": (0.0, 2.0**15), "s32": (0.0, 2.0**31), "s64": (0.0, 2.0**63)}
-
-
-class MediaError(ValueError):
-    """A media file cannot be used; the message names the file and what is wrong."""
-
-    def __init__(self, path: str | os.PathLike, problem: str):
-        self.path, self.problem = str(path), problem
-        super().__init__(f"{path}: {problem}")
 
 
 class Audio(NamedTuple):
