@@ -17,11 +17,14 @@ difference and share of differing values). Prints the card, median times, peak m
 weights, the auto plan and its memory estimate next to the measured peak.
 
     python bench/video_vae.py [--reps 3] [--budget-gib 4] [--cudnn-benchmark] [--sizes 512x768,1024x1536]
+    python bench/video_vae.py --device cpu --size tiny --sizes 64x96 --frames 17 --reps 1   # dry run
 """
 
 import argparse
 import gc
+import statistics
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,9 +96,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--budget-gib", type=float, default=4.0, help="memory budget of the streamed mode")
     parser.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN pick algorithms (both sides)")
     parser.add_argument("--version", choices=("v1", "v2"), default="v1", help="v1: LTX-2 19B layout, v2: LTX-2.3")
+    parser.add_argument("--size", choices=("19b", "tiny"), default="19b", help="tiny: a dry run of the script")
+    parser.add_argument("--device", default="cuda", help="cpu: a dry run (wall-clock times, no memory figures)")
     args = parser.parse_args(argv)
     args.sizes = [parse_size(s) for s in args.sizes.split(",")]
     return args
+
+
+def timer(device: str):
+    """(time in ms, peak MiB above the start) of a function: CUDA events and the allocator's peak on
+    the GPU; wall-clock time and no memory figure elsewhere (dry runs)."""
+    if device.startswith("cuda"):
+        return lambda fn, warmup, reps: (time_cuda(fn, warmup, reps), peak_mib(fn))
+
+    def measure(fn, warmup, reps):
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start) * 1e3)
+        return statistics.median(times), float("nan")
+    return measure
 
 
 def _frames(decode) -> torch.Tensor:
@@ -110,23 +133,26 @@ def agreement(ours: torch.Tensor, ref: torch.Tensor) -> str:
     return f"max {diff.max().item()}, {(diff > 0).float().mean().item() * 100:.2f}% differ"
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> list[tuple]:
     args = parse_args(argv)
     from ltx_core.model.video_vae import TilingConfig
     from ltx_core.model.video_vae import decode_video as ref_decode_video
 
+    device, cuda = args.device, args.device.startswith("cuda")
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
-    card = torch.cuda.get_device_name()
+    card = torch.cuda.get_device_name(device) if cuda else "cpu (dry run)"
     print(f"card: {card}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}, "
           f"cudnn.benchmark={args.cudnn_benchmark}")
-    ours = random_decoder(args.version, "19b", device="cuda")
-    ref = reference_decoder_on_weights(args.version, "19b", ours)
-    ours_cl = to_channels_last(random_decoder(args.version, "19b", device="cuda"))  # same values, own copy
-    print(f"weights: {torch.cuda.memory_allocated() / GIB:.2f} GiB (ltx-core shares the first copy)")
+    ours = random_decoder(args.version, args.size, device=device)
+    ref = reference_decoder_on_weights(args.version, args.size, ours)
+    ours_cl = to_channels_last(random_decoder(args.version, args.size, device=device))  # same values, own copy
+    if cuda:
+        print(f"weights: {torch.cuda.memory_allocated(device) / GIB:.2f} GiB (ltx-core shares the first copy)")
     budget = int(args.budget_gib * GIB)
+    measure = timer(device)
 
     def gen():
-        return torch.Generator(device="cuda").manual_seed(0)
+        return torch.Generator(device=device).manual_seed(0)
 
     def consume(it):
         for _ in it:
@@ -134,7 +160,7 @@ def main(argv=None) -> None:
 
     rows = []
     for case in cases(args.sizes):
-        latent = random_latent(*case.size, args.frames, "cuda")
+        latent = random_latent(*case.size, args.frames, device)
         reference = {}  # tiling -> uint8 frames on the CPU
 
         def ref_frames(tiled: bool) -> torch.Tensor:
@@ -151,12 +177,12 @@ def main(argv=None) -> None:
             ("tiled", dict(tiling=Tiling.default()), True),
             (f"auto, {args.budget_gib:g} GiB", dict(tiling="auto", memory_budget=budget), False)]
         with torch.inference_mode():
-            t_ref, m_ref = time_cuda(run_ref, args.warmup, args.reps), peak_mib(run_ref)
+            t_ref, m_ref = measure(run_ref, args.warmup, args.reps)
             rows.append((case.name, "ltx-core", t_ref, m_ref, "", ""))
             for label, kw, tiled_ref in modes:
                 for model, layout in ((ours_cl, "channels-last"), (ours, "plain")):
                     run = lambda: consume(decode_video(model, latent, gen(), **kw))  # noqa: E731
-                    t, m = time_cuda(run, args.warmup, args.reps), peak_mib(run)
+                    t, m = measure(run, args.warmup, args.reps)
                     check = agreement(_frames(lambda: decode_video(model, latent, gen(), **kw)), ref_frames(tiled_ref))
                     check += " vs tiled" if tiled_ref else " vs untiled"
                     note = ""
@@ -168,16 +194,16 @@ def main(argv=None) -> None:
                     rows.append((case.name, f"fastltx {label} ({layout})", t, m, check, note))
         del latent, reference
         gc.collect()
-        torch.cuda.empty_cache()
+        if cuda:
+            torch.cuda.empty_cache()
 
-    print(f"\n{'case':<28} {'implementation':<36} {'ms':>9} {'peak MiB':>9}  agreement with ltx-core (uint8)")
+    print(f"\n{'case':<26} {'implementation':<36} {'ms':>8} {'vs core':>8} {'peak MiB':>9}  agreement with ltx-core")
     base = {}
     for name, impl, t, m, check, note in rows:
-        if impl == "ltx-core":
-            base[name] = t
-        ratio = f" ({t / base[name]:.2f}x)" if impl != "ltx-core" else ""
-        print(f"{name:<28} {impl:<36} {t:>9.1f} {m:>9.0f}  {check}{ratio} {note}")
+        base.setdefault(name, t)  # the ltx-core row comes first
+        print(f"{name:<26} {impl:<36} {t:>8.1f} {t / base[name]:>7.2f}x {m:>9.0f}  {check} {note}")
     print(f"(card: {card}; peak = max allocated above the weights; times are medians of {args.reps})")
+    return rows
 
 
 if __name__ == "__main__":

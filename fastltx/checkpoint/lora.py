@@ -84,3 +84,44 @@ def fuse_loras(state: dict[str, torch.Tensor], loras: Sequence[tuple[LoraWeights
 def lora_metadata_value(lora: LoraWeights, key: str, default=None):
     """A metadata entry of the LoRA file (e.g. IC-LoRA's ``reference_downscale_factor``)."""
     return lora.metadata.get(key, default)
+
+
+class LoraSwitch:
+    """LoRAs switched on and off in place on a loaded model, restoring the exact original weights.
+
+    For pipelines whose second stage adds a LoRA (the distilled LoRA of the two-stage pipelines):
+    one transformer in memory instead of two. The first switch keeps a host copy of each targeted
+    weight; ``on()`` writes W + sum s_i B_i A_i (formed in float32, as at load time), ``off()``
+    copies W back.
+    """
+
+    def __init__(self, model: torch.nn.Module, loras: Sequence[tuple[LoraWeights, float]]):
+        params = dict(model.named_parameters())
+        self.model, self.loras, self.active, self._saved = model, list(loras), False, {}
+        self.targets = sorted({k for lora, _ in self.loras for k in lora.pairs})
+        for lora, _ in self.loras:
+            for key in lora.pairs:
+                if key not in params:
+                    raise CheckpointError(lora.path, f"LoRA targets {key!r}, which the transformer does not have")
+
+    @torch.no_grad()
+    def on(self) -> None:
+        if self.active:
+            return
+        params = dict(self.model.named_parameters())
+        for key in self.targets:
+            p = params[key]
+            if key not in self._saved:
+                self._saved[key] = p.detach().to("cpu", copy=True)
+            fused = fuse_loras({key: p.detach()}, [(lora, s) for lora, s in self.loras if key in lora.pairs])[key]
+            p.copy_(fused.to(p.dtype))
+        self.active = True
+
+    @torch.no_grad()
+    def off(self) -> None:
+        if not self.active:
+            return
+        params = dict(self.model.named_parameters())
+        for key in self.targets:
+            params[key].copy_(self._saved[key].to(params[key].device))
+        self.active = False

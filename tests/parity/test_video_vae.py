@@ -3,8 +3,9 @@
 Error measure: max |ours - ref| / max |ref|. float32 bound 1e-5; measured 0 (bit-identical) for
 encode, decode with and without timestep conditioning, the reference's tiled decode and tiled
 encode, both released layouts and a layout with every other block type. Our streamed decode against
-the reference's one pass: measured 1.3e-6 to 2.6e-6 (element-wise kernels round a few values
-differently on chunk-sized tensors; nothing else differs). bf16 bound 4e-3, one bf16 rounding
+the reference's one pass: measured 2.1e-6 to 4.7e-6 (element-wise kernels and small convolutions
+round a few values differently on chunk-sized tensors, and the tiny models' 4-wide PixelNorm
+amplifies that; nothing else differs). bf16 bound 4e-3, one bf16 rounding
 step; measured 0 as well (same operations in the same order, so bf16 rounds alike). uint8 frames:
 identical, untiled and tiled.
 """
@@ -53,6 +54,8 @@ NARROW = VideoVAEConfig(
                    Block("compress_all"), Block("compress_all", multiplier=2), _res()),
                   latent_channels=16, base_channels=4, timestep_conditioning=False, spatial_padding_mode="zeros"))
 
+CAUSAL = dataclasses.replace(NARROW, decoder=dataclasses.replace(NARROW.decoder, causal=True))
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _reference():
@@ -65,7 +68,8 @@ def files(tmp_path_factory):
     return {"v1": make_checkpoint(root / "v1.safetensors", "v1", seed=5, parts=("vae",)),
             "v2": make_checkpoint(root / "v2.safetensors", "v2", seed=6, parts=("vae",)),
             "all": write_video_vae(root / "all.safetensors", ALL_BLOCKS, seed=7),
-            "narrow": write_video_vae(root / "narrow.safetensors", NARROW, seed=8)}
+            "narrow": write_video_vae(root / "narrow.safetensors", NARROW, seed=8),
+            "causal": write_video_vae(root / "causal.safetensors", CAUSAL, seed=9)}
 
 
 @pytest.fixture(scope="module")
@@ -167,11 +171,16 @@ TILINGS = [
 ]
 
 
-@pytest.mark.parametrize("tiling", TILINGS, ids=lambda t: f"{t.spatial}-{t.temporal}")
+def tiling_id(t: Tiling) -> str:
+    s = f"{t.spatial.tile}/{t.spatial.overlap}px" if t.spatial else "no-space"
+    return s + (f"-{t.temporal.tile}/{t.temporal.overlap}f" if t.temporal else "-no-time")
+
+
+@pytest.mark.parametrize("tiling", TILINGS, ids=tiling_id)
 @pytest.mark.parametrize("name", ["v1", "v2"])
 def test_tiled_decode(models, name, tiling):
     ours, ref = models(name, "decoder")
-    z = latent((1, 128, 4, 2, 3))
+    z = latent((1, 128, 4, 2, 4))
     with torch.no_grad():
         check_chunks(list(tiled_decode(ours, z, tiling, generator=gen())),
                      list(ref.tiled_decode(z, reference_tiling(tiling), generator=gen())))
@@ -217,7 +226,7 @@ def test_spatial_only_tiling_is_one_temporal_tile(models):
 
 
 @pytest.mark.parametrize("chunk", [1, 2])
-@pytest.mark.parametrize("name", ["v1", "v2", "narrow"])
+@pytest.mark.parametrize("name", ["v1", "v2", "narrow", "causal"])
 def test_streamed_decode_matches_one_pass(models, name, chunk):
     ours, ref = models(name, "decoder")
     z = latent((1, ours.cfg.latent_channels, 5, 2, 3))
@@ -234,7 +243,7 @@ ENCODE_TILINGS = [
 ]
 
 
-@pytest.mark.parametrize("tiling", ENCODE_TILINGS, ids=lambda t: f"{t.spatial}-{t.temporal}")
+@pytest.mark.parametrize("tiling", ENCODE_TILINGS, ids=tiling_id)
 def test_tiled_encode(models, tiling):
     ours, ref = models("narrow", "encoder")
     x = video(25, 64, 160)
@@ -271,4 +280,4 @@ def test_parity_measure_catches_porting_errors(models, monkeypatch):
 def test_all_blocks_layout_is_what_it_claims():
     kinds = {b.kind for b in ALL_BLOCKS.encoder.blocks} | {b.kind for b in ALL_BLOCKS.decoder.blocks}
     assert kinds == {"res_x", "res_x_y", "compress_space", "compress_time", "compress_all", "compress_all_x_y"}
-    assert dataclasses.replace(ALL_BLOCKS.decoder).causal
+    assert ALL_BLOCKS.decoder.causal and any(b.inject_noise for b in ALL_BLOCKS.decoder.blocks)

@@ -8,7 +8,7 @@ import torch
 from fastltx.checkpoint.factory import make_checkpoint, write_checkpoint
 from fastltx.checkpoint.inspect import inspect_checkpoint
 from fastltx.checkpoint.safetensors_file import CheckpointError, read_header
-from fastltx.models.video_vae import (DecoderConfig, EncoderConfig, SpatialTiling, TemporalTiling, Tiling,
+from fastltx.models.video_vae import (SpatialTiling, TemporalTiling, Tiling,
                                       VideoDecoder, VideoEncoder, VideoVAEConfig, decode_video, encode_video,
                                       load_latent_statistics, load_video_decoder, load_video_encoder)
 from fastltx.models.video_vae.decode import tiled_decode

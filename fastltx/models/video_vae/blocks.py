@@ -25,8 +25,9 @@ class TimeEmbedder(nn.Module):
         self.timestep_embedder = TimestepEmbedder(dim)
 
     def forward(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """(B,) timesteps -> (B, dim, 1, 1, 1)."""
-        return self.timestep_embedder(t.flatten(), dtype).view(t.shape[0], -1, 1, 1, 1)
+        """(B,) timesteps (or one for all) -> (B, dim, 1, 1, 1)."""
+        embedded = self.timestep_embedder(t.reshape(-1), dtype)
+        return embedded.view(embedded.shape[0], -1, 1, 1, 1)
 
 
 def modulation(table: torch.Tensor, embedded: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -85,7 +86,7 @@ class ResnetBlock3D(nn.Module):
         if self.inject_noise:
             h = self._noise(h, self.per_channel_scale2, generator)
         skip = self.conv_shortcut(self.norm3(x)) if self.changes_width else x
-        return align(stream, self, skip, h.shape[2]) + h
+        return h.add_(align(stream, self, skip, h.shape[2]))  # in place: h is this block's own buffer
 
 
 class ResStack(nn.Module):
@@ -155,5 +156,5 @@ class DepthToSpaceUpsample(nn.Module):
         if temporal:
             h = drop_first_frame(stream, (self, "main"), h)
         if self.residual:
-            h = h + align(stream, self, skip, h.shape[2])
+            h = h.add_(align(stream, self, skip, h.shape[2]))
         return h

@@ -133,15 +133,16 @@ class VideoVAEConfig:
 
     @classmethod
     def from_checkpoint_config(cls, config: dict, path: str) -> "VideoVAEConfig":
-        return cls(EncoderConfig.from_checkpoint_config(config, path), DecoderConfig.from_checkpoint_config(config, path))
+        return cls(EncoderConfig.from_checkpoint_config(config, path),
+                   DecoderConfig.from_checkpoint_config(config, path))
 
     def to_checkpoint_section(self) -> dict:
         """The ``config["vae"]`` section of an official file with this configuration."""
         e, d = self.encoder, self.decoder
         if (e.in_channels, e.latent_channels, e.patch_size) != (d.out_channels, d.latent_channels, d.patch_size):
             raise ValueError("encoder and decoder disagree on channels or patch size; one header cannot say both")
-        section = dict(dims=3, in_channels=e.in_channels, out_channels=d.out_channels, latent_channels=e.latent_channels,
-                       patch_size=e.patch_size, norm_layer="pixel_norm", latent_log_var=e.latent_log_var,
+        section = dict(dims=3, in_channels=e.in_channels, out_channels=d.out_channels,
+                       latent_channels=e.latent_channels, patch_size=e.patch_size, norm_layer="pixel_norm", latent_log_var=e.latent_log_var,
                        encoder_blocks=[b.to_entry() for b in e.blocks], decoder_blocks=[b.to_entry() for b in d.blocks],
                        causal_decoder=d.causal, timestep_conditioning=d.timestep_conditioning,
                        decoder_base_channels=d.base_channels)
@@ -183,7 +184,8 @@ def _bool(v: dict, key: str, default: bool, path: str) -> bool:
 def _padding(v: dict, default: str, path: str) -> str:
     mode = v.get("spatial_padding_mode", default)
     if mode not in PADDING_MODES:
-        raise CheckpointError(path, f"vae config: unknown spatial_padding_mode {mode!r} (known: {', '.join(PADDING_MODES)})")
+        raise CheckpointError(path, f"vae config: unknown spatial_padding_mode {mode!r} "
+                                    f"(known: {', '.join(PADDING_MODES)})")
     return mode
 
 

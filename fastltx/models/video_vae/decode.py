@@ -79,7 +79,8 @@ def tiled_encode(encoder: VideoEncoder, video: torch.Tensor, tiling: Tiling) -> 
     param = next(encoder.parameters())
     b, _, f, h, w = video.shape
     tiles = encode_tiles(f, h, w, tiling, cfg.temporal_factor, cfg.spatial_factor)
-    shape = (b, cfg.latent_channels, (f - 1) // cfg.temporal_factor + 1, h // cfg.spatial_factor, w // cfg.spatial_factor)
+    t, s = cfg.temporal_factor, cfg.spatial_factor
+    shape = (b, cfg.latent_channels, (f - 1) // t + 1, h // s, w // s)
     latent = torch.zeros(shape, device=param.device, dtype=param.dtype)
     weights = torch.zeros((1, 1) + shape[2:], device=param.device, dtype=param.dtype)
     for tile in tiles:

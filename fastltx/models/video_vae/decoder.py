@@ -59,8 +59,9 @@ class VideoDecoder(nn.Module):
 
     @property
     def streamable(self) -> bool:
-        """Whether ``decode_chunks`` applies: every layer acts frame-locally apart from temporal convolutions
-        (a width-changing resnet normalises over all frames; spatial noise is drawn per pass)."""
+        """Whether ``decode_chunks`` applies: every layer acts frame by frame apart from temporal convolutions
+        (not so a width-changing resnet, whose GroupNorm spans all frames, nor noise injection, drawn
+        once per pass)."""
         return not any(isinstance(m, ResnetBlock3D) and (m.changes_width or m.inject_noise) for m in self.modules())
 
     def check_latent(self, latent: torch.Tensor) -> None:
@@ -134,20 +135,25 @@ class VideoDecoder(nn.Module):
         if not self.streamable:
             raise ValueError("this decoder has layers that mix all frames; decode it whole or with tiling")
         x, timestep = self.prepare(latent, timestep, generator)
-        stream, total = TemporalStream(), x.shape[2]
-        calls = [x[:, :, start:start + chunk_frames] for start in range(0, total, chunk_frames)]
-        drains, cost = [[]], 0.0
-        for conv, rate in self.temporal_convolutions():
-            if self.cfg.causal:  # causal convolutions pad nothing at the end and delay nothing
-                break
-            if drains[-1] and cost + 1 / rate > chunk_frames:
-                drains.append([])
-                cost = 0.0
-            drains[-1].append(conv)
-            cost += 1 / rate
-        empty = x[:, :, :0]
-        for piece, ending in [(c, ()) for c in calls] + [(empty, group) for group in drains if group]:
+        stream = TemporalStream()
+        feeds = [(x[:, :, start:start + chunk_frames], ()) for start in range(0, x.shape[2], chunk_frames)]
+        drains = [(x[:, :, :0], group) for group in self._drain_groups(chunk_frames)]
+        for piece, ending in feeds + drains:
             stream.ending = set(ending)
             out = self.run(piece, timestep, generator, stream)
             if out.shape[2]:
                 yield out
+
+    def _drain_groups(self, chunk_frames: int) -> list[list[CausalConv3d]]:
+        """The convolutions to end together, in network order: ending one flushes one frame at its own
+        rate, 1/rate latent frames' worth; a group flushes at most one chunk's worth (or one convolution)."""
+        if self.cfg.causal:  # causal convolutions pad nothing at the end and delay nothing
+            return []
+        groups, cost = [[]], 0.0
+        for conv, rate in self.temporal_convolutions():
+            if groups[-1] and cost + 1 / rate > chunk_frames:
+                groups.append([])
+                cost = 0.0
+            groups[-1].append(conv)
+            cost += 1 / rate
+        return groups

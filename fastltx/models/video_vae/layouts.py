@@ -5,8 +5,9 @@ decoder of residual depth-to-space upsamplers, no ``spatial_padding_mode`` key (
 with zeros and the decoder reflects). "v2" is LTX-2.3's: the encoder stops at 1024 channels, the
 decoder uses separate space / time / all upsamplers without residuals, no timestep conditioning,
 zero padding throughout. Sources: reference notes 1.2 and published header dumps. "tiny" keeps each
-layout's block sequence, compression (8x time, 32x space) and 128 latent channels, with one resnet
-per stack, an encoder that stays 128 wide and a 32-wide decoder.
+layout's compression (8x time, 32x space), block types and 128 latent channels: an encoder that
+stays 128 wide with one resnet before and after its four downsamplers (2.8 M parameters), and the
+decoder's block sequence with one resnet per stack, 32 channels wide at its input.
 """
 
 import torch
@@ -26,9 +27,11 @@ def _encoder_blocks(version: str, tiny: bool) -> tuple[Block, ...]:
     depths = (4, 6, 6, 2, 2) if version == "v1" else (4, 6, 4, 2, 2)
     last = 2 if version == "v1" else 1
     downs = [("compress_space_res", 2), ("compress_time_res", 2), ("compress_all_res", 2), ("compress_all_res", last)]
-    blocks = [_res(1 if tiny else depths[0])]
+    if tiny:  # 128 wide throughout: one resnet at each end, the downsamplers in between
+        return (_res(1),) + tuple(Block(kind, multiplier=1) for kind, _ in downs) + (_res(1),)
+    blocks = [_res(depths[0])]
     for (kind, mult), depth in zip(downs, depths[1:], strict=True):
-        blocks += [Block(kind, multiplier=1 if tiny else mult), _res(1 if tiny else depth)]
+        blocks += [Block(kind, multiplier=mult), _res(depth)]
     return tuple(blocks)
 
 

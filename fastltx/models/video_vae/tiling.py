@@ -197,7 +197,8 @@ def encode_tiles(frames: int, height: int, width: int, tiling: Tiling, time_scal
         for t in intervals:
             start, stop = t.start // time_scale, (t.end - 1) // time_scale + 1
             targets.append(slice(start, stop))
-            masks.append(rectangle_mask(stop - start, 0 if t.left_ramp == 0 else 1 + (t.left_ramp - 1) // time_scale, 0))
+            left = 0 if t.left_ramp == 0 else 1 + (t.left_ramp - 1) // time_scale
+            masks.append(rectangle_mask(stop - start, left, 0))
         axes.append((intervals, targets, masks))
     else:
         axes.append(([Interval(0, frames)], [slice(0, (frames - 1) // time_scale + 1)], [None]))

@@ -1,0 +1,103 @@
+"""The models a pipeline needs, loaded once per pipeline object and reused across calls."""
+
+import functools
+import os
+from dataclasses import dataclass
+
+import torch
+
+from fastltx.checkpoint.lora import LoraSwitch, read_lora
+from fastltx.pipelines.request import InputError
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """Local paths of the official files. ``stage2_loras`` are switched on only for second stages
+    (the distilled LoRA of the two-stage dev pipelines); ``loras`` apply throughout."""
+
+    checkpoint: str
+    text_encoder: str | None = None
+    upsampler: str | None = None
+    loras: tuple[tuple[str, float], ...] = ()
+    stage2_loras: tuple[tuple[str, float], ...] = ()
+
+    def check(self, needs_upsampler: bool, needs_stage2_lora: bool, pipeline: str) -> None:
+        """Fail before loading anything when a file is missing or the pipeline lacks one it needs."""
+        named = [("checkpoint", self.checkpoint), ("text encoder", self.text_encoder), ("upsampler", self.upsampler)]
+        named += [("LoRA", p) for p, _ in (*self.loras, *self.stage2_loras)]
+        for what, path in named:
+            if path is not None and not os.path.exists(path):
+                raise InputError(f"{path}: the {what} does not exist")
+        if self.text_encoder is None:
+            raise InputError(f"the {pipeline} pipeline needs a Gemma 3 text encoder directory (text_encoder=...)")
+        if needs_upsampler and self.upsampler is None:
+            raise InputError(f"the {pipeline} pipeline needs a latent upsampler file (upsampler=...)")
+        if needs_stage2_lora and not self.stage2_loras:
+            raise InputError(f"the {pipeline} pipeline needs the distilled LoRA for its second stage "
+                             "(distilled_lora=...)")
+
+
+class Components:
+    def __init__(self, files: ModelFiles, device: torch.device | str, dtype: torch.dtype,
+                 attention_backend: str | None = None):
+        self.files, self.device, self.dtype, self.attention_backend = files, torch.device(device), dtype, attention_backend
+        self._switch: LoraSwitch | None = None
+
+    @functools.cached_property
+    def audio_latent(self) -> tuple[int, int]:
+        """(channels, mel bins) of the audio latent, from the checkpoint header (no weights read)."""
+        from fastltx.checkpoint.safetensors_file import read_header
+        from fastltx.models.audio_vae import AudioVAEConfig
+        header = read_header(self.files.checkpoint)
+        cfg = AudioVAEConfig.from_checkpoint_config(header.config(), header.path)
+        return cfg.z_channels, cfg.latent_mel_bins
+
+    @functools.cached_property
+    def video_latent_channels(self) -> int:
+        return self._transformer.cfg.video.in_channels
+
+    @functools.cached_property
+    def text_encoder(self):
+        from fastltx.models.text_encoder import load_text_encoder
+        return load_text_encoder(self.files.text_encoder, self.files.checkpoint, self.device, self.dtype)
+
+    @functools.cached_property
+    def _transformer(self):
+        from fastltx.models.transformer import load_transformer
+        model = load_transformer(self.files.checkpoint, self.device, self.dtype,
+                                 attention_backend=self.attention_backend, loras=self.files.loras)
+        if self.files.stage2_loras:
+            self._switch = LoraSwitch(model, [(read_lora(p), s) for p, s in self.files.stage2_loras])
+        return model
+
+    def transformer(self, stage2: bool = False):
+        """The transformer, with the stage-2 LoRAs switched on or off as asked."""
+        model = self._transformer
+        if self._switch is not None:
+            self._switch.on() if stage2 else self._switch.off()
+        return model
+
+    @functools.cached_property
+    def video_encoder(self):
+        from fastltx.models.video_vae import load_video_encoder
+        return load_video_encoder(self.files.checkpoint, self.device, self.dtype)
+
+    @functools.cached_property
+    def video_decoder(self):
+        from fastltx.models.video_vae import load_video_decoder
+        return load_video_decoder(self.files.checkpoint, self.device, self.dtype)
+
+    @functools.cached_property
+    def audio_decoder(self):
+        from fastltx.models.audio_vae import load_audio_decoder
+        return load_audio_decoder(self.files.checkpoint, self.device, self.dtype)
+
+    @functools.cached_property
+    def vocoder(self):
+        from fastltx.models.vocoder import load_vocoder
+        return load_vocoder(self.files.checkpoint, self.device, self.dtype)
+
+    @functools.cached_property
+    def upsampler(self):
+        from fastltx.models.upsampler import load_latent_upsampler
+        return load_latent_upsampler(self.files.upsampler, self.device, self.dtype)
