@@ -72,7 +72,7 @@ def fuse_loras(state: dict[str, torch.Tensor], loras: Sequence[tuple[LoraWeights
             if (b.shape[0], a.shape[1]) != tuple(w.shape):
                 raise CheckpointError(lora.path, f"LoRA {key}: product shape {[b.shape[0], a.shape[1]]} does not "
                                                  f"match the weight's {list(w.shape)}")
-            delta = (b.to(w.device, torch.float32) * strength) @ a.to(w.device, torch.float32)
+            delta = _delta(lora, key, strength, w.device)
             deltas[key] = deltas[key] + delta if key in deltas else delta
     out = dict(state)
     for key, delta in deltas.items():
@@ -81,47 +81,52 @@ def fuse_loras(state: dict[str, torch.Tensor], loras: Sequence[tuple[LoraWeights
     return out
 
 
+def _delta(lora: LoraWeights, key: str, strength: float, device) -> torch.Tensor:
+    """strength * (B @ A) in float32 (strength applied to B first, as the reference does)."""
+    a, b = lora.pairs[key]
+    return (b.to(device, torch.float32) * strength) @ a.to(device, torch.float32)
+
+
 def lora_metadata_value(lora: LoraWeights, key: str, default=None):
     """A metadata entry of the LoRA file (e.g. IC-LoRA's ``reference_downscale_factor``)."""
     return lora.metadata.get(key, default)
 
 
 class LoraSwitch:
-    """LoRAs switched on and off in place on a loaded model, restoring the exact original weights.
+    """LoRAs set, changed and removed in place on a loaded model, from the exact original weights.
 
-    For pipelines whose second stage adds a LoRA (the distilled LoRA of the two-stage pipelines):
-    one transformer in memory instead of two. The first switch keeps a host copy of each targeted
-    weight; ``on()`` writes W + sum s_i B_i A_i (formed in float32, as at load time), ``off()``
+    For pipelines whose stages use a LoRA at different strengths (the distilled LoRA of the two-stage
+    pipelines: off / 1.0, or 0.25 / 0.5 in HQ): one transformer in memory instead of one per stage.
+    The first change keeps a host copy of each targeted weight; ``set(strengths)`` writes
+    W + sum s_i B_i A_i (formed in float32 from the original W, as at load time), ``set(None)``
     copies W back.
     """
 
-    def __init__(self, model: torch.nn.Module, loras: Sequence[tuple[LoraWeights, float]]):
+    def __init__(self, model: torch.nn.Module, loras: Sequence[LoraWeights]):
         params = dict(model.named_parameters())
-        self.model, self.loras, self.active, self._saved = model, list(loras), False, {}
-        self.targets = sorted({k for lora, _ in self.loras for k in lora.pairs})
-        for lora, _ in self.loras:
+        self.model, self.loras, self.strengths, self._saved = model, list(loras), None, {}
+        self.targets = sorted({k for lora in self.loras for k in lora.pairs})
+        for lora in self.loras:
             for key in lora.pairs:
                 if key not in params:
                     raise CheckpointError(lora.path, f"LoRA targets {key!r}, which the transformer does not have")
 
     @torch.no_grad()
-    def on(self) -> None:
-        if self.active:
+    def set(self, strengths: Sequence[float] | None) -> None:
+        strengths = None if strengths is None else tuple(float(s) for s in strengths)
+        if strengths == self.strengths:
             return
+        if strengths is not None and len(strengths) != len(self.loras):
+            raise ValueError(f"{len(strengths)} strengths given for {len(self.loras)} LoRAs")
         params = dict(self.model.named_parameters())
         for key in self.targets:
             p = params[key]
             if key not in self._saved:
                 self._saved[key] = p.detach().to("cpu", copy=True)
-            fused = fuse_loras({key: p.detach()}, [(lora, s) for lora, s in self.loras if key in lora.pairs])[key]
-            p.copy_(fused.to(p.dtype))
-        self.active = True
-
-    @torch.no_grad()
-    def off(self) -> None:
-        if not self.active:
-            return
-        params = dict(self.model.named_parameters())
-        for key in self.targets:
-            params[key].copy_(self._saved[key].to(params[key].device))
-        self.active = False
+            original = self._saved[key].to(p.device)
+            if strengths is None:
+                p.copy_(original)
+            else:
+                deltas = [_delta(lora, key, s, p.device) for lora, s in zip(self.loras, strengths) if key in lora.pairs]
+                p.copy_((sum(deltas[1:], deltas[0]) + original.float()).to(p.dtype))
+        self.strengths = strengths

@@ -8,13 +8,20 @@ import torch
 from fastltx.pipelines.base import Pipeline
 from fastltx.pipelines.components import Components, ModelFiles
 from fastltx.pipelines.distilled import DistilledPipeline
+from fastltx.pipelines.guided import OneStagePipeline, TwoStageHQPipeline, TwoStagePipeline
 from fastltx.pipelines.request import ImageInput, InputError
 from fastltx.pipelines.result import GenerationResult
 
 PIPELINES: dict[str, type[Pipeline]] = {
+    "one-stage": OneStagePipeline,
+    "two-stage": TwoStagePipeline,
+    "two-stage-hq": TwoStageHQPipeline,
     "distilled": DistilledPipeline,
 }
-NEEDS = {  # pipeline -> (upsampler, stage-2 distilled LoRA)
+NEEDS = {  # pipeline -> (upsampler, distilled LoRA for the second stage)
+    "one-stage": (False, False),
+    "two-stage": (True, True),
+    "two-stage-hq": (True, True),
     "distilled": (True, False),
 }
 

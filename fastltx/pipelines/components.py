@@ -12,8 +12,9 @@ from fastltx.pipelines.request import InputError
 
 @dataclass(frozen=True)
 class ModelFiles:
-    """Local paths of the official files. ``stage2_loras`` are switched on only for second stages
-    (the distilled LoRA of the two-stage dev pipelines); ``loras`` apply throughout."""
+    """Local paths of the official files. ``loras`` apply throughout (fused at load); ``stage2_loras``
+    are switched in place per stage (the distilled LoRA of the two-stage dev pipelines), with the
+    given strengths unless a pipeline asks for others."""
 
     checkpoint: str
     text_encoder: str | None = None
@@ -67,15 +68,22 @@ class Components:
         model = load_transformer(self.files.checkpoint, self.device, self.dtype,
                                  attention_backend=self.attention_backend, loras=self.files.loras)
         if self.files.stage2_loras:
-            self._switch = LoraSwitch(model, [(read_lora(p), s) for p, s in self.files.stage2_loras])
+            self._switch = LoraSwitch(model, [read_lora(p) for p, _ in self.files.stage2_loras])
         return model
 
-    def transformer(self, stage2: bool = False):
-        """The transformer, with the stage-2 LoRAs switched on or off as asked."""
+    def transformer(self, stage2_strengths: tuple[float, ...] | None = None):
+        """The transformer with the stage-2 LoRAs at ``stage2_strengths`` (None: without them)."""
         model = self._transformer
         if self._switch is not None:
-            self._switch.on() if stage2 else self._switch.off()
+            self._switch.set(stage2_strengths)
+        elif stage2_strengths is not None:
+            raise ValueError("no stage-2 LoRA was given to this pipeline")
         return model
+
+    @property
+    def stage2_strengths(self) -> tuple[float, ...]:
+        """The strengths the stage-2 LoRAs were given with."""
+        return tuple(s for _, s in self.files.stage2_loras)
 
     @functools.cached_property
     def video_encoder(self):

@@ -28,7 +28,12 @@ class _Float32Torch(types.ModuleType):
 
 def _pipeline_modules():
     install_torchaudio_stub()
-    import ltx_pipelines  # noqa: F401 - imports every pipeline module
+    import importlib
+    import pkgutil
+
+    import ltx_pipelines
+    for info in pkgutil.walk_packages(ltx_pipelines.__path__, "ltx_pipelines."):  # every module, patched alike
+        importlib.import_module(info.name)
     return [m for name, m in sys.modules.items() if name.startswith("ltx_pipelines") and m is not None]
 
 
@@ -54,6 +59,7 @@ def reference_pipelines(monkeypatch, files, dtype: torch.dtype):
         monkeypatch.setattr(samplers.res2s_audio_video_denoising_loop, "__defaults__", tuple(defaults))
         if kw:
             monkeypatch.setattr(samplers.res2s_audio_video_denoising_loop, "__kwdefaults__", kw)
+        _float32_loras(monkeypatch)
 
     gemma = reference_gemma(files.text_encoder, dtype, MAX_LENGTH)
     processor = reference_processor(files.checkpoint, read_gemma_directory(files.text_encoder).geometry, dtype)
@@ -67,9 +73,37 @@ def reference_pipelines(monkeypatch, files, dtype: torch.dtype):
     yield
 
 
+def _float32_loras(monkeypatch):
+    """The reference forms LoRA products from the file's bf16 tensors in bf16, and its LoRA path
+    leaves untouched weights in bf16: form the products in float32 and cast the built model."""
+    import ltx_core.loader.fuse_loras as fl
+    from ltx_core.loader.primitives import LoraStateDictWithStrength, StateDict
+    from ltx_core.loader.single_gpu_model_builder import SingleGPUModelBuilder
+    prepare, build = fl._prepare_deltas, SingleGPUModelBuilder.build
+
+    def deltas_in_float32(lora_sds, key, dtype, device):
+        up = [LoraStateDictWithStrength(StateDict({k: v.float() for k, v in l.sd.items()}, l.device, l.size,
+                                                  {torch.float32}), s) for l, s in lora_sds]
+        return prepare(up, key, dtype, device)
+
+    def build_cast(self, device=None, dtype=None):
+        model = build(self, device=device, dtype=dtype)
+        return model.to(dtype) if dtype is not None else model
+
+    monkeypatch.setattr(fl, "_prepare_deltas", deltas_in_float32)
+    monkeypatch.setattr(SingleGPUModelBuilder, "build", build_cast)
+
+
+def reference_lora(path: str, strength: float):
+    from ltx_core.loader.primitives import LoraPathStrengthAndSDOps
+    from ltx_core.loader.sd_ops import LTXV_LORA_COMFY_RENAMING_MAP
+    return LoraPathStrengthAndSDOps(str(path), strength, LTXV_LORA_COMFY_RENAMING_MAP)
+
+
 def compare_outputs(ours, ref_video, ref_audio):
     """(max, mean) uint8 frame difference and max audio difference."""
-    ref_frames = torch.cat(list(ref_video)) if not isinstance(ref_video, torch.Tensor) else ref_video
+    with torch.inference_mode():  # the reference decodes lazily, from inference tensors
+        ref_frames = torch.cat(list(ref_video)) if not isinstance(ref_video, torch.Tensor) else ref_video
     assert ours.video.shape == ref_frames.shape, (ours.video.shape, ref_frames.shape)
     diff = (ours.video.int() - ref_frames.int()).abs().float()
     wave = ref_audio.waveform.float()

@@ -10,7 +10,8 @@ import torch
 
 from fastltx.pipelines import load_pipeline
 from fastltx.pipelines.demo import demo_files
-from tests.parity.pipeline_reference import compare_outputs, reference_pipelines
+from fastltx.sampling.guidance import GuiderParams
+from tests.parity.pipeline_reference import compare_outputs, reference_lora, reference_pipelines
 from tests.parity.reference import require_reference
 
 pytestmark = pytest.mark.parity
@@ -37,5 +38,53 @@ def test_distilled(files, dtype, monkeypatch):
                            num_frames=CALL["num_frames"], frame_rate=CALL["fps"], images=[], tiling_config=None)
         vmax, vmean, amax = compare_outputs(result, video, audio)
     print(f"distilled {dtype}: frames max {vmax}, mean {vmean:.4f}; audio max {amax:.2e}")
+    bmax, bmean, baudio = BOUNDS[dtype]
+    assert vmax <= bmax and vmean <= bmean and amax <= baudio, (vmax, vmean, amax)
+
+
+# The tiny model has 2 blocks: STG on block 1 (the official block 29 would silently do nothing).
+VIDEO = GuiderParams(cfg_scale=3.0, stg_scale=1.0, stg_blocks=(1,), rescale_scale=0.7, modality_scale=3.0)
+AUDIO = GuiderParams(cfg_scale=7.0, stg_scale=1.0, stg_blocks=(1,), rescale_scale=0.7, modality_scale=3.0)
+NEGATIVE = "blurry, distorted"
+
+
+def _ref_params(p: GuiderParams):
+    from ltx_core.components.guiders import MultiModalGuiderParams
+    return MultiModalGuiderParams(cfg_scale=p.cfg_scale, stg_scale=p.stg_scale, stg_blocks=list(p.stg_blocks),
+                                  rescale_scale=p.rescale_scale, modality_scale=p.modality_scale,
+                                  skip_step=p.skip_step)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("name", ["one-stage", "two-stage", "two-stage-hq"])
+def test_guided(files, name, dtype, monkeypatch):
+    lora_path, _ = files.stage2_loras[0]
+    steps = 3 if name == "two-stage-hq" else 4
+    size = dict(height=64, width=96) if name == "one-stage" else dict(height=128, width=192)
+    ours = load_pipeline(name, files.checkpoint, files.text_encoder, files.upsampler,
+                         distilled_lora=None if name == "one-stage" else (lora_path, 0.8), device="cpu", dtype=dtype)
+    result = ours(PROMPT, NEGATIVE, seed=11, num_frames=17, fps=24.0, steps=steps, video_guidance=VIDEO,
+                  audio_guidance=AUDIO, tiling=None, progress=False, **size)
+    with reference_pipelines(monkeypatch, files, dtype):
+        from ltx_pipelines.ti2vid_one_stage import TI2VidOneStagePipeline
+        from ltx_pipelines.ti2vid_two_stages import TI2VidTwoStagesPipeline
+        from ltx_pipelines.ti2vid_two_stages_hq import TI2VidTwoStagesHQPipeline
+        cpu = torch.device("cpu")
+        if name == "one-stage":
+            ref = TI2VidOneStagePipeline(files.checkpoint, None, loras=[], device=cpu)
+        elif name == "two-stage":
+            ref = TI2VidTwoStagesPipeline(files.checkpoint, [reference_lora(lora_path, 0.8)], files.upsampler, None,
+                                          loras=[], device=cpu)
+        else:
+            ref = TI2VidTwoStagesHQPipeline(files.checkpoint, [reference_lora(lora_path, 0.8)], 0.25, 0.5,
+                                            files.upsampler, None, loras=(), device=cpu)
+        kwargs = dict(prompt=PROMPT, negative_prompt=NEGATIVE, seed=11, num_frames=17, frame_rate=24.0,
+                      num_inference_steps=steps, video_guider_params=_ref_params(VIDEO),
+                      audio_guider_params=_ref_params(AUDIO), images=[], **size)
+        if name != "one-stage":
+            kwargs["tiling_config"] = None
+        video, audio = ref(**kwargs)
+        vmax, vmean, amax = compare_outputs(result, video, audio)
+    print(f"{name} {dtype}: frames max {vmax}, mean {vmean:.4f}; audio max {amax:.2e}")
     bmax, bmean, baudio = BOUNDS[dtype]
     assert vmax <= bmax and vmean <= bmean and amax <= baudio, (vmax, vmean, amax)
