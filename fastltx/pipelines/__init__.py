@@ -30,8 +30,12 @@ def load_pipeline(name: str, checkpoint: str | os.PathLike, text_encoder: str | 
                   upsampler: str | os.PathLike | None = None,
                   distilled_lora: tuple[str | os.PathLike, float] | str | os.PathLike | None = None,
                   loras: Sequence[tuple[str | os.PathLike, float]] = (), device: torch.device | str | None = None,
-                  dtype: torch.dtype = torch.bfloat16, attention_backend: str | None = None) -> Pipeline:
-    """A pipeline by name over local official files. Models load on first use and stay loaded."""
+                  dtype: torch.dtype = torch.bfloat16, attention_backend: str | None = None,
+                  compile: bool = False, fp8: bool = False) -> Pipeline:
+    """A pipeline by name over local official files. Models load on first use and stay loaded.
+
+    ``compile`` compiles the transformer blocks on first use (about 10 s at full size on an H100,
+    ~20% faster steps); ``fp8`` runs the block linears in float8 on Hopper/Ada GPUs."""
     if name not in PIPELINES:
         raise InputError(f"unknown pipeline {name!r}; choose one of {', '.join(PIPELINES)}")
     if isinstance(distilled_lora, (str, os.PathLike)):
@@ -42,7 +46,7 @@ def load_pipeline(name: str, checkpoint: str | os.PathLike, text_encoder: str | 
     needs_upsampler, needs_lora = NEEDS[name]
     files.check(needs_upsampler, needs_lora, name)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return PIPELINES[name](Components(files, device, dtype, attention_backend))
+    return PIPELINES[name](Components(files, device, dtype, attention_backend, compile, fp8))
 
 
 __all__ = ["Components", "GenerationResult", "ImageInput", "InputError", "ModelFiles", "PIPELINES", "Pipeline",

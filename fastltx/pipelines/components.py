@@ -39,10 +39,24 @@ class ModelFiles:
 
 
 class Components:
+    """``compile``: torch.compile of the transformer blocks (one graph shared by all blocks);
+    ``fp8``: the block linears in float8 e4m3 with scaled matmuls (Hopper/Ada GPUs; not together
+    with stage-2 LoRAs, which are switched on the bf16 weights)."""
+
     def __init__(self, files: ModelFiles, device: torch.device | str, dtype: torch.dtype,
-                 attention_backend: str | None = None):
+                 attention_backend: str | None = None, compile: bool = False, fp8: bool = False):
         self.files, self.device, self.dtype, self.attention_backend = files, torch.device(device), dtype, attention_backend
+        self.compile, self.fp8 = compile, fp8
+        if fp8 and files.stage2_loras:
+            raise InputError("fp8 cannot be combined with a stage-2 (distilled) LoRA yet: fuse it at load with loras=")
         self._switch: LoraSwitch | None = None
+
+    MODELS = ("text_encoder", "_transformer", "video_encoder", "video_decoder", "audio_decoder", "vocoder", "upsampler")
+
+    @property
+    def loaded(self) -> list[str]:
+        """The models loaded so far."""
+        return [name.lstrip("_") for name in self.MODELS if name in self.__dict__]
 
     @functools.cached_property
     def audio_latent(self) -> tuple[int, int]:
@@ -69,6 +83,11 @@ class Components:
                                  attention_backend=self.attention_backend, loras=self.files.loras)
         if self.files.stage2_loras:
             self._switch = LoraSwitch(model, [read_lora(p) for p, _ in self.files.stage2_loras])
+        if self.fp8:
+            model.to_fp8()
+        if self.compile:
+            from fastltx.runtime.compile import compile_blocks
+            compile_blocks(model)
         return model
 
     def transformer(self, stage2_strengths: tuple[float, ...] | None = None):

@@ -27,23 +27,19 @@ class DistilledPipeline(Pipeline):
         c = self.components
         with self.stage("text"):
             text = encode_prompts(c, [prompt])
-        model = c.transformer()
-        loop = partial(euler_loop, denoise=SimpleDenoiser(model, text.video, text.audio), progress=progress)
+        loop = partial(euler_loop, denoise=SimpleDenoiser(c.transformer(), text.video, text.audio), progress=progress)
         half = VideoGrid.for_pixels(num_frames, height // 2, width // 2, fps)
         full = VideoGrid.for_pixels(num_frames, height, width, fps)
         with self.stage("stage 1"):
             cond = encode_images(c, images, height // 2, width // 2)
-            video, audio = denoise(c, half, num_frames, torch.tensor(DISTILLED_SIGMAS), _named(loop, "stage 1"),
+            video, audio = denoise(c, half, num_frames, torch.tensor(DISTILLED_SIGMAS), partial(loop, desc="stage 1"),
                                    generator, cond)
         with self.stage("upsample"):
             video = upsample(c, video)
         with self.stage("stage 2"):
             cond = encode_images(c, images, height, width)
             sigmas = torch.tensor(STAGE2_SIGMAS)
-            video, audio = denoise(c, full, num_frames, sigmas, _named(loop, "stage 2"), generator, cond,
+            video, audio = denoise(c, full, num_frames, sigmas, partial(loop, desc="stage 2"), generator, cond,
                                    noise_scale=sigmas[0], initial_video=video, initial_audio=audio)
         return self.finish(video, audio, generator, fps, tiling)
 
-
-def _named(loop, desc: str):
-    return lambda sigmas, v, a: loop(sigmas, v, a, desc=desc)
