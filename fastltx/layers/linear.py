@@ -47,14 +47,15 @@ def to_fp8(module: nn.Module, select: Callable[[str, nn.Linear], bool]) -> int:
 
     Returns how many were replaced. Their bf16 weights are released.
     """
-    count = 0
-    for name, child in list(module.named_modules()):
-        for attr, sub in list(child.named_children()):
-            full = f"{name}.{attr}" if name else attr
-            if isinstance(sub, nn.Linear) and select(full, sub):
-                setattr(child, attr, Fp8Linear(sub))
-                count += 1
-    return count
+    # Names first, modules fetched one at a time: each bf16 weight is released as soon as its fp8
+    # copy exists, so the peak stays near the final size (holding every Linear until the end would
+    # need the bf16 and the fp8 model at once).
+    targets = [(name, attr) for name, child in module.named_modules() for attr, sub in child.named_children()
+               if isinstance(sub, nn.Linear) and select(f"{name}.{attr}" if name else attr, sub)]
+    for name, attr in targets:
+        parent = module.get_submodule(name) if name else module
+        setattr(parent, attr, Fp8Linear(getattr(parent, attr)))
+    return len(targets)
 
 
 def fp8_supported(device: torch.device | str) -> bool:
