@@ -12,11 +12,12 @@ from fastltx.models.transformer.positions import audio_positions, video_position
 GRID, AUDIO_TOKENS, TEXT_TOKENS, FPS = (16, 16, 24), 126, 1024, 24.0
 
 
-def full_size_inputs(cfg, batch: int, device, dtype=torch.bfloat16, seed: int = 0):
-    """Random latents and text at the 121 x 512 x 768 shape; video positions in bf16 as the pipelines make them."""
+def full_size_inputs(cfg, batch: int, device, dtype=torch.bfloat16, seed: int = 0, grid: tuple = GRID):
+    """Random latents and text at the 121 x 512 x 768 shape (or another latent ``grid``); video positions
+    in bf16 as the pipelines make them."""
     gen = torch.Generator(device=device).manual_seed(seed)
     sigma = torch.linspace(0.9, 0.3, batch, device=device)
-    tokens = GRID[0] * GRID[1] * GRID[2]
+    tokens = grid[0] * grid[1] * grid[2]
 
     def modality(n, channels, positions, text_dim):
         latent = torch.randn(batch, n, channels, generator=gen, device=device).to(dtype)
@@ -26,7 +27,7 @@ def full_size_inputs(cfg, batch: int, device, dtype=torch.bfloat16, seed: int = 
 
     text_v = cfg.caption_channels or cfg.video.context_dim
     text_a = cfg.caption_channels or cfg.audio.context_dim
-    video = modality(tokens, cfg.video.in_channels, video_positions(*GRID, FPS, batch, dtype, device), text_v)
+    video = modality(tokens, cfg.video.in_channels, video_positions(*grid, FPS, batch, dtype, device), text_v)
     audio = modality(AUDIO_TOKENS, cfg.audio.in_channels, audio_positions(AUDIO_TOKENS, batch, device), text_a)
     return video, audio
 

@@ -99,12 +99,14 @@ class LoraSwitch:
     pipelines: off / 1.0, or 0.25 / 0.5 in HQ): one transformer in memory instead of one per stage.
     The first change keeps a host copy of each targeted weight; ``set(strengths)`` writes
     W + sum s_i B_i A_i (formed in float32 from the original W, as at load time), ``set(None)``
-    copies W back.
+    copies W back. ``device``: where the products are formed (default: each weight's own device;
+    give the GPU for a model whose weights live in host memory).
     """
 
-    def __init__(self, model: torch.nn.Module, loras: Sequence[LoraWeights]):
+    def __init__(self, model: torch.nn.Module, loras: Sequence[LoraWeights], device: torch.device | str | None = None):
         params = dict(model.named_parameters())
         self.model, self.loras, self.strengths, self._saved = model, list(loras), None, {}
+        self.device = None if device is None else torch.device(device)
         self.targets = sorted({k for lora in self.loras for k in lora.pairs})
         for lora in self.loras:
             for key in lora.pairs:
@@ -123,10 +125,11 @@ class LoraSwitch:
             p = params[key]
             if key not in self._saved:
                 self._saved[key] = p.detach().to("cpu", copy=True)
-            original = self._saved[key].to(p.device)
+            work = self.device or p.device
+            original = self._saved[key].to(work)
             if strengths is None:
                 p.copy_(original)
             else:
-                deltas = [_delta(lora, key, s, p.device) for lora, s in zip(self.loras, strengths) if key in lora.pairs]
+                deltas = [_delta(lora, key, s, work) for lora, s in zip(self.loras, strengths) if key in lora.pairs]
                 p.copy_((sum(deltas[1:], deltas[0]) + original.float()).to(p.dtype))
         self.strengths = strengths

@@ -25,6 +25,7 @@ class CheckpointError(ValueError):
 class TensorInfo:
     dtype: str  # safetensors dtype name, e.g. "BF16", "F32", "F8_E4M3"
     shape: tuple[int, ...]
+    offsets: tuple[int, int] | None = None  # byte range in the data section (after the header)
 
     @property
     def numel(self) -> int:
@@ -39,6 +40,7 @@ class SafetensorsHeader:
     path: str
     tensors: dict[str, TensorInfo]
     metadata: dict[str, str]
+    data_start: int = 0  # file offset of the data section (8 + header length)
 
     def config(self) -> dict:
         """The ``config`` JSON of the metadata (an error if it is absent or not a JSON object)."""
@@ -80,7 +82,9 @@ def read_header(path: str | os.PathLike) -> SafetensorsHeader:
     tensors = {}
     try:
         for name, info in header.items():
-            tensors[name] = TensorInfo(info["dtype"], tuple(int(s) for s in info["shape"]))
-    except (KeyError, TypeError, ValueError):
+            offsets = info.get("data_offsets")
+            offsets = None if offsets is None else (int(offsets[0]), int(offsets[1]))
+            tensors[name] = TensorInfo(info["dtype"], tuple(int(s) for s in info["shape"]), offsets)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError):
         raise CheckpointError(path, f"not a safetensors file (bad entry for tensor {name!r})") from None
-    return SafetensorsHeader(str(path), tensors, dict(metadata))
+    return SafetensorsHeader(str(path), tensors, dict(metadata), 8 + n)

@@ -1,4 +1,4 @@
-"""Turning an image file into the pixel tensor the video encoder conditions on."""
+"""Turning an image or video file into the pixel tensor the video encoder conditions on."""
 
 import math
 import os
@@ -28,3 +28,13 @@ def load_conditioning_image(path: str | os.PathLike, height: int, width: int, dt
     """(1, 3, 1, height, width) in [-1, 1]: decode, H.264 round trip, cover-resize, crop, scale."""
     image = torch.tensor(h264_round_trip(read_image(path), crf), dtype=torch.float32, device=device)
     return (resize_and_center_crop(image, height, width) / 127.5 - 1.0).to(device=device, dtype=dtype)
+
+
+def load_conditioning_video(path: str | os.PathLike, height: int, width: int, num_frames: int, dtype: torch.dtype,
+                            device: torch.device | str = "cpu") -> torch.Tensor:
+    """(1, 3, F, height, width) in [-1, 1]: the first ``num_frames`` frames, each cover-resized,
+    cropped and scaled (no H.264 round trip: a video already carries its compression)."""
+    from fastltx.media.video_in import read_video
+
+    frames = read_video(path, num_frames).to(device=device, dtype=torch.float32)
+    return (resize_and_center_crop(frames, height, width) / 127.5 - 1.0).to(device=device, dtype=dtype)

@@ -69,8 +69,9 @@ def grow_attention_mask(existing: torch.Tensor | None, generated: int, total: in
     return mask
 
 
-def append_keyframes(state: TokenState, grid: VideoGrid, latent: torch.Tensor, frame_index: int, strength: float,
-                     cross_attention: torch.Tensor | float | None = None) -> TokenState:
+def append_tokens(state: TokenState, grid: VideoGrid, latent: torch.Tensor, positions: torch.Tensor, strength: float,
+                  cross_attention: torch.Tensor | float | None = None) -> TokenState:
+    """Append the tokens of ``latent`` (B, C, F, H, W) at ``positions`` with denoise mask 1 - strength."""
     tokens = patchify_video(latent)
     b, m = tokens.shape[:2]
     mask = torch.full((b, m, 1), 1.0 - strength, device=latent.device, dtype=latent.dtype)
@@ -78,5 +79,10 @@ def append_keyframes(state: TokenState, grid: VideoGrid, latent: torch.Tensor, f
                                     latent.device, latent.dtype)
     return TokenState(latent=torch.cat([state.latent, tokens], dim=1), clean=torch.cat([state.clean, tokens], dim=1),
                       denoise_mask=torch.cat([state.denoise_mask, mask], dim=1),
-                      positions=torch.cat([state.positions, keyframe_positions(latent, frame_index, grid.fps)], dim=2),
-                      attention_mask=attention)
+                      positions=torch.cat([state.positions, positions], dim=2), attention_mask=attention)
+
+
+def append_keyframes(state: TokenState, grid: VideoGrid, latent: torch.Tensor, frame_index: int, strength: float,
+                     cross_attention: torch.Tensor | float | None = None) -> TokenState:
+    return append_tokens(state, grid, latent, keyframe_positions(latent, frame_index, grid.fps), strength,
+                         cross_attention)

@@ -37,10 +37,15 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mas
     b, tq, inner = q.shape
     d = inner // heads
     q, k, v = (t.view(b, -1, heads, d).transpose(1, 2) for t in (q, k, v))
+    return sdpa(q, k, v, mask, backend).transpose(1, 2).reshape(b, tq, inner)
+
+
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+         backend: str | None = None) -> torch.Tensor:
+    """``attention`` on (B, heads, T, d) tensors (any strides with a contiguous last dimension)."""
     ctx = sdpa_kernel(BACKENDS[backend]) if backend else contextlib.nullcontext()
     with ctx:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    return out.transpose(1, 2).reshape(b, tq, inner)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 class Attention(nn.Module):
@@ -93,12 +98,16 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                 rope: Rope | None = None, k_rope: Rope | None = None, keep: torch.Tensor | None = None,
-                passthrough: bool = False, kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                passthrough: bool = False, kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+                shard=None) -> torch.Tensor:
         """Attend from x to context (x itself when None), or to precomputed ``kv`` (see keys_values).
 
         STG: ``passthrough`` replaces the attention by the value projection for every sample (the
         q/k path is skipped); ``keep`` (B, 1, 1) blends per sample, 1 = attention, 0 = value.
+        ``shard``: a ``SequenceShard`` when the keys (x itself for self-attention) are this rank's
+        part of a sequence split across ranks (see sequence_parallel.py); None on one process.
         """
+        self_attention = context is None
         context = x if context is None else context
         if passthrough:  # (with fused projections q and k come along; STG touches one block)
             out = self.to_v(context) if hasattr(self, "to_v") else self._project(x, context)[2]
@@ -111,10 +120,22 @@ class Attention(nn.Module):
             if rope is not None:
                 q = apply_rope(q, rope)
                 k = apply_rope(k, rope if k_rope is None else k_rope)
-            out = attention(q, k, v, self.heads, mask, self.backend)
+            if shard is None:
+                out = attention(q, k, v, self.heads, mask, self.backend)
+            else:
+                out = _sharded_attention(q, k, v, self.heads, mask, self.backend, shard, self_attention)
             if keep is not None:
                 out = out * keep + v * (1 - keep)
         if self.to_gate_logits is not None:
             gates = 2.0 * torch.sigmoid(self.to_gate_logits(x))  # (B, T, heads); zero logits = identity
             out = (out.unflatten(-1, (self.heads, self.head_dim)) * gates.unsqueeze(-1)).flatten(-2)
         return self.to_out(out)
+
+
+def _sharded_attention(q, k, v, heads, mask, backend, shard, self_attention: bool) -> torch.Tensor:
+    from fastltx.layers.sequence_parallel import sharded_keys_attention, ulysses_attention
+    if self_attention:
+        return ulysses_attention(q, k, v, heads, mask, backend, shard.group)
+    if mask is not None:
+        raise ValueError("cross-attention to sharded keys takes no mask")
+    return sharded_keys_attention(q, k, v, heads, shard)

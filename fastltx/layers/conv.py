@@ -3,13 +3,19 @@
 ``CausalConv3d`` pads time by replicating edge frames (the first frame k-1 times in front when
 causal; (k-1)/2 copies of the first and last frames otherwise) and space by ``spatial_padding_mode``
 (zeros, reflect, replicate or circular, applied by ``nn.Conv3d`` itself). It can run streamed over
-temporal chunks (``fastltx.layers.streaming``) when its temporal stride is 1.
+temporal chunks (``fastltx.layers.streaming``) when its temporal stride is 1, and apply a
+``NormAct`` to its input first. On CUDA with channels-last weights that activation and the padding
+run as one fused kernel writing the buffer the convolution reads (``fastltx.layers.fused_video``),
+and ``forward_unbiased`` can leave the bias to whatever kernel reads the output next (PyTorch adds
+a convolution's bias in a pass of its own).
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastltx.layers import fused_video
+from fastltx.layers.norm_act import NormAct
 from fastltx.layers.streaming import TemporalStream, frames
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -39,13 +45,29 @@ class CausalConv3d(nn.Module):
         self.conv = nn.Conv3d(in_channels, out_channels, kernel_size, stride=stride, padding=(0, pad, pad),
                               padding_mode=spatial_padding_mode)
 
-    def forward(self, x: torch.Tensor, causal: bool = True, stream: TemporalStream | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, causal: bool = True, stream: TemporalStream | None = None,
+                act: NormAct | None = None) -> torch.Tensor:
+        """Convolve ``x`` (after ``act``, when given) with the temporal padding of ``causal``."""
+        y, bias = self.forward_unbiased(x, causal, stream, act)
+        return y if bias is None else y.add_(bias.view(1, -1, 1, 1, 1))  # as PyTorch adds a cuDNN conv's bias
+
+    def forward_unbiased(self, x: torch.Tensor, causal: bool = True, stream: TemporalStream | None = None,
+                         act: NormAct | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``forward``, except that the fused path returns its output without the bias and the bias to add
+        (per output channel); the eager path returns the complete output and None."""
+        if fused_video.conv_usable(x, self.conv):
+            return self._forward_fused(x, causal, stream, act), self.conv.bias
+        return self._forward_eager(x, causal, stream, act), None
+
+    def _forward_eager(self, x: torch.Tensor, causal: bool, stream: TemporalStream | None,
+                       act: NormAct | None) -> torch.Tensor:
+        if act is not None:
+            x = act.eager(x)
         k = self.kernel_size
-        front, back = (k - 1, 0) if causal else ((k - 1) // 2, (k - 1) // 2)
+        front, back = self._temporal_padding(causal)
         if stream is None:
             return self.conv(pad_frames(x, front, back))
-        if self.conv.stride[0] != 1:
-            raise ValueError("a temporally strided convolution cannot run streamed")
+        self._check_streamable()
         if self in stream.finished:
             return self._empty(x)
         held = stream.carry.pop(self, None)
@@ -61,6 +83,45 @@ class CausalConv3d(nn.Module):
         else:  # the frames the next output frames still need
             stream.carry[self] = x[:, :, frames(x) - (k - 1):].clone()
         return self.conv(x) if frames(x) >= k else self._empty(x)
+
+    def _temporal_padding(self, causal: bool) -> tuple[int, int]:
+        k = self.kernel_size
+        return (k - 1, 0) if causal else ((k - 1) // 2, (k - 1) // 2)
+
+    def _check_streamable(self) -> None:
+        if self.conv.stride[0] != 1:
+            raise ValueError("a temporally strided convolution cannot run streamed")
+
+    def _forward_fused(self, x: torch.Tensor, causal: bool, stream: TemporalStream | None,
+                       act: NormAct | None) -> torch.Tensor:
+        """The same computation with the input built by one kernel: activation, spatial padding (zeros are
+        left to the convolution) and temporal padding or the frames carried from the previous chunk."""
+        k, mode = self.kernel_size, self.conv.padding_mode
+        pad = 0 if mode == "zeros" else self.conv.padding[1]
+        front, back = self._temporal_padding(causal)
+        if stream is None:
+            return self._conv_prepadded(fused_video.norm_act_pad(x, act, front, back, pad, mode))
+        self._check_streamable()
+        if self in stream.finished:
+            return self._empty(x)
+        held = stream.carry.pop(self, None)
+        if held is None and frames(x) == 0:
+            return self._empty(x)
+        ending = self in stream.ending
+        padded = fused_video.norm_act_pad(x, act, front if held is None else 0, back if ending else 0, pad, mode,
+                                          lead=held)
+        if ending:
+            stream.finished.add(self)
+        else:
+            stream.carry[self] = padded[:, :, frames(padded) - (k - 1):].clone()
+        return self._conv_prepadded(padded) if frames(padded) >= k else self._empty(x)
+
+    def _conv_prepadded(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution, without its bias, on an input that carries its own padding (all but zeros,
+        which cuDNN adds)."""
+        conv = self.conv
+        pad = conv.padding[1] if conv.padding_mode == "zeros" else 0
+        return F.conv3d(x, conv.weight, None, conv.stride, (0, pad, pad))
 
     def _empty(self, x: torch.Tensor) -> torch.Tensor:
         b, _, _, h, w = x.shape
@@ -95,8 +156,3 @@ def to_channels_last(module: nn.Module) -> nn.Module:
             fmt = torch.channels_last if isinstance(m, nn.Conv2d) else torch.channels_last_3d
             m.weight.data = m.weight.data.contiguous(memory_format=fmt)
     return module
-
-
-def silu_(x: torch.Tensor) -> torch.Tensor:
-    """SiLU in place (the same rounding as ``F.silu``, without a second activation-sized buffer)."""
-    return F.silu(x, inplace=True)

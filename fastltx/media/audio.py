@@ -61,11 +61,10 @@ def read_audio(path: str | os.PathLike, start_time: float = 0.0, max_duration: f
         stream = container.streams.audio[0]
         end_time = None if max_duration is None else start_time + max_duration
         chunks, first_time, rate, downmix = [], None, None, None
-        if start_time > 0:
-            try:
-                container.seek(int(start_time / stream.time_base), stream=stream)
-            except av.FFmpegError:
-                container.seek(0)
+        try:  # a seek even to 0, as the reference: it changes how some decoders (AAC) start
+            container.seek(int(start_time / stream.time_base), stream=stream)
+        except av.FFmpegError:
+            container.seek(0)
         try:
             clock = 0.0
             for frame in container.decode(stream):

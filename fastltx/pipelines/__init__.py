@@ -9,7 +9,12 @@ from fastltx.pipelines.base import Pipeline
 from fastltx.pipelines.components import Components, ModelFiles
 from fastltx.pipelines.distilled import DistilledPipeline
 from fastltx.pipelines.guided import OneStagePipeline, TwoStageHQPipeline, TwoStagePipeline
+from fastltx.pipelines.a2v import AudioToVideoPipeline
+from fastltx.pipelines.ic_lora import ICLoraPipeline
+from fastltx.pipelines.keyframes import KeyframesPipeline
+from fastltx.pipelines.retake import RetakePipeline
 from fastltx.pipelines.request import ImageInput, InputError
+from fastltx.pipelines.request import VideoInput
 from fastltx.pipelines.result import GenerationResult
 
 PIPELINES: dict[str, type[Pipeline]] = {
@@ -17,12 +22,20 @@ PIPELINES: dict[str, type[Pipeline]] = {
     "two-stage": TwoStagePipeline,
     "two-stage-hq": TwoStageHQPipeline,
     "distilled": DistilledPipeline,
+    "ic-lora": ICLoraPipeline,
+    "keyframes": KeyframesPipeline,
+    "a2v": AudioToVideoPipeline,
+    "retake": RetakePipeline,
 }
 NEEDS = {  # pipeline -> (upsampler, distilled LoRA for the second stage)
     "one-stage": (False, False),
     "two-stage": (True, True),
     "two-stage-hq": (True, True),
     "distilled": (True, False),
+    "ic-lora": (True, False),  # the IC-LoRAs come as loras=[(path, strength)]
+    "keyframes": (True, True),
+    "a2v": (True, True),
+    "retake": (False, False),
 }
 
 
@@ -31,11 +44,23 @@ def load_pipeline(name: str, checkpoint: str | os.PathLike, text_encoder: str | 
                   distilled_lora: tuple[str | os.PathLike, float] | str | os.PathLike | None = None,
                   loras: Sequence[tuple[str | os.PathLike, float]] = (), device: torch.device | str | None = None,
                   dtype: torch.dtype = torch.bfloat16, attention_backend: str | None = None,
-                  compile: bool = False, fp8: bool = False) -> Pipeline:
+                  compile: bool = False, fp8: bool = False, world_size: int | None = None, world=None,
+                  memory: str | int = "auto") -> Pipeline:
     """A pipeline by name over local official files. Models load on first use and stay loaded.
 
+    Several GPUs: start one process per GPU with ``torchrun --nproc_per_node N script.py`` and pass
+    ``world_size=N`` (or a ``World`` from ``fastltx.runtime.distributed.init_distributed``); every
+    process then calls the pipeline with the same arguments, and only rank 0 gets the result (the
+    others get None). Guidance passes and video tokens are split over the processes.
+
     ``compile`` compiles the transformer blocks on first use (about 10 s at full size on an H100,
-    ~20% faster steps); ``fp8`` runs the block linears in float8 on Hopper/Ada GPUs."""
+    ~20% faster steps); ``fp8`` runs the block linears in float8 on Hopper/Ada GPUs.
+
+    ``memory``: "auto" (default: fit the device's usable memory, planned per call), "full" (every
+    model resident, nothing moved), or a budget such as "24g" / "16g": models then take turns on the
+    device by stage, the transformer may run with fp8 weights, and layers that do not fit stream from
+    host memory (fastltx.runtime.memory). A request that cannot fit fails before loading, naming the
+    stage, the memory it needs and the setting that would fit."""
     if name not in PIPELINES:
         raise InputError(f"unknown pipeline {name!r}; choose one of {', '.join(PIPELINES)}")
     if isinstance(distilled_lora, (str, os.PathLike)):
@@ -45,9 +70,18 @@ def load_pipeline(name: str, checkpoint: str | os.PathLike, text_encoder: str | 
                        () if distilled_lora is None else ((str(distilled_lora[0]), float(distilled_lora[1])),))
     needs_upsampler, needs_lora = NEEDS[name]
     files.check(needs_upsampler, needs_lora, name)
+    if world is None and world_size is not None and world_size > 1:
+        from fastltx.runtime.distributed import init_distributed
+        try:
+            world = init_distributed(world_size, device)
+        except ValueError as e:
+            raise InputError(str(e)) from None
+    if world is not None:
+        device = world.device
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return PIPELINES[name](Components(files, device, dtype, attention_backend, compile, fp8))
+    return PIPELINES[name](Components(files, device, dtype, attention_backend, compile, fp8, world, memory))
 
 
 __all__ = ["Components", "GenerationResult", "ImageInput", "InputError", "ModelFiles", "PIPELINES", "Pipeline",
            "load_pipeline"]
+__all__ += ["VideoInput"]

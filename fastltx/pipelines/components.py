@@ -41,31 +41,52 @@ class ModelFiles:
 class Components:
     """``compile``: torch.compile of the transformer blocks (one graph shared by all blocks);
     ``fp8``: the block linears in float8 e4m3 with scaled matmuls (Hopper/Ada GPUs; not together
-    with stage-2 LoRAs, which are switched on the bf16 weights)."""
+    with stage-2 LoRAs, which are switched on the bf16 weights); ``memory``: "auto", "full", "24g",
+    "16g", ... (fastltx.runtime.memory: which models stay on the device, which come in per stage,
+    which stream their layers; every model access goes through it, see pipelines/memory.py)."""
 
     def __init__(self, files: ModelFiles, device: torch.device | str, dtype: torch.dtype,
-                 attention_backend: str | None = None, compile: bool = False, fp8: bool = False):
+                 attention_backend: str | None = None, compile: bool = False, fp8: bool = False, world=None,
+                 memory="auto"):
         self.files, self.device, self.dtype, self.attention_backend = files, torch.device(device), dtype, attention_backend
+        # a fastltx.runtime.distributed.World of several processes, or None (one process)
+        self.world = world if world is not None and world.size > 1 else None
         self.compile, self.fp8 = compile, fp8
         if fp8 and files.stage2_loras:
             raise InputError("fp8 cannot be combined with a stage-2 (distilled) LoRA yet: fuse it at load with loras=")
         self._switch: LoraSwitch | None = None
+        from fastltx.pipelines.memory import ModelMemory
+        try:
+            self.memory = ModelMemory(self, memory)
+        except ValueError as e:
+            raise InputError(str(e)) from None
 
-    MODELS = ("text_encoder", "_transformer", "video_encoder", "video_decoder", "audio_decoder", "vocoder", "upsampler")
+    MODELS = ("text_encoder", "_transformer", "video_encoder", "video_decoder", "audio_encoder", "audio_decoder",
+              "vocoder", "upsampler", "_latent_statistics")
+
+    def __getattribute__(self, name: str):
+        if name in type(self).MODELS and "memory" in object.__getattribute__(self, "__dict__"):
+            return object.__getattribute__(self, "memory").get(name)  # loads it, or brings it back
+        return object.__getattribute__(self, name)
 
     @property
     def loaded(self) -> list[str]:
-        """The models loaded so far."""
-        return [name.lstrip("_") for name in self.MODELS if name in self.__dict__]
+        """The models on the device now (moved-out ones keep their weights in host memory)."""
+        return [name.lstrip("_") for name in self.MODELS
+                if name in self.__dict__ and self.memory.on_device(name.lstrip("_"))]
+
+    @functools.cached_property
+    def audio_config(self):
+        """The audio VAE's configuration, from the checkpoint header (no weights read)."""
+        from fastltx.checkpoint.safetensors_file import read_header
+        from fastltx.models.audio_vae import AudioVAEConfig
+        header = read_header(self.files.checkpoint)
+        return AudioVAEConfig.from_checkpoint_config(header.config(), header.path)
 
     @functools.cached_property
     def audio_latent(self) -> tuple[int, int]:
         """(channels, mel bins) of the audio latent, from the checkpoint header (no weights read)."""
-        from fastltx.checkpoint.safetensors_file import read_header
-        from fastltx.models.audio_vae import AudioVAEConfig
-        header = read_header(self.files.checkpoint)
-        cfg = AudioVAEConfig.from_checkpoint_config(header.config(), header.path)
-        return cfg.z_channels, cfg.latent_mel_bins
+        return self.audio_config.z_channels, self.audio_config.latent_mel_bins
 
     @functools.cached_property
     def video_latent_channels(self) -> int:
@@ -73,18 +94,13 @@ class Components:
 
     @functools.cached_property
     def text_encoder(self):
-        from fastltx.models.text_encoder import load_text_encoder
-        return load_text_encoder(self.files.text_encoder, self.files.checkpoint, self.device, self.dtype)
+        return self.memory.load_text_encoder()  # in the memory plan's form
 
     @functools.cached_property
     def _transformer(self):
-        from fastltx.models.transformer import load_transformer
-        model = load_transformer(self.files.checkpoint, self.device, self.dtype,
-                                 attention_backend=self.attention_backend, loras=self.files.loras)
+        model = self.memory.load_transformer()  # in the memory plan's form (fp8 and streaming included)
         if self.files.stage2_loras:
-            self._switch = LoraSwitch(model, [read_lora(p) for p, _ in self.files.stage2_loras])
-        if self.fp8:
-            model.to_fp8()
+            self._switch = LoraSwitch(model, [read_lora(p) for p, _ in self.files.stage2_loras], self.device)
         if self.compile:
             from fastltx.runtime.compile import compile_blocks
             compile_blocks(model)
@@ -95,8 +111,12 @@ class Components:
         model = self._transformer
         if self._switch is not None:
             self._switch.set(stage2_strengths)
+            self.memory.weights_changed("transformer")
         elif stage2_strengths is not None:
             raise ValueError("no stage-2 LoRA was given to this pipeline")
+        if self.world is not None:  # calls split the video tokens over the world's processes
+            from fastltx.models.transformer.sharding import SequenceParallel
+            return SequenceParallel(model, self.world)
         return model
 
     @property
@@ -109,10 +129,27 @@ class Components:
         from fastltx.models.video_vae import load_video_encoder
         return load_video_encoder(self.files.checkpoint, self.device, self.dtype)
 
+    @property
+    def latent_statistics(self):
+        """The video VAE's per-channel latent statistics (the encoder's when it is loaded, else alone)."""
+        if "video_encoder" in self.__dict__:
+            return self.video_encoder.per_channel_statistics
+        return self._latent_statistics
+
+    @functools.cached_property
+    def _latent_statistics(self):
+        from fastltx.models.video_vae import load_latent_statistics
+        return load_latent_statistics(self.files.checkpoint, self.device, self.dtype)
+
     @functools.cached_property
     def video_decoder(self):
         from fastltx.models.video_vae import load_video_decoder
         return load_video_decoder(self.files.checkpoint, self.device, self.dtype)
+
+    @functools.cached_property
+    def audio_encoder(self):
+        from fastltx.models.audio_vae import load_audio_encoder
+        return load_audio_encoder(self.files.checkpoint, self.device, self.dtype)
 
     @functools.cached_property
     def audio_decoder(self):

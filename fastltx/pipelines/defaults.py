@@ -35,6 +35,7 @@ def _params(stg_block: int) -> GuidedDefaults:
 LTX2 = GuidedDefaults(40, _params(29).video, _params(29).audio)
 LTX23 = GuidedDefaults(30, _params(28).video, _params(28).audio)
 HQ = GuidedDefaults(15, GuiderParams(3.0, 0.0, (), 0.45, 3.0), GuiderParams(7.0, 0.0, (), 1.0, 3.0))
+RETAKE_STEPS = 40  # the official retake's default, whatever the model version
 HQ_STAGE_LORA_STRENGTHS = (0.25, 0.5)  # distilled LoRA in stage 1 and stage 2 of the HQ pipeline
 
 

@@ -31,6 +31,23 @@ def demo_files(folder: str | os.PathLike, version: str = "v1") -> ModelFiles:
     return files
 
 
+def demo_ic_lora(folder: str | os.PathLike, version: str = "v1") -> str:
+    """Write (once) and return a tiny IC-LoRA for the demo set (its metadata says
+    reference_downscale_factor 1), for the ic-lora pipeline."""
+    from fastltx.checkpoint.factory import make_lora
+
+    path = Path(folder) / f"demo-{version}" / "ic-lora.safetensors"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        make_lora(path, version, seed=DEMO_SEED + 2, metadata={"reference_downscale_factor": "1"})
+    return str(path)
+
+
+def demo_loras(folder: str | os.PathLike, pipeline: str, version: str = "v1") -> list[tuple[str, float]]:
+    """The LoRAs a pipeline needs to run on the demo set: the ic-lora pipeline its IC-LoRA."""
+    return [(demo_ic_lora(folder, version), 1.0)] if pipeline == "ic-lora" else []
+
+
 def default_cache() -> Path:
     """Where the demo set lives unless a folder is given: ~/.cache/fastltx."""
     return Path.home() / ".cache" / "fastltx"

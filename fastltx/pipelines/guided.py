@@ -23,6 +23,10 @@ Guidance = GuiderParams | GuidanceSchedule | None
 class GuidedPipeline(Pipeline):
     """Stage 1 with multimodal guidance (positive and negative prompt); subclasses add stage 2."""
 
+    guidance_passes = 4  # conditional, negative prompt, STG, isolated modality: batched in one forward
+
+    keyframes = False  # every image appended as keyframe tokens, frame 0 included (keyframe interpolation)
+
     def defaults(self):
         return guided_defaults(self.components.files.checkpoint)
 
@@ -52,7 +56,7 @@ class GuidedPipeline(Pipeline):
                                     batched=batched_guidance)
             video, audio = denoise(c, grid, num_frames, self.stage1_sigmas(steps, grid),
                                    self.loop(guider, progress, "stage 1"), generator,
-                                   encode_images(c, images, *size))
+                                   encode_images(c, images, *size, self.keyframes))
         if not self.two_stage:
             return self.finish(video, audio, generator, fps, tiling)
         with self.stage("upsample"):
@@ -61,8 +65,9 @@ class GuidedPipeline(Pipeline):
             full = VideoGrid.for_pixels(num_frames, height, width, fps)
             sigmas = torch.tensor(STAGE2_SIGMAS)
             loop = self.loop(SimpleDenoiser(self.stage2_transformer(), pos.video, pos.audio), progress, "stage 2")
-            video, audio = denoise(c, full, num_frames, sigmas, loop, generator, encode_images(c, images, height, width),
-                                   noise_scale=sigmas[0], initial_video=video, initial_audio=audio)
+            cond = encode_images(c, images, height, width, self.keyframes)
+            video, audio = denoise(c, full, num_frames, sigmas, loop, generator, cond, noise_scale=sigmas[0],
+                                   initial_video=video, initial_audio=audio)
         return self.finish(video, audio, generator, fps, tiling)
 
     # the parts the variants change

@@ -1,6 +1,7 @@
 """What a generation call asks for, and the checks that run before any model loads."""
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,25 @@ class ImageInput:
             raise InputError(f"bad image spec {spec!r}: expected PATH[:FRAME[:STRENGTH]]") from None
 
 
+@dataclass(frozen=True)
+class VideoInput:
+    """A conditioning video (an IC-LoRA's reference: depth, pose, edges, ...) with ``strength``
+    (1: its tokens are kept clean)."""
+
+    path: str
+    strength: float = 1.0
+
+    @classmethod
+    def parse(cls, spec: "str | os.PathLike | tuple[str, float] | VideoInput") -> "VideoInput":
+        """``PATH[:STRENGTH]`` (as the command line takes it), a (path, strength) pair or a VideoInput."""
+        if isinstance(spec, VideoInput):
+            return spec
+        if isinstance(spec, tuple):
+            return cls(str(spec[0]), float(spec[1]))
+        path, sep, last = str(spec).rpartition(":")
+        return cls(path, float(last)) if sep and path and _number(last) else cls(str(spec))
+
+
 def _number(s: str) -> bool:
     try:
         float(s)
@@ -62,3 +82,17 @@ def check_request(height: int, width: int, num_frames: int, fps: float, images: 
             raise InputError(f"{image.path}: frame {image.frame} is outside the video's {num_frames} frames")
         if not 0.0 <= image.strength <= 1.0:
             raise InputError(f"{image.path}: strength must be in [0, 1], got {image.strength}")
+
+
+def check_video_input(path: str, num_frames: int, fps: float, what: str = "conditioning video"):
+    """A conditioning video must hold at least ``num_frames`` frames at ``fps`` (its first
+    ``num_frames`` frames are used; other frame rates are refused, not resampled). Returns its VideoInfo."""
+    from fastltx.media.video_in import video_info
+
+    info = video_info(path)
+    if not math.isclose(info.fps, fps, rel_tol=1e-3):
+        raise InputError(f"{path}: the {what} runs at {info.fps:g} fps but the clip at {fps:g} fps; convert it "
+                         f"(e.g. ffmpeg -i IN -r {fps:g} OUT) or generate at its rate")
+    if info.frames < num_frames:
+        raise InputError(f"{path}: the {what} has {info.frames} frames, fewer than the {num_frames} asked for")
+    return info

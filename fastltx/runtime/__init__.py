@@ -1,1 +1,2 @@
-"""Runtime policy: compilation (and, later, device placement, offloading, distribution)."""
+"""Runtime policy: compilation, the memory plan and weights in host memory (memory.py, offload.py),
+several processes (distributed.py)."""

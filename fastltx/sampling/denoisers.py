@@ -3,6 +3,10 @@
 ``GuidedDenoiser`` runs the up-to-four passes of a multimodal-guided step (positive, negative
 prompt, STG, isolated modality) as one batched transformer forward by default, or one pass at a
 time (``batched=False``, less memory); both give the reference's result.
+
+With a ``World`` of several processes (fastltx.runtime.distributed), every rank calls the denoiser
+with the same states: the passes are split over the guidance replicas and each pass's video tokens
+over the ranks of a replica, and every rank gets the full result back.
 """
 
 from dataclasses import dataclass
@@ -10,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from fastltx.models.transformer import LTXTransformer, ModalityInput, Perturbation, Skip
+from fastltx.runtime.distributed import Group, World, all_gather
 from fastltx.sampling.guidance import GuidanceSchedule, GuiderParams
 from fastltx.sampling.state import TokenState
 
@@ -33,16 +38,18 @@ def _cat(inputs: list[ModalityInput]) -> ModalityInput:
 class SimpleDenoiser:
     """Positive prompt only (distilled and stage-2 denoising)."""
 
-    def __init__(self, model: LTXTransformer, video_context: torch.Tensor | None, audio_context: torch.Tensor | None):
+    def __init__(self, model: LTXTransformer, video_context: torch.Tensor | None, audio_context: torch.Tensor | None,
+                 world: World | None = None):
         self.model, self.video_context, self.audio_context = model, video_context, audio_context
         self._text_cache = None
+        self._parallel = {} if world is None or world.size == 1 else {"sequence": world.sequence}
 
     def __call__(self, video: TokenState | None, audio: TokenState | None, sigma: torch.Tensor, step: int):
         v = modality(video, self.video_context, sigma) if video is not None else None
         a = modality(audio, self.audio_context, sigma) if audio is not None else None
         if self._text_cache is None and not self.model.cfg.cross_attention_adaln:
             self._text_cache = self.model.cache_text(v, a)  # the text is fixed for the whole generation
-        return self.model(v, a, None, self._text_cache)
+        return self.model(v, a, None, self._text_cache, **self._parallel)
 
 
 @dataclass
@@ -57,10 +64,14 @@ class GuidedDenoiser:
 
     def __init__(self, model: LTXTransformer, video_context: tuple[torch.Tensor, torch.Tensor | None],
                  audio_context: tuple[torch.Tensor, torch.Tensor | None], video_guidance: GuidanceSchedule,
-                 audio_guidance: GuidanceSchedule | None = None, batched: bool = True):
+                 audio_guidance: GuidanceSchedule | None = None, batched: bool = True, world: World | None = None):
         """``*_context``: (positive, negative) text for each stream (negative may be None when no
-        guidance needs it); the audio guidance defaults to the video's."""
+        guidance needs it); the audio guidance defaults to the video's. ``world`` (default: that of
+        a ``SequenceParallel`` model): split the passes (and each pass's video tokens) across its
+        processes."""
         self.model, self.batched = model, batched
+        world = world if world is not None else getattr(model, "world", None)
+        self.world = None if world is None or world.size == 1 else world
         self.contexts = {"video": video_context, "audio": audio_context}
         self.guidance = {"video": video_guidance, "audio": audio_guidance or video_guidance}
         self.last = (None, None)
@@ -92,12 +103,25 @@ class GuidedDenoiser:
         return modality(state, context, sigma, enabled)
 
     def _run(self, passes: list[_Pass], video, audio, sigma, enabled: tuple[bool, bool]) -> dict:
+        """x0 of every pass; with a world, pass i runs on guidance replica i % G and all are gathered."""
+        if self.world is None:
+            return self._run_local(passes, video, audio, sigma, enabled, {})
+        layout = self.world.layout(len(passes))
+        g, replicas = layout.guidance.rank, layout.guidance.size
+        parallel = {"sequence": layout.sequence}  # (also when of size 1: no split, whatever the model's default)
+        mine = passes[g::replicas]
+        local = self._run_local(mine, video, audio, sigma, enabled, parallel) if mine else {}
+        if replicas == 1:
+            return local
+        return _gather_passes(passes, [local.get(p.name) for p in mine], layout.guidance, (video, audio))
+
+    def _run_local(self, passes: list[_Pass], video, audio, sigma, enabled: tuple[bool, bool], parallel: dict) -> dict:
         """x0 of every pass: one batched forward, or one forward per pass."""
         # every pass but the negative-prompt one reuses the positive inputs, frozen streams included
         per_pass = [(self._inputs(p, "video", video, sigma, True if p.negative else enabled[0]),
                      self._inputs(p, "audio", audio, sigma, True if p.negative else enabled[1])) for p in passes]
         if not self.batched or len(passes) == 1 or not all(enabled):
-            return {p.name: self.model(v, a, [p.perturbation] * (v or a).latent.shape[0])
+            return {p.name: self.model(v, a, [p.perturbation] * (v or a).latent.shape[0], **parallel)
                     for p, (v, a) in zip(passes, per_pass)}
         v = _cat([v for v, _ in per_pass]) if video is not None else None
         a = _cat([a for _, a in per_pass]) if audio is not None else None
@@ -106,7 +130,7 @@ class GuidedDenoiser:
         key = tuple(p.name for p in passes)
         if key not in self._text_caches and not self.model.cfg.cross_attention_adaln:
             self._text_caches[key] = self.model.cache_text(v, a)
-        ov, oa = self.model(v, a, perturbations, self._text_caches.get(key))
+        ov, oa = self.model(v, a, perturbations, self._text_caches.get(key), **parallel)
         split = lambda t: t.split(b) if t is not None else [None] * len(passes)  # noqa: E731
         return {p.name: out for p, out in zip(passes, zip(split(ov), split(oa)))}
 
@@ -129,3 +153,19 @@ class GuidedDenoiser:
                 result.append(params.combine(cond, get("uncond_text"), get("perturbed"), get("isolated")))
         self.last = tuple(result)
         return self.last
+
+
+def _gather_passes(passes: list[_Pass], mine: list[tuple], guidance: Group, states: tuple) -> dict:
+    """Every pass's (video, audio) x0 on every replica: replica g ran passes g, g + G, ...; each sends
+    its results padded to the same number of passes, in one all-gather per stream."""
+    replicas = guidance.size
+    slots = -(-len(passes) // replicas)
+    gathered = []
+    for k, state in enumerate(states):
+        if state is None:
+            gathered.append(None)
+            continue
+        outs = [m[k] for m in mine] + [torch.zeros_like(state.latent)] * (slots - len(mine))
+        gathered.append(all_gather(torch.stack(outs), guidance))  # (G * slots, B, T, C)
+    return {p.name: tuple(None if x is None else x[(i % replicas) * slots + i // replicas] for x in gathered)
+            for i, p in enumerate(passes)}

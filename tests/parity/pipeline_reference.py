@@ -94,6 +94,12 @@ def _float32_loras(monkeypatch):
     monkeypatch.setattr(SingleGPUModelBuilder, "build", build_cast)
 
 
+def demo_model_set(tmp_path_factory):
+    """The tiny V1 demo model set, written once per test session and shared by the pipeline tests."""
+    from fastltx.pipelines.demo import demo_files
+    return demo_files(tmp_path_factory.getbasetemp() / "demo-models")
+
+
 def reference_lora(path: str, strength: float):
     from ltx_core.loader.primitives import LoraPathStrengthAndSDOps
     from ltx_core.loader.sd_ops import LTXV_LORA_COMFY_RENAMING_MAP

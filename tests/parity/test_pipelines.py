@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from fastltx.pipelines import load_pipeline
-from fastltx.pipelines.demo import demo_files
 from fastltx.sampling.guidance import GuiderParams
-from tests.parity.pipeline_reference import compare_outputs, reference_lora, reference_pipelines
+from tests.parity.pipeline_reference import compare_outputs, demo_model_set, reference_lora, reference_pipelines
 from tests.parity.reference import require_reference
 
 pytestmark = pytest.mark.parity
@@ -23,7 +22,7 @@ PROMPT = "a red fox runs through snow at dawn"
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     require_reference()
-    return demo_files(tmp_path_factory.mktemp("models"))
+    return demo_model_set(tmp_path_factory)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

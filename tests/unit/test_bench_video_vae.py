@@ -45,7 +45,8 @@ def test_dry_run_on_cpu(capsys):
     auto = f"fastltx auto, {float(budget):g} GiB"
     assert [r[1] for r in rows] == ["ltx-core", "fastltx one pass (channels-last)", "fastltx one pass (plain)",
                                     "ltx-core", "fastltx tiled (channels-last)", "fastltx tiled (plain)",
-                                    f"{auto} (channels-last)", f"{auto} (plain)"]
+                                    f"{auto} (channels-last)", f"{auto} (plain)",
+                                    "fastltx streamed, 2 frames (channels-last)"]
     checks = [r[4] for r in rows if r[1] != "ltx-core"]
     # bf16: streaming and channels-last round a few values differently, by at most one level here
     assert all(c.startswith("max 0,") or c.startswith("max 1,") for c in checks), checks

@@ -28,6 +28,19 @@ class TextEncoder(nn.Module):
         return self.processor(self.gemma(ids, mask), mask)
 
 
+HIDDEN_COPIES = 4  # all hidden states: the per-layer list, their stack, a normalised temporary, the flat features
+WORKSPACE = 256 * 2**20
+
+
+def encode_bytes(hidden: int, layers: int, intermediate: int, prompts: int, max_length: int = MAX_LENGTH,
+                 dtype: torch.dtype = torch.bfloat16, workspace: int = WORKSPACE) -> int:
+    """Estimated peak bytes above the weights to encode ``prompts`` prompts: every hidden state is
+    kept (the features use all of them), plus one layer's feed-forward temporaries."""
+    size = torch.empty((), dtype=dtype).element_size()
+    tokens = prompts * max_length
+    return tokens * (hidden * (layers + 1) * HIDDEN_COPIES + 3 * intermediate) * size + workspace
+
+
 def load_text_encoder(gemma_path: str | os.PathLike, checkpoint: str | os.PathLike,
                       device: torch.device | str = "cpu", dtype: torch.dtype | None = torch.bfloat16,
                       max_length: int = MAX_LENGTH) -> TextEncoder:

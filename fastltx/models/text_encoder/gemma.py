@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from torch import nn
 
-from fastltx.checkpoint.loading import match_keys
+from fastltx.checkpoint.loading import ComponentReader, match_keys
+from fastltx.checkpoint.mapped import MappedFile
 from fastltx.checkpoint.safetensors_file import CheckpointError, SafetensorsHeader, read_header
 from fastltx.models.text_encoder.config import GemmaGeometry
 
@@ -171,27 +171,28 @@ def assign_weights(model: nn.Module, state: dict[str, torch.Tensor], device: tor
         raise RuntimeError(f"Gemma 3 language model: tensors left uninitialised: {', '.join(left[:5])}")
 
 
-def _read_language_model(directory: GemmaDirectory, model: nn.Module, device, dtype) -> dict[str, torch.Tensor]:
-    """Match every weight file's keys against the (meta) model strictly, then read only ours."""
+def open_language_model(directory: GemmaDirectory) -> ComponentReader:
+    """The language model built with parameters on meta, every weight file's keys matched against it
+    strictly; nothing read yet (vision-tower and projector tensors are never read)."""
+    model = build_language_model(directory.text_config)
     tensors, where = {}, {}
-    for file in directory.weight_files:
-        for name, info in read_header(file).tensors.items():
+    headers = [read_header(file) for file in directory.weight_files]
+    for file, header in zip(directory.weight_files, headers):
+        for name, info in header.tensors.items():
             if name in where:
                 raise CheckpointError(directory.path, f"tensor {name} is in both {where[name].name} and {file.name}")
             tensors[name], where[name] = info, file
     merged = SafetensorsHeader(str(directory.path), tensors, {})
     mapping = match_keys(merged, model, _key_map(directory.model_type), "Gemma 3 language model")
-    device = torch.device(device)
-    state = {}
-    for file in directory.weight_files:
-        ours = {k: n for k, n in mapping.items() if where[n] == file}
-        if not ours:
-            continue
-        with safe_open(str(file), framework="pt", device=str(device)) as f:
-            for key, name in ours.items():
-                t = f.get_tensor(name)
-                state[key] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
-    return state
+    mapped = {file: MappedFile(header) for file, header in zip(directory.weight_files, headers)
+              if any(where[n] == file for n in mapping.values())}
+    return ComponentReader(model, {key: (mapped[where[name]], name) for key, name in mapping.items()},
+                           "Gemma 3 language model", str(directory.path))
+
+
+def fp8_linear(name: str, linear: nn.Linear) -> bool:
+    """Gemma linears that may be stored in fp8 (names relative to a decoder layer): all of them."""
+    return True
 
 
 class GemmaEncoder(nn.Module):
@@ -207,6 +208,11 @@ class GemmaEncoder(nn.Module):
     def geometry(self) -> GemmaGeometry:
         c = self.language_model.config
         return GemmaGeometry(c.hidden_size, c.num_hidden_layers)
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        """The decoder layers (run in order, once per forward): what can be streamed."""
+        return self.language_model.layers
 
     def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(input ids, mask), both (B, max_length) int64 on the model's device; left-padded."""
@@ -235,6 +241,5 @@ def load_gemma(path: str | os.PathLike, device: torch.device | str = "cpu", dtyp
     """Tokenizer and language model of a local Gemma 3 directory (checked first, then read strictly)."""
     directory = directory or read_gemma_directory(path)
     tokenizer = load_tokenizer(directory.tokenizer_dir, max_length)
-    model = build_language_model(directory.text_config)
-    assign_weights(model, _read_language_model(directory, model, device, dtype), device)
+    model = open_language_model(directory).load(device, dtype).to(device)  # .to: the computed buffers
     return GemmaEncoder(model, tokenizer, max_length)

@@ -5,12 +5,12 @@ from collections.abc import Sequence
 
 import torch
 
-from fastltx.checkpoint.loading import load_component
+from fastltx.checkpoint.loading import ComponentReader, open_component
 from fastltx.checkpoint.lora import fuse_loras, read_lora
 from fastltx.checkpoint.safetensors_file import CheckpointError, read_header
 from fastltx.models.transformer.config import StreamGeometry, TransformerConfig
 from fastltx.models.transformer.inputs import ModalityInput, Perturbation, Skip
-from fastltx.models.transformer.model import LTXTransformer
+from fastltx.models.transformer.model import LTXTransformer, fp8_linear
 
 PREFIX = "model.diffusion_model."
 # The text connectors share the transformer's prefix in official files; they belong to the text path.
@@ -25,17 +25,9 @@ def checkpoint_key(file_key: str) -> str | None:
     return None if key.startswith(_NOT_TRANSFORMER) else key
 
 
-def load_transformer(path: str | os.PathLike, device: torch.device | str = "cpu",
-                     dtype: torch.dtype | None = torch.bfloat16, video: bool = True, audio: bool = True,
-                     attention_backend: str | None = None,
-                     loras: Sequence[tuple[str | os.PathLike, float]] = ()) -> LTXTransformer:
-    """Load the transformer of an official checkpoint strictly.
-
-    ``video=False`` or ``audio=False`` gives a single-stream model from an audio-video file (the
-    other stream's tensors are then ignored); a video-only file needs ``audio=False``.
-    ``loras``: (path, strength) pairs fused into the weights while loading.
-    """
-    lora_weights = [(read_lora(p), float(s)) for p, s in loras]  # validate before the big read
+def open_transformer(path: str | os.PathLike, video: bool = True, audio: bool = True) -> ComponentReader:
+    """The transformer of an official checkpoint built on meta and checked strictly against the file
+    (nothing read yet); see ``load_transformer`` for ``video`` / ``audio``."""
     header = read_header(path)
     config = header.config()
     has_audio = f"{PREFIX}audio_patchify_proj.weight" in header.tensors
@@ -49,12 +41,26 @@ def load_transformer(path: str | os.PathLike, device: torch.device | str = "cpu"
             own = set(LTXTransformer(cfg).state_dict())
             extra = set(LTXTransformer(full).state_dict()) - own
         ignored = extra.__contains__
+    return open_component(lambda: LTXTransformer(cfg), header, checkpoint_key, "transformer", ignored)
+
+
+def load_transformer(path: str | os.PathLike, device: torch.device | str = "cpu",
+                     dtype: torch.dtype | None = torch.bfloat16, video: bool = True, audio: bool = True,
+                     attention_backend: str | None = None,
+                     loras: Sequence[tuple[str | os.PathLike, float]] = ()) -> LTXTransformer:
+    """Load the transformer of an official checkpoint strictly.
+
+    ``video=False`` or ``audio=False`` gives a single-stream model from an audio-video file (the
+    other stream's tensors are then ignored); a video-only file needs ``audio=False``.
+    ``loras``: (path, strength) pairs fused into the weights while loading.
+    """
+    lora_weights = [(read_lora(p), float(s)) for p, s in loras]  # validate before the big read
+    reader = open_transformer(path, video, audio)
     fuse = (lambda state: fuse_loras(state, lora_weights)) if lora_weights else None  # noqa: E731
-    model = load_component(lambda: LTXTransformer(cfg), header, checkpoint_key, "transformer", device, dtype, ignored,
-                           fuse)
+    model = reader.load(device, dtype, fuse)
     model.set_attention_backend(attention_backend)
     return model
 
 
 __all__ = ["LTXTransformer", "ModalityInput", "Perturbation", "Skip", "StreamGeometry", "TransformerConfig",
-           "checkpoint_key", "load_transformer"]
+           "checkpoint_key", "fp8_linear", "load_transformer", "open_transformer"]

@@ -16,6 +16,7 @@ from fastltx.layers.attention import Attention
 from fastltx.layers.mlp import FeedForward
 from fastltx.layers.norm import rms_norm
 from fastltx.layers.rope import Rope
+from fastltx.layers.sequence_parallel import SequenceShard
 from fastltx.models.transformer.config import StreamGeometry, TransformerConfig
 
 
@@ -35,6 +36,7 @@ class Stream:
     cross_rope: Rope | None = None  # time-only RoPE for the AV cross-attentions
     cross_ada: torch.Tensor | None = None  # (B, 1, 4, D) scale/shift from the other stream's sigma
     cross_gate: torch.Tensor | None = None  # (B, 1, 1, D)
+    shard: SequenceShard | None = None  # x holds this rank's part of the tokens (sequence parallelism)
 
     @property
     def active(self) -> bool:
@@ -89,7 +91,7 @@ class AVBlock(nn.Module):
                        prompt_table: torch.Tensor | None, skip: BlockSkips, text_kv) -> torch.Tensor:
         shift, scale, gate = modulation(table, s.ada, slice(0, 3))
         h = rms_norm(s.x, eps=self.eps) * (1 + scale) + shift
-        x = s.x + attn1(h, mask=s.self_mask, rope=s.rope, keep=skip.keep, passthrough=skip.all) * gate
+        x = s.x + attn1(h, mask=s.self_mask, rope=s.rope, keep=skip.keep, passthrough=skip.all, shard=s.shard) * gate
         if not self.cross_adaln:
             return x + attn2(rms_norm(x, eps=self.eps), s.context, s.context_mask, kv=text_kv)
         shift_q, scale_q, gate_q = modulation(table, s.ada, slice(6, 9))
@@ -146,7 +148,7 @@ class AVBlock(nn.Module):
                 scale_v, shift_v = self._cross_modulation(vt, video, slice(2, 4))
                 gate = (at[4:][None, None].to(audio.cross_gate.dtype) + audio.cross_gate)[:, :, 0]
                 out = self.video_to_audio_attn(an * (1 + scale_a) + shift_a, vn * (1 + scale_v) + shift_v,
-                                               rope=audio.cross_rope, k_rope=video.cross_rope) * gate
+                                               rope=audio.cross_rope, k_rope=video.cross_rope, shard=video.shard) * gate
                 audio.x = audio.x + (out if v2a.keep is None else out * v2a.keep)
         if run_v:
             video.x = self._feed_forward(video, self.ff, self.scale_shift_table)

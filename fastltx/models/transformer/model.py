@@ -13,9 +13,12 @@ from fastltx.layers.attention import check_backend
 from fastltx.layers.embeddings import AdaLNSingle, CaptionProjection
 from fastltx.layers.norm import layer_norm
 from fastltx.layers.rope import rope_tables
+from fastltx.layers.sequence_parallel import SequenceShard
+from fastltx.models.transformer import sharding
 from fastltx.models.transformer.block import AVBlock, BlockSkips, Stream
 from fastltx.models.transformer.config import StreamGeometry, TransformerConfig
 from fastltx.models.transformer.inputs import ModalityInput, Perturbation, Skip
+from fastltx.runtime.distributed import Group
 
 _SKIP_NAMES = {Skip.VIDEO_SELF_ATTN: "video_self", Skip.AUDIO_SELF_ATTN: "audio_self",
                Skip.A2V_CROSS_ATTN: "a2v", Skip.V2A_CROSS_ATTN: "v2a"}
@@ -85,7 +88,7 @@ class LTXTransformer(nn.Module):
         """Store the block linears (attention projections and feed-forwards) in float8_e4m3fn with
         per-channel scales and run them through scaled fp8 matmuls; returns how many were converted."""
         from fastltx.layers.linear import to_fp8
-        return to_fp8(self.transformer_blocks, lambda name, linear: "to_gate_logits" not in name)
+        return to_fp8(self.transformer_blocks, fp8_linear)
 
     # ----------------------------------------------------------------------------- preprocessing
     def _timestep(self, adaln: AdaLNSingle, t: torch.Tensor, batch: int, dtype: torch.dtype):
@@ -121,11 +124,19 @@ class LTXTransformer(nn.Module):
         ac = self._context(audio, True) if audio is not None else None
         return [block.text_keys_values(vc, ac) for block in self.transformer_blocks]
 
-    def _stream(self, m: ModalityInput, other: ModalityInput | None, audio: bool, cached_text: bool) -> Stream:
+    def _stream(self, m: ModalityInput, other: ModalityInput | None, audio: bool, cached_text: bool,
+                shard: SequenceShard | None = None) -> Stream:
         cfg = self.cfg
         g = cfg.audio if audio else cfg.video
         p = "audio_" if audio else ""
         dtype = m.latent.dtype
+        if shard is None:
+            self_mask = None if m.attention_mask is None else self_attention_bias(m.attention_mask, dtype)
+        else:  # this rank's video tokens; the mask spans the whole padded sequence (Ulysses queries)
+            strengths = sharding.self_strengths(m.attention_mask, shard)
+            self_mask = (sharding.key_padding_bias(shard, dtype, m.latent.device) if strengths is None
+                         else self_attention_bias(strengths, dtype))
+            m = sharding.local_video(m, shard)
         batch = m.latent.shape[0]
         x = getattr(self, p + "patchify_proj")(m.latent)
         ada, embedded = self._timestep(getattr(self, p + "adaln_single"), m.timesteps, batch, dtype)
@@ -135,8 +146,7 @@ class LTXTransformer(nn.Module):
             ada=ada, embedded=embedded,
             rope=rope_tables(m.positions, g.dim, g.heads, g.max_pos, cfg.theta, cfg.rope_layout, cfg.rope_float64,
                              dtype),
-            self_mask=None if m.attention_mask is None else self_attention_bias(m.attention_mask, dtype),
-            enabled=m.enabled)
+            self_mask=self_mask, enabled=m.enabled, shard=shard)
         if cfg.cross_attention_adaln:
             s.prompt_ada, _ = self._timestep(getattr(self, p + "prompt_adaln_single"), self._sigma(m.sigma, batch),
                                              batch, dtype)
@@ -187,7 +197,8 @@ class LTXTransformer(nn.Module):
         return getattr(self, p + "proj_out")(x)
 
     def velocity(self, video: ModalityInput | None, audio: ModalityInput | None,
-                 perturbations: Sequence[Perturbation] | None = None, text_cache: list | None = None):
+                 perturbations: Sequence[Perturbation] | None = None, text_cache: list | None = None,
+                 sequence: Group | None = None):
         cfg = self.cfg
         if video is None and audio is None:
             raise ValueError("give at least one of video and audio")
@@ -196,22 +207,36 @@ class LTXTransformer(nn.Module):
         if audio is not None and cfg.audio is None:
             raise ValueError("this transformer has no audio stream")
         cached = text_cache is not None
-        vs = self._stream(video, audio, False, cached) if video is not None else None
+        shard = None
+        if sequence is not None and sequence.size > 1 and video is not None:
+            shard = sharding.plan(video, sequence, cfg.video.heads)
+        vs = self._stream(video, audio, False, cached, shard) if video is not None else None
         as_ = self._stream(audio, video, True, cached) if audio is not None else None
         first = video if video is not None else audio
         plans = self._skip_plan(perturbations, first.latent.shape[0], first.latent.device, first.latent.dtype)
         for i, (block, plan) in enumerate(zip(self.transformer_blocks, plans)):
             block(vs, as_, plan, text_cache[i] if cached else (None, None))
-        return (self._output(vs, False) if vs is not None else None,
-                self._output(as_, True) if as_ is not None else None)
+        v = self._output(vs, False) if vs is not None else None
+        if shard is not None:
+            v = shard.gather(v)
+        return v, self._output(as_, True) if as_ is not None else None
 
     def forward(self, video: ModalityInput | None, audio: ModalityInput | None,
-                perturbations: Sequence[Perturbation] | None = None, text_cache: list | None = None):
+                perturbations: Sequence[Perturbation] | None = None, text_cache: list | None = None,
+                sequence: Group | None = None):
         """Denoised (x0) predictions (video, audio); a stream not given comes back as None.
 
-        ``text_cache``: from ``cache_text`` on the same contexts, to skip the text projections."""
-        v, a = self.velocity(video, audio, perturbations, text_cache)
+        ``text_cache``: from ``cache_text`` on the same contexts, to skip the text projections.
+        ``sequence``: a process group over which the video tokens are split (sequence parallelism,
+        see sharding.py); every member calls with the same full inputs and gets the full outputs."""
+        v, a = self.velocity(video, audio, perturbations, text_cache, sequence)
         return (to_denoised(video, v) if v is not None else None, to_denoised(audio, a) if a is not None else None)
+
+
+def fp8_linear(name: str, linear: nn.Linear) -> bool:
+    """Whether a block linear (name relative to the block or the model) is stored in fp8: all of them
+    but the per-head attention gates (tiny, and sensitive)."""
+    return "to_gate_logits" not in name
 
 
 def to_denoised(m: ModalityInput, velocity: torch.Tensor) -> torch.Tensor:

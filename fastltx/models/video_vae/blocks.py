@@ -9,9 +9,10 @@ State-dict names follow the official checkpoints (``res_blocks.N.conv1.conv.weig
 import torch
 from torch import nn
 
-from fastltx.layers.conv import CausalConv3d, depth_to_space, silu_, space_to_depth
+from fastltx.layers import fused_video
+from fastltx.layers.conv import CausalConv3d, depth_to_space, space_to_depth
 from fastltx.layers.embeddings import TimestepEmbedder
-from fastltx.layers.norm import pixel_norm
+from fastltx.layers.norm_act import NormAct
 from fastltx.layers.streaming import TemporalStream, align, drop_first_frame
 
 NORM_EPS = 1e-6  # GroupNorm on channel-changing shortcuts (PixelNorm keeps its own 1e-8)
@@ -38,9 +39,8 @@ def modulation(table: torch.Tensor, embedded: torch.Tensor, like: torch.Tensor) 
     return values.unbind(dim=1)
 
 
-def modulate_(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """x * (1 + scale) + shift, in place (rounded exactly as the out-of-place expression)."""
-    return x.mul_(1 + scale).add_(shift)
+def _with_bias(x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return x if bias is None else x.add_(bias.view(1, -1, 1, 1, 1))
 
 
 class ResnetBlock3D(nn.Module):
@@ -70,23 +70,24 @@ class ResnetBlock3D(nn.Module):
 
     def forward(self, x: torch.Tensor, causal: bool, embedded: torch.Tensor | None = None,
                 generator: torch.Generator | None = None, stream: TemporalStream | None = None) -> torch.Tensor:
-        h = pixel_norm(x)
+        act1 = act2 = NormAct()
         if self.timestep_conditioning:
             if embedded is None:
                 raise ValueError("this resnet is timestep-conditioned: an embedded timestep is required")
-            shift1, scale1, shift2, scale2 = modulation(self.scale_shift_table, embedded, h)
-            modulate_(h, scale1, shift1)
-        h = self.conv1(silu_(h), causal, stream)
+            shift1, scale1, shift2, scale2 = modulation(self.scale_shift_table, embedded, x)
+            act1, act2 = NormAct(scale1, shift1), NormAct(scale2, shift2)
+        # PixelNorm -> [AdaLN] -> SiLU -> conv, twice; a fused convolution leaves its bias to the next kernel
+        h, bias = self.conv1.forward_unbiased(x, causal, stream, act1)
         if self.inject_noise:
-            h = self._noise(h, self.per_channel_scale1, generator)
-        h = pixel_norm(h)
-        if self.timestep_conditioning:
-            modulate_(h, scale2, shift2)
-        h = self.conv2(silu_(h), causal, stream)
+            h = self._noise(_with_bias(h, bias), self.per_channel_scale1, generator)
+            bias = None
+        h, bias = self.conv2.forward_unbiased(h, causal, stream, act2.with_bias(bias))
         if self.inject_noise:
-            h = self._noise(h, self.per_channel_scale2, generator)
+            h = self._noise(_with_bias(h, bias), self.per_channel_scale2, generator)
+            bias = None
         skip = self.conv_shortcut(self.norm3(x)) if self.changes_width else x
-        return h.add_(align(stream, self, skip, h.shape[2]))  # in place: h is this block's own buffer
+        # in place: h is this block's own buffer
+        return fused_video.add_bias_residual_(h, bias, align(stream, self, skip, h.shape[2]))
 
 
 class ResStack(nn.Module):
@@ -148,11 +149,34 @@ class DepthToSpaceUpsample(nn.Module):
 
     def forward(self, x: torch.Tensor, causal: bool, stream: TemporalStream | None = None) -> torch.Tensor:
         temporal = self.stride[0] == 2
+        y, bias = self.conv.forward_unbiased(x, causal, stream)
+        if fused_video.output_usable(y):
+            return self._fused(x, y, bias, temporal, stream)
+        y = _with_bias(y, bias)
         if self.residual:
             skip = depth_to_space(x, self.stride).repeat(1, self.repeats, 1, 1, 1)
             if temporal:
                 skip = drop_first_frame(stream, (self, "skip"), skip)
-        h = depth_to_space(self.conv(x, causal, stream), self.stride)
+        h = depth_to_space(y, self.stride)
+        if temporal:
+            h = drop_first_frame(stream, (self, "main"), h)
+        if self.residual:
+            h = h.add_(align(stream, self, skip, h.shape[2]))
+        return h
+
+    def _fused(self, x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor | None, temporal: bool,
+               stream: TemporalStream | None) -> torch.Tensor:
+        """The same on CUDA with channels-last convolution outputs: one kernel per rearrangement (one in
+        all for a one-pass residual block), which also adds the convolution's bias; channels-last results."""
+        channels = y.shape[1] // (self.stride[0] * self.stride[1] * self.stride[2])
+        if stream is None:
+            return fused_video.depth_to_space(y, self.stride, channels, int(temporal), x if self.residual else None,
+                                              bias)
+        if self.residual:
+            skip = fused_video.depth_to_space(x, self.stride, channels)
+            if temporal:
+                skip = drop_first_frame(stream, (self, "skip"), skip)
+        h = fused_video.depth_to_space(y, self.stride, channels, bias=bias)
         if temporal:
             h = drop_first_frame(stream, (self, "main"), h)
         if self.residual:

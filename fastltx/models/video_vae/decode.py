@@ -7,7 +7,7 @@
 the accumulation, generator order over tiles).
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -21,12 +21,14 @@ _MIN_WEIGHT = 1e-8
 
 
 def tiled_decode(decoder: VideoDecoder, latent: torch.Tensor, tiling: Tiling, timestep: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+                 generator: torch.Generator | None = None,
+                 decode_tile: Callable[[int, torch.Tensor], torch.Tensor] | None = None) -> Iterator[torch.Tensor]:
     """Decode tile by tile with the reference's blending; yields (B, 3, f, H, W) chunks in time order.
 
     Tiles sharing a temporal slice are blended into one buffer (in the latent's dtype, as the
     reference accumulates); consecutive temporal buffers are blended over their overlap and each
-    chunk is yielded once no later tile can touch it.
+    chunk is yielded once no later tile can touch it. ``decode_tile(index, tile_latent)`` replaces
+    the decoder call per tile (e.g. to fetch a tile another process decoded), in tile order.
     """
     decoder.check_latent(latent)
     cfg = decoder.cfg
@@ -40,13 +42,16 @@ def tiled_decode(decoder: VideoDecoder, latent: torch.Tensor, tiling: Tiling, ti
         else:
             groups.append([tile])
     prev = prev_weights = prev_slice = None
+    index = 0
     for group in groups:
         span = group[0].target[0]
         n = span.stop - span.start
         buffer = torch.zeros((b, cfg.out_channels, n, height, width), device=latent.device, dtype=latent.dtype)
         weights = torch.zeros((1, 1, n, height, width), device=latent.device, dtype=latent.dtype)
         for tile in group:
-            decoded = decoder(latent[(slice(None), slice(None)) + tile.source], timestep, generator)
+            piece = latent[(slice(None), slice(None)) + tile.source]
+            decoded = decoder(piece, timestep, generator) if decode_tile is None else decode_tile(index, piece)
+            index += 1
             mask = tile.blend_mask().to(device=latent.device, dtype=latent.dtype)
             offset = tile.target[0].start - span.start
             length = min(tile.target[0].stop - tile.target[0].start, decoded.shape[2], n - offset)
@@ -103,7 +108,7 @@ def resolve_plan(decoder: VideoDecoder, latent: torch.Tensor, tiling: "DecodePla
     budget = memory_budget if memory_budget is not None else available_memory(latent.device)
     if budget is None:
         return None
-    return plan_decode(decoder.cfg, tuple(latent.shape), latent.dtype, budget, decoder.streamable)
+    return plan_decode(decoder.cfg, tuple(latent.shape), latent.dtype, budget, decoder.streamable, decoder.fused)
 
 
 def decode_video(decoder: VideoDecoder, latent: torch.Tensor, generator: torch.Generator | None = None,

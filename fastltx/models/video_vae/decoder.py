@@ -16,11 +16,12 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from fastltx.layers.conv import CausalConv3d, silu_
-from fastltx.layers.norm import pixel_norm
+from fastltx.layers import fused_video
+from fastltx.layers.conv import CausalConv3d
+from fastltx.layers.norm_act import NormAct
 from fastltx.layers.streaming import TemporalStream
 from fastltx.models.video_vae.blocks import (DepthToSpaceUpsample, ResnetBlock3D, ResStack, TimeEmbedder,
-                                             modulate_, modulation)
+                                             modulation)
 from fastltx.models.video_vae.config import DECODER_BLOCKS, Block, DecoderConfig
 from fastltx.models.video_vae.ops import LatentStatistics, unpatchify
 
@@ -64,6 +65,11 @@ class VideoDecoder(nn.Module):
         once per pass)."""
         return not any(isinstance(m, ResnetBlock3D) and (m.changes_width or m.inject_noise) for m in self.modules())
 
+    @property
+    def fused(self) -> bool:
+        """Whether its convolutions take the fused GPU path (CUDA, channels-last weights, Triton)."""
+        return fused_video.weights_usable(self.conv_in.conv)
+
     def check_latent(self, latent: torch.Tensor) -> None:
         """A clear error, before any work, for a latent this decoder cannot take."""
         c = self.cfg.latent_channels
@@ -100,11 +106,11 @@ class VideoDecoder(nn.Module):
                 x = block(x, causal, None, generator, stream)
             else:
                 x = block(x, causal, stream)
-        x = pixel_norm(x)
+        act = NormAct()  # PixelNorm -> [AdaLN] -> SiLU, applied by conv_out
         if self.cfg.timestep_conditioning:
             shift, scale = modulation(self.last_scale_shift_table, self.last_time_embedder(scaled, x.dtype), x)
-            modulate_(x, scale, shift)
-        x = self.conv_out(silu_(x), causal, stream)
+            act = NormAct(scale, shift)
+        x = self.conv_out(x, causal, stream, act=act)
         return unpatchify(x, self.cfg.patch_size)
 
     def forward(self, latent: torch.Tensor, timestep: torch.Tensor | None = None,

@@ -6,11 +6,10 @@ convolution is causal in time (the first frame is replicated in front).
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fastltx.layers.conv import CausalConv3d
-from fastltx.layers.norm import pixel_norm
+from fastltx.layers.norm_act import NormAct
 from fastltx.models.video_vae.blocks import ResnetBlock3D, ResStack, SpaceToDepthDownsample
 from fastltx.models.video_vae.config import ENCODER_BLOCKS, LOG_VARIANCE_CHANNELS, Block, EncoderConfig
 from fastltx.models.video_vae.ops import LatentStatistics, patchify
@@ -63,5 +62,5 @@ class VideoEncoder(nn.Module):
         x = self.conv_in(patchify(video, self.cfg.patch_size), causal=True)
         for block in self.down_blocks:
             x = block(x, causal=True)
-        x = self.conv_out(F.silu(pixel_norm(x)), causal=True)
+        x = self.conv_out(x, causal=True, act=NormAct())  # PixelNorm -> SiLU -> conv
         return self.per_channel_statistics.normalize(x[:, :self.cfg.latent_channels])

@@ -6,7 +6,10 @@ reference's tiling (approximate at tile seams; only when even one-latent-frame c
 i.e. for frames far larger than the released resolutions). The estimates count activation bytes
 through the decoder's stages (``ACTIVATIONS_LIVE`` activation-sized buffers at the widest one, plus
 what streaming carries between chunks) and are meant to err high; ``bench/video_vae.py`` prints
-them next to measured peaks.
+them next to measured peaks. The count depends on the path (measured on an H100, 121 frames,
+2026-11-26): the eager path holds about 9 (input, norm, temporal and reflect padding copies,
+cuDNN's channels-last copies of its input and output, output; 26.4 GB at 1024x1536), the fused
+path about 5 (input, padded input, two convolution outputs, workspace; 14.6 GB).
 """
 
 from dataclasses import dataclass
@@ -16,7 +19,7 @@ import torch
 from fastltx.models.video_vae.config import DECODER_BLOCKS, DecoderConfig
 from fastltx.models.video_vae.tiling import SpatialTiling, TemporalTiling, Tiling, decode_tiles
 
-ACTIVATIONS_LIVE = 6  # activation-sized buffers alive at once at the widest stage (input, norm, pad, conv out...)
+ACTIVATIONS_LIVE = {False: 9, True: 5}  # activation-sized buffers alive at the widest stage: eager, fused path
 WORKSPACE = 512 * 2**20  # convolution workspace and allocator slack
 SPATIAL_TILES = (1024, 768, 512, 384, 256, 192, 128)  # pixels, tried largest first when tiling is the only way
 
@@ -60,9 +63,10 @@ def _stages(cfg: DecoderConfig, height: int, width: int) -> list[_Stage]:
 
 
 def estimate_decode_bytes(cfg: DecoderConfig, latent_shape: tuple[int, ...], dtype: torch.dtype,
-                          chunk_frames: int | None = None) -> int:
+                          chunk_frames: int | None = None, fused: bool = False) -> int:
     """Estimated peak bytes above the weights to decode ``latent_shape`` (B, C, F, H, W) in one pass
-    (``chunk_frames=None``) or streamed ``chunk_frames`` latent frames at a time."""
+    (``chunk_frames=None``) or streamed ``chunk_frames`` latent frames at a time, on the eager or the
+    fused path (``VideoDecoder.fused``)."""
     b, _, f, h, w = latent_shape
     size = torch.empty((), dtype=dtype).element_size()
     streamed = chunk_frames is not None
@@ -72,10 +76,11 @@ def estimate_decode_bytes(cfg: DecoderConfig, latent_shape: tuple[int, ...], dty
     widest = max(s.channels * s.pixels * (s.frames_per_latent * n + 2 * streamed) for s in stages)
     carried = sum(3 * max(s.convs, 1) * s.channels * s.pixels for s in stages) if streamed else 0
     video = cfg.out_channels * (1 + (n - 1) * cfg.temporal_factor) * h * w * cfg.spatial_factor ** 2
-    return int(b * ((widest * ACTIVATIONS_LIVE + carried) * size + video * (size + 1))) + WORKSPACE
+    return int(b * ((widest * ACTIVATIONS_LIVE[fused] + carried) * size + video * (size + 1))) + WORKSPACE
 
 
-def estimate_tiled_bytes(cfg: DecoderConfig, latent_shape: tuple[int, ...], dtype: torch.dtype, tiling: Tiling) -> int:
+def estimate_tiled_bytes(cfg: DecoderConfig, latent_shape: tuple[int, ...], dtype: torch.dtype, tiling: Tiling,
+                         fused: bool = False) -> int:
     """Estimated peak bytes of the reference-style tiled decode: the largest tile in one pass, plus two
     temporal groups of blended output and their weights."""
     b, c, f, h, w = latent_shape
@@ -87,23 +92,24 @@ def estimate_tiled_bytes(cfg: DecoderConfig, latent_shape: tuple[int, ...], dtyp
     size = torch.empty((), dtype=dtype).element_size()
     pixels = h * w * cfg.spatial_factor ** 2
     groups = 2 * group * pixels * (b * cfg.out_channels + 1) * size
-    return estimate_decode_bytes(cfg, shape, dtype) + groups
+    return estimate_decode_bytes(cfg, shape, dtype, fused=fused) + groups
 
 
 def plan_decode(cfg: DecoderConfig, latent_shape: tuple[int, ...], dtype: torch.dtype, budget: int,
-                streamable: bool = True) -> DecodePlan:
+                streamable: bool = True, fused: bool = False) -> DecodePlan:
     """The fastest way to decode within ``budget`` bytes (see the module docstring)."""
-    if estimate_decode_bytes(cfg, latent_shape, dtype) <= budget:
+    if estimate_decode_bytes(cfg, latent_shape, dtype, fused=fused) <= budget:
         return None
     frames = latent_shape[2]
     if streamable:
-        fitting = [c for c in range(1, frames + 1) if estimate_decode_bytes(cfg, latent_shape, dtype, c) <= budget]
+        fitting = [c for c in range(1, frames + 1)
+                   if estimate_decode_bytes(cfg, latent_shape, dtype, c, fused) <= budget]
         if fitting:
             return Streaming(max(fitting))
     temporal = TemporalTiling(64, 24)
     for tile in SPATIAL_TILES:
         tiling = Tiling(SpatialTiling(tile, 64 if tile >= 256 else 32), temporal)
-        if estimate_tiled_bytes(cfg, latent_shape, dtype, tiling) <= budget:
+        if estimate_tiled_bytes(cfg, latent_shape, dtype, tiling, fused) <= budget:
             return tiling
     return Tiling(SpatialTiling(SPATIAL_TILES[-1], 32), TemporalTiling(16, 8))
 

@@ -1,0 +1,294 @@
+"""The 19B set on 24 GB and 16 GB cards (issue 10): the distilled pipeline under --memory full / 24g / 16g.
+
+Each mode runs in its own process (fresh CUDA context, fresh peak host memory). For a budget mode the
+card is capped with ``torch.cuda.set_per_process_memory_fraction`` to that many GiB, so the plan
+(and the allocator) see what such a card offers; ``full`` runs uncapped with every model resident.
+
+Weights are random at full size. The transformer, video VAE, audio VAE and vocoder are written once
+into one checkpoint in the official layout (bf16, ~37 GB) and the x2 upsampler into its own file, so
+loading runs as it does for the released files (memory map, fp8 conversion layer by layer, host
+homes, streamed blocks). The text encoder (Gemma 3 12B with the LTX-2 projection and connectors,
+~25 GB) is built in host memory by each process and handed to the pipeline there, where the plan
+homes it and brings it in in its form like a loaded one: the disk does not hold a second file of
+that size. Its host copy therefore counts in the peak RSS of every mode alike.
+
+Per mode: load + first call ("cold"), then a second call ("warm", per-stage times), the peak GPU
+memory the caching allocator reserved (what the card must have), the peak RSS (VmHWM), and the
+mean absolute difference of the frames to the ``full`` run's (bf16 vs fp8 sanity: random weights,
+so only gross errors show).
+
+    python bench/memory.py --out DIR
+    python bench/memory.py --size tiny --device cpu --modes full,3m --sizes 64x128 --frames 9   # dry run
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+GIB = 2**30
+PROMPT = "A red fox trots across a snowy field at dawn, its breath steaming, the camera tracking it low."
+
+
+# ------------------------------------------------------------------------------------------ files
+def write_files(folder: Path, size: str, device) -> tuple[Path, Path]:
+    """The checkpoint (transformer, VAEs, vocoder; no text parts: the text encoder comes built) and
+    the upsampler, random, generated on ``device``; written once."""
+    from fastltx.checkpoint.factory import MODEL_VERSION, PARTS, random_state, write_checkpoint
+    from fastltx.models.upsampler.model import LatentUpsampler
+    from fastltx.models.upsampler.tiny import upsampler_config
+    ckpt, up = folder / f"ltx2-{size}.safetensors", folder / f"upsampler-{size}.safetensors"
+    if not ckpt.exists():
+        config, tensors = {}, {}
+        for name in ("transformer", "vae", "audio_vae", "vocoder"):
+            part = PARTS[name]("v1", size)
+            config.update(part.config)
+            for i, (prefix, module) in enumerate(part.modules.items()):
+                seed = zlib.crc32(f"{name}:{i}".encode())
+                for key, t in random_state(module, seed, device).items():
+                    full = prefix + key
+                    tensors[full] = (part.adjust(full, t) if part.adjust else t).cpu()
+        write_checkpoint(ckpt, tensors, config, MODEL_VERSION["v1"])
+        del tensors
+    if not up.exists():
+        cfg = upsampler_config("spatial_x2", "full" if size == "19b" else "tiny")
+        with torch.device("meta"):
+            model = LatentUpsampler(cfg)
+        write_checkpoint(up, {k: t.cpu() for k, t in random_state(model, 6, device).items()}, cfg.to_checkpoint_config())
+    return ckpt, up
+
+
+def text_encoder_on_host(size: str, device, tokenizer_dir: Path):
+    """Gemma 3 (12B for "19b") + the LTX-2 text projection and connectors, random, on the CPU."""
+    from transformers import Gemma3TextConfig
+
+    from fastltx.checkpoint.factory import random_state
+    from fastltx.models.text_encoder import GemmaEncoder, TextEncoder, TextProcessor
+    from fastltx.models.text_encoder.gemma import MAX_LENGTH, build_language_model, load_tokenizer
+    from fastltx.models.text_encoder.tiny import gemma_config, text_config
+    gemma = build_language_model(Gemma3TextConfig(**gemma_config(size)["text_config"]))
+    state = {k: t.cpu() for k, t in random_state(gemma, 0, device).items()}
+    gemma.load_state_dict(state, strict=True, assign=True)
+    with torch.device("meta"):
+        processor = TextProcessor(text_config("v1", size))
+    state = {k: t.cpu() for k, t in random_state(processor, 1, device).items()}
+    processor.load_state_dict(state, strict=True, assign=True)
+    del state
+    return TextEncoder(GemmaEncoder(gemma, load_tokenizer(tokenizer_dir), MAX_LENGTH), processor.eval()).eval()
+
+
+# ------------------------------------------------------------------------------------------ one mode
+def run_mode(args) -> dict:
+    from fastltx.models.text_encoder.tiny import write_tokenizer
+    from fastltx.pipelines import Components, DistilledPipeline, ModelFiles
+    from fastltx.runtime.memory import parse_memory, peak_rss
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    setting = parse_memory(args.child)
+    if cuda and setting.budget is not None:
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(setting.budget / total, 1.0), device)
+    height, width = (int(v) for v in args.child_size.split("x"))
+    start = time.perf_counter()
+    tokenizer = write_tokenizer(Path(tempfile.mkdtemp()) / "tokenizer")
+    encoder = text_encoder_on_host(args.size, device, tokenizer)
+    built = time.perf_counter() - start
+    components = Components(ModelFiles(args.checkpoint, upsampler=args.upsampler), device, torch.bfloat16,
+                            memory=setting)
+    components.__dict__["text_encoder"] = encoder  # on the host: homed by the plan, brought in as planned
+    del encoder
+    pipe = DistilledPipeline(components)
+    call = dict(prompt=PROMPT, seed=10, height=height, width=width, num_frames=args.frames, progress=False)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    first = pipe(**call)
+    cold = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    second = pipe(**call)
+    warm = time.perf_counter() - t0
+    frames = second.video
+    out = dict(mode=str(setting), size=f"{height}x{width}", frames=args.frames, cold_s=cold, warm_s=warm,
+               build_text_encoder_s=built, stages=second.timings, first_stages=first.timings,
+               peak_rss_gib=(peak_rss() or 0) / GIB, plan=components.memory.plan.describe(),
+               frames_mean=float(frames.float().mean()), frames_std=float(frames.float().std()))
+    if cuda:
+        out.update(peak_reserved_gib=torch.cuda.max_memory_reserved(device) / GIB,
+                   peak_allocated_gib=torch.cuda.max_memory_allocated(device) / GIB,
+                   card=torch.cuda.get_device_name(device))
+    if args.frames_to:
+        torch.save(frames, args.frames_to)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ plans only
+def plans(size: str, modes: list[str], outputs: list[str], frames: int, card_gib: float = 80.0) -> str:
+    """The plans the 19B set gets on cards of each mode's size (the ``full`` one: ``card_gib``), from
+    models built on meta: no weights, no GPU. What ``--plan-only`` prints."""
+    from types import SimpleNamespace
+
+    from transformers import Gemma3TextConfig
+
+    from fastltx.checkpoint.factory import PARTS, transformer_config
+    from fastltx.layers.linear import to_fp8
+    from fastltx.models.text_encoder import TextProcessor
+    from fastltx.models.text_encoder.gemma import build_language_model
+    from fastltx.models.text_encoder.tiny import gemma_config, text_config
+    from fastltx.models.transformer import LTXTransformer, fp8_linear
+    from fastltx.models.upsampler.model import LatentUpsampler
+    from fastltx.models.upsampler.tiny import upsampler_config
+    from fastltx.models.video_vae import VideoDecoder
+    from fastltx.models.video_vae.layouts import vae_config
+    from fastltx.pipelines.memory import stage_needs
+    from fastltx.runtime.memory import (GiB, ModelSize, MemorySetting, budget_for, layered_size, module_bytes,
+                                        parse_memory, plan_memory)
+    bf16 = torch.bfloat16
+    with torch.device("meta"):
+        transformer = LTXTransformer(transformer_config("v1", size))
+        processor = TextProcessor(text_config("v1", size))
+        decoder = VideoDecoder(vae_config("v1", size).decoder)
+        upsampler = LatentUpsampler(upsampler_config("spatial_x2", "full" if size == "19b" else "tiny"))
+        audio = {name: PARTS[name]("v1", size) for name in ("audio_vae", "vocoder")}
+    text_cfg = Gemma3TextConfig(**gemma_config(size)["text_config"])
+    gemma = build_language_model(text_cfg)
+    t = layered_size(gemma, gemma.layers, bf16)
+    audio_bytes = {name: sum(module_bytes(m, bf16) for prefix, m in part.modules.items() if "encoder" not in prefix)
+                   for name, part in audio.items()}
+    sizes = {"transformer": layered_size(transformer, transformer.transformer_blocks, bf16,
+                                         lambda layer: to_fp8(layer, fp8_linear)),
+             "text_encoder": ModelSize(t.other + module_bytes(processor, bf16), t.layer, t.layers),
+             "upsampler": ModelSize(module_bytes(upsampler, bf16)), "video_decoder": ModelSize(module_bytes(decoder, bf16)),
+             "audio_decoder": ModelSize(audio_bytes["audio_vae"]), "vocoder": ModelSize(audio_bytes["vocoder"])}
+    configs = {"transformer": transformer.cfg, "text_encoder": text_cfg, "video_decoder": decoder.cfg}
+    memory = SimpleNamespace(c=SimpleNamespace(device=torch.device("cuda"), dtype=bf16), config=configs.get)
+    lines = []
+    for h, w in (tuple(int(v) for v in hw.split("x")) for hw in outputs):
+        needs = stage_needs(memory, h, w, frames, 24.0, True, 1, 0)
+        lines.append(f"distilled, {frames} frames at {h}x{w}: " + ", ".join(
+            f"{n.stage} {n.activations / GiB:.1f} GiB" for n in needs) + " of activations")
+        for mode in modes:
+            setting = parse_memory(mode)
+            card = card_gib * GiB if setting.full or setting.budget is None else setting.budget
+            if setting.full or setting.budget is None:  # what auto does on the big card
+                setting = MemorySetting(f"auto (a {card_gib:g} GiB card)")
+            budget = budget_for(setting, int(card))
+            try:
+                plan = plan_memory(setting, budget, sizes, needs, ["transformer"], usable=int(card))
+                lines.append("  " + plan.describe().replace("\n", "\n  "))
+            except Exception as e:  # noqa: BLE001 - an OutOfMemory is a result here
+                lines.append(f"  {mode}: {e}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ driver
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--size", choices=("19b", "tiny"), default="19b")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--modes", default="full,24g,16g", help="memory settings, one process each")
+    p.add_argument("--sizes", default="512x768,1024x1536", help="output sizes HxW, in this order")
+    p.add_argument("--frames", type=int, default=121)
+    p.add_argument("--work", default=None, help="folder for the weight files (default: a temporary one)")
+    p.add_argument("--deadline-s", type=float, default=540.0, help="start no new run after this many seconds")
+    p.add_argument("--out", default=os.environ.get("OUT"), help="folder for memory.json")
+    p.add_argument("--plan-only", action="store_true", help="print the plans from models built on meta (no GPU)")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--child-size", help=argparse.SUPPRESS)
+    p.add_argument("--checkpoint", help=argparse.SUPPRESS)
+    p.add_argument("--upsampler", help=argparse.SUPPRESS)
+    p.add_argument("--frames-to", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.plan_only:
+        print(plans(args.size, args.modes.split(","), args.sizes.split(","), args.frames))
+        return {}
+    if args.child:
+        result = run_mode(args)
+        print("RESULT " + json.dumps(result), flush=True)
+        return result
+    start = time.perf_counter()
+    work = Path(args.work or tempfile.mkdtemp(prefix="fastltx-memory-"))
+    work.mkdir(parents=True, exist_ok=True)
+    ckpt, up = write_files(work, args.size, args.device)
+    print(f"weights written in {time.perf_counter() - start:.0f} s: {ckpt.stat().st_size / GIB:.1f} GiB + "
+          f"{up.stat().st_size / GIB:.2f} GiB", flush=True)
+    results = dict(size=args.size, frames=args.frames, runs=[])
+    for size in args.sizes.split(","):
+        base_frames = None
+        for mode in args.modes.split(","):
+            spent = time.perf_counter() - start
+            if spent > args.deadline_s:
+                print(f"skipping {mode} {size}: {spent:.0f} s spent", flush=True)
+                continue
+            frames_to = work / f"frames-{mode}-{size}.pt"
+            cmd = [sys.executable, __file__, "--child", mode, "--child-size", size, "--size", args.size,
+                   "--device", args.device, "--frames", str(args.frames), "--checkpoint", str(ckpt),
+                   "--upsampler", str(up), "--frames-to", str(frames_to)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            if proc.returncode != 0 or not lines:
+                err = (proc.stderr.strip().splitlines() or ["?"])[-1]
+                print(f"{mode} {size}: FAILED ({err})", flush=True)
+                results["runs"].append(dict(mode=mode, size=size, error=proc.stderr[-2000:]))
+                save(results, args.out)
+                continue
+            r = json.loads(lines[-1][len("RESULT "):])
+            frames = torch.load(frames_to)
+            if base_frames is None and mode == "full":
+                base_frames = frames
+            elif base_frames is not None:
+                r["frames_vs_full_mean_abs"] = float((frames.float() - base_frames.float()).abs().mean())
+            results["runs"].append(r)
+            print_run(r)
+            save(results, args.out)
+    results["elapsed_s"] = time.perf_counter() - start
+    save(results, args.out)
+    print_table(results)
+    return results
+
+
+def print_run(r: dict) -> None:
+    stages = " ".join(f"{k} {v:.2f}" for k, v in r["stages"].items())
+    gpu = f"GPU peak {r['peak_reserved_gib']:.1f} GiB reserved / {r['peak_allocated_gib']:.1f} allocated, " \
+        if "peak_reserved_gib" in r else ""
+    print(f"{r['mode']:>5} {r['size']}: cold {r['cold_s']:.1f} s, warm {r['warm_s']:.1f} s ({stages}); {gpu}"
+          f"RSS peak {r['peak_rss_gib']:.1f} GiB" + (f"; frames vs full {r['frames_vs_full_mean_abs']:.2f}"
+                                                      if "frames_vs_full_mean_abs" in r else ""), flush=True)
+    print("      " + r["plan"].replace("\n", "\n      "), flush=True)
+
+
+def print_table(results: dict) -> None:
+    runs = [r for r in results["runs"] if "error" not in r]
+    if not runs:
+        return
+    print("\n| size | mode | warm s | vs full | cold s | GPU peak GiB | RSS peak GiB | text | stage 1 | upsample | "
+          "stage 2 | decode |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    base = {r["size"]: r["warm_s"] for r in runs if r["mode"] == "full"}
+    for r in runs:
+        ratio = r["warm_s"] / base[r["size"]] if r["size"] in base else float("nan")
+        st = r["stages"]
+        print(f"| {r['size']} | {r['mode']} | {r['warm_s']:.2f} | {ratio:.2f}x | {r['cold_s']:.1f} | "
+              f"{r.get('peak_reserved_gib', 0):.1f} | {r['peak_rss_gib']:.1f} | "
+              + " | ".join(f"{st.get(k, 0):.2f}" for k in ("text", "stage 1", "upsample", "stage 2", "decode")) + " |")
+
+
+def save(results: dict, out: str | None) -> None:
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "memory.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Attention over a sequence whose tokens are split across the ranks of a process group.
+
+``SequenceShard`` says which tokens this rank holds: the sequence is padded to a multiple of the
+group size and rank r holds tokens [r * chunk, (r + 1) * chunk); padding tokens sit at the end and
+are never attended to (the caller masks them as keys). Two cases need communication:
+
+* self-attention (queries and keys sharded), Ulysses style: one all-to-all turns (this rank's
+  tokens, all heads) into (all tokens, this rank's heads), attention runs per head group over the
+  whole sequence, a second all-to-all turns the result back;
+* cross-attention from replicated queries to sharded keys (audio attending to video): each rank
+  attends to its own keys and returns the softmax normaliser; the small partial results (queries x
+  heads) are all-gathered and combined exactly, so the keys are never gathered.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from fastltx.layers.attention import sdpa
+from fastltx.runtime.distributed import Group, all_gather, all_to_all, ready
+
+
+PIECES = 4  # head groups pipelined in the Ulysses attention (at most; a divisor of the local heads)
+
+
+@dataclass(frozen=True)
+class SequenceShard:
+    group: Group
+    tokens: int  # real tokens of the whole sequence
+    chunk: int  # tokens per rank, padding included
+
+    @classmethod
+    def plan(cls, tokens: int, group: Group) -> "SequenceShard":
+        return cls(group, tokens, -(-tokens // group.size))
+
+    @property
+    def padded(self) -> int:
+        return self.chunk * self.group.size
+
+    @property
+    def start(self) -> int:
+        return self.group.rank * self.chunk
+
+    @property
+    def local_tokens(self) -> int:
+        """Real (not padding) tokens on this rank."""
+        return max(0, min(self.chunk, self.tokens - self.start))
+
+    def take(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        """This rank's part of a full-length tensor along ``dim`` (padded by repeating the last token)."""
+        if self.padded > x.shape[dim]:
+            last = x.narrow(dim, x.shape[dim] - 1, 1)
+            shape = list(x.shape)
+            shape[dim] = self.padded - x.shape[dim]
+            x = torch.cat([x, last.expand(shape)], dim=dim)
+        return x.narrow(dim, self.start, self.chunk)
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, chunk, ...) parts of every rank -> the full (B, tokens, ...) tensor on every rank."""
+        parts = all_gather(x.unsqueeze(0), self.group)  # (P, B, chunk, ...)
+        return parts.transpose(0, 1).flatten(1, 2)[:, :self.tokens]
+
+
+def ulysses_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mask: torch.Tensor | None,
+                      backend: str | None, group: Group, pieces: int | None = None) -> torch.Tensor:
+    """Self-attention of (B, chunk, heads*d) shards over the whole (padded) sequence; ``mask``
+    broadcasts to (B, heads, padded, padded).
+
+    This rank's heads go in ``pieces`` groups (default ``PIECES``), pipelined: every piece's all-to-all is started at
+    once, and while one piece's attention runs the next piece arrives and the previous one goes
+    back, so most of the communication hides behind the attention. The buffers are laid out
+    sequence-major so that the received pieces feed SDPA as strided views, without copies.
+    """
+    p = group.size
+    if heads % p:
+        raise ValueError(f"sequence parallelism over {p} ranks needs a head count divisible by {p}, got {heads}")
+    b, chunk, inner = q.shape
+    d, local = inner // heads, heads // p
+    n = max(i for i in range(1, min(pieces or PIECES, local) + 1) if local % i == 0)
+    hg = local // n  # heads per piece; a head's index is (rank, piece, head in piece)
+    views = [t.view(b, chunk, p, n, hg * d) for t in (q, k, v)]
+    sent = []
+    for i in range(n):
+        buf = q.new_empty(p, chunk, 3, b, hg * d)  # per destination rank: its piece of q, k, v
+        for j, t in enumerate(views):
+            buf[:, :, j] = t[:, :, :, i].permute(2, 1, 0, 3)
+        sent.append(all_to_all(buf, group, wait=False))
+    back = []
+    for i in range(n):
+        qkv = ready(sent[i]).view(p * chunk, 3, b, hg, d)  # the whole sequence, this piece's heads
+        out = sdpa(*(qkv[:, j].permute(1, 2, 0, 3) for j in range(3)), mask, backend)  # (B, hg, padded, d)
+        back.append(all_to_all(out.view(b, hg, p, chunk, d).permute(2, 3, 0, 1, 4), group, wait=False))
+    out = q.new_empty(b, chunk, p, n, hg * d)
+    for i in range(n):
+        out[:, :, :, i] = ready(back[i]).view(p, chunk, b, hg * d).permute(2, 1, 0, 3)
+    return out.view(b, chunk, inner)
+
+
+def partial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                      fused: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax attention on (B, heads, T, d) and its log-sum-exp normaliser (B, heads, Tq), float32.
+
+    The fused kernels that return the normaliser are used where they exist (CUDA bf16/fp16, CPU)
+    unless ``fused`` is False; elsewhere it is computed directly in float32."""
+    if k.shape[2] == 0:
+        return q.new_zeros(q.shape, dtype=torch.float32), q.new_full(q.shape[:3], float("-inf"), dtype=torch.float32)
+    if fused and q.is_cuda and q.dtype in (torch.bfloat16, torch.float16):
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v)[:2]
+    elif fused and q.device.type == "cpu":
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v)
+    else:
+        scores = (q.float() @ k.float().transpose(-1, -2)) * q.shape[-1] ** -0.5
+        lse = torch.logsumexp(scores, dim=-1)
+        out = torch.exp(scores - lse.unsqueeze(-1)) @ v.float()
+    return out.float(), lse.float()
+
+
+def sharded_keys_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
+                           shard: SequenceShard) -> torch.Tensor:
+    """Attention of replicated queries (B, Tq, heads*d) to keys/values sharded as ``shard`` says
+    (B, chunk, heads*d each): partial attention per rank, combined by log-sum-exp in float32."""
+    b, tq, inner = q.shape
+    d = inner // heads
+    n = shard.local_tokens
+    qh = q.view(b, tq, heads, d).transpose(1, 2)
+    kh, vh = (t[:, :n].reshape(b, n, heads, d).transpose(1, 2) for t in (k, v))
+    partial, lse = partial_attention(qh, kh, vh)
+    parts = all_gather(torch.cat([partial, lse.unsqueeze(-1)], dim=-1).unsqueeze(0), shard.group)
+    outs, lses = parts[..., :d], parts[..., d:]  # (P, B, heads, Tq, d), (P, B, heads, Tq, 1)
+    weights = torch.exp(lses - lses.max(dim=0).values)
+    out = (outs * weights).sum(0) / weights.sum(0)
+    return out.transpose(1, 2).reshape(b, tq, inner).to(q.dtype)

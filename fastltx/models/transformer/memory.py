@@ -1,0 +1,32 @@
+"""How much GPU memory a transformer forward needs beyond its weights (for the memory plan).
+
+Measured anchor (docs/benchmarks.md, H100, 19B geometry, 6,144 video tokens, batch 1): an eager
+forward peaks ~13 activation-sized buffers (batch x tokens x width) above the weights: the
+residual, its normalised copy, q/k/v, RoPE tables, the 4x feed-forward hidden and its GELU. fp8
+adds the quantised copies. The text keys/values cached for a generation (LTX-2 only) stay for the
+whole stage: two per block and stream.
+"""
+
+import torch
+
+from fastltx.models.transformer.config import TransformerConfig
+
+ACTIVATIONS_LIVE = 14  # activation-sized buffers alive at the peak of a block (13 measured, rounded up)
+WORKSPACE = 256 * 2**20  # cuBLAS / cuDNN workspaces and allocator slack
+
+
+def forward_bytes(cfg: TransformerConfig, video_tokens: int, audio_tokens: int, text_tokens: int, batch: int,
+                  dtype: torch.dtype = torch.bfloat16, workspace: int = WORKSPACE) -> int:
+    """Estimated peak bytes above the weights while denoising with ``batch`` samples per forward
+    (the guidance passes of a step batched), text keys/values cached for the stage included."""
+    size = torch.empty((), dtype=dtype).element_size()
+    width = 0
+    cache = 0
+    if cfg.video is not None:
+        width += video_tokens * cfg.video.dim
+        cache += text_tokens * cfg.video.dim
+    if cfg.audio is not None:
+        width += audio_tokens * cfg.audio.dim
+        cache += text_tokens * cfg.audio.dim
+    cached_text = 0 if cfg.cross_attention_adaln else 2 * cache * cfg.num_layers
+    return batch * (width * ACTIVATIONS_LIVE + cached_text) * size + workspace

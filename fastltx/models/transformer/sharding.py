@@ -1,0 +1,71 @@
+"""Sequence parallelism for the transformer: the video tokens of one forward split across ranks.
+
+Every rank receives the full inputs (the denoising loop's state is replicated) and keeps its part of
+the video tokens: latents, per-token timesteps and positions (hence its AdaLN rows and RoPE tables)
+are cut the same way, appended conditioning tokens included. Audio and text stay whole on every
+rank (they are short), so the audio-video cross-attentions need no gathered video. Counts that do
+not divide evenly are padded at the end; padding tokens are masked as keys in the self-attention
+and left out of the video->audio attention. Each rank's velocities are all-gathered at the end.
+"""
+
+from dataclasses import replace
+
+import torch
+
+from fastltx.layers.sequence_parallel import SequenceShard
+from fastltx.models.transformer.inputs import ModalityInput
+from fastltx.runtime.distributed import Group
+
+
+def plan(video: ModalityInput, group: Group, heads: int) -> SequenceShard:
+    if heads % group.size:
+        raise ValueError(f"sequence parallelism over {group.size} ranks needs a video head count divisible by "
+                         f"{group.size}; this model has {heads} heads")
+    return SequenceShard.plan(video.latent.shape[1], group)
+
+
+def local_video(m: ModalityInput, shard: SequenceShard) -> ModalityInput:
+    """This rank's tokens of the video input (the self-attention mask is handled by ``self_strengths``)."""
+    tokens = m.latent.shape[1]
+    timesteps = torch.as_tensor(m.timesteps)
+    if timesteps.ndim >= 2 and timesteps.shape[1] == tokens:
+        timesteps = shard.take(timesteps, 1)
+    return replace(m, latent=shard.take(m.latent, 1), timesteps=timesteps, positions=shard.take(m.positions, 2),
+                   attention_mask=None)
+
+
+def self_strengths(strength: torch.Tensor | None, shard: SequenceShard) -> torch.Tensor | None:
+    """The (B, T, T) attention strengths over the padded sequence: padding columns 0 (never
+    attended to), padding rows 1 on the real tokens (their outputs are dropped)."""
+    pad = shard.padded - shard.tokens
+    if strength is None or not pad:
+        return strength
+    t = shard.tokens
+    full = strength.new_zeros(strength.shape[0], shard.padded, shard.padded)
+    full[:, :t, :t] = strength
+    full[:, t:, :t] = 1
+    return full
+
+
+def key_padding_bias(shard: SequenceShard, dtype: torch.dtype, device) -> torch.Tensor | None:
+    """Additive (1, 1, 1, padded) bias hiding the padding keys; None when nothing is padded."""
+    if shard.padded == shard.tokens:
+        return None
+    bias = torch.zeros(1, 1, 1, shard.padded, dtype=dtype, device=device)
+    bias[..., shard.tokens:] = torch.finfo(dtype).min
+    return bias
+
+
+class SequenceParallel:
+    """A transformer bound to a World: each call splits the video tokens over all of the world's
+    ranks, unless the call names its own ``sequence`` group (the guided denoiser does, per layout).
+    Everything else (cfg, cache_text, blocks, ...) is the model's own."""
+
+    def __init__(self, model, world):
+        self.model, self.world = model, world
+
+    def __call__(self, *args, sequence: Group | None = None, **kwargs):
+        return self.model(*args, sequence=self.world.sequence if sequence is None else sequence, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)

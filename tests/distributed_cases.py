@@ -1,0 +1,195 @@
+"""Multi-process checks run by tests/unit/test_distributed.py: every case computes the single-process
+result itself and compares the distributed one with it (float32, tiny models, gloo on the CPU).
+
+``run_all(rank, size, port, folder, demo)`` is the spawned entry point (``demo``: a folder holding
+the demo model set, written before the processes start); each rank writes
+``folder/rank{r}.json`` with {case: max relative error (or an error message)}.
+"""
+
+import dataclasses
+import json
+import os
+import traceback
+from pathlib import Path
+
+import torch
+
+from fastltx.checkpoint.factory import random_transformer, transformer_config
+from fastltx.models.transformer import ModalityInput, Perturbation
+from fastltx.pipelines.request import InputError
+from fastltx.runtime.distributed import World, init_distributed, world_from_ranks
+from fastltx.sampling.denoisers import GuidedDenoiser, SimpleDenoiser
+from fastltx.sampling.guidance import GuidanceSchedule, GuiderParams
+from fastltx.sampling.state import TokenState
+from tests.helpers import audio_positions, max_rel_error, video_positions
+
+FPS, TEXT = 24.0, 5
+
+
+def model(version: str):
+    """Two blocks with 4 video heads (divisible by 2 and 4 ranks)."""
+    cfg = transformer_config(version, "tiny", num_layers=2)
+    cfg = dataclasses.replace(cfg, video=dataclasses.replace(cfg.video, heads=4, head_dim=8, context_dim=32))
+    return random_transformer(cfg, seed=11, dtype=torch.float32)
+
+
+def inputs(m, grid=(2, 3, 5), appended=0, sigmas=(0.8,), clean=0, mask=False, audio_tokens=7, seed=0):
+    """Video (grid tokens + ``appended`` conditioning tokens with t = 0, float32 positions) and audio."""
+    cfg, gen = m.cfg, torch.Generator().manual_seed(seed)
+    sigma = torch.tensor(sigmas)
+    b = len(sigmas)
+    pos = video_positions(*grid, FPS, b, torch.float32)
+    if appended:
+        key = video_positions(1, grid[1], grid[2], FPS, b, torch.float32)[:, :, :appended]
+        key[:, 0] += 16 / FPS
+        pos = torch.cat([pos, key], dim=2)
+    n = pos.shape[2]
+    keep = torch.ones(b, n, 1)
+    keep[:, :clean] = 0
+    keep[:, n - appended:] = 0
+    text = cfg.caption_channels or cfg.video.context_dim
+    strengths = None
+    if mask:
+        strengths = torch.rand(b, n, n, generator=gen)
+        strengths[strengths < 0.3] = 0
+        strengths[:, torch.arange(n), torch.arange(n)] = 1
+    video = ModalityInput(torch.randn(b, n, cfg.video.in_channels, generator=gen), sigma, keep * sigma.view(-1, 1, 1),
+                          pos, torch.randn(b, TEXT, text, generator=gen), attention_mask=strengths)
+    audio = ModalityInput(torch.randn(b, audio_tokens, cfg.audio.in_channels, generator=gen), sigma,
+                          sigma.view(-1, 1, 1).expand(b, audio_tokens, 1).contiguous(),
+                          audio_positions(audio_tokens, b), torch.randn(b, TEXT, text, generator=gen))
+    return video, audio
+
+
+def _error(ours, ref) -> float:
+    return max(max_rel_error(o, r) for o, r in zip(ours, ref) if r is not None)
+
+
+def sequence_cases(world: World, prefix: str) -> dict:
+    """The transformer with its video tokens split over every rank of ``world``."""
+    out = {}
+    v1, v2 = model("v1"), model("v2")
+    stg = [Perturbation(), Perturbation.stg((1,)), Perturbation.isolate_modalities()]
+    cases = {
+        "even": (v1, inputs(v1, grid=(2, 2, 4)), None),
+        "uneven_clean": (v1, inputs(v1, grid=(2, 3, 5), clean=6, sigmas=(0.8, 0.4)), None),
+        "appended_mask": (v1, inputs(v1, grid=(2, 3, 5), appended=7, mask=True, seed=1), None),
+        "fewer_tokens_than_ranks": (v1, inputs(v1, grid=(1, 1, 3), seed=2), None),
+        "perturbations": (v1, inputs(v1, sigmas=(0.9, 0.9, 0.9), seed=3), stg),
+        "v2_appended": (v2, inputs(v2, appended=4, clean=3, seed=4), None),
+        "video_only": (v1, (inputs(v1, seed=5)[0], None), None),
+    }
+    for name, (m, (video, audio), perturbations) in cases.items():
+        ref = m(video, audio, perturbations)
+        ours = m(video, audio, perturbations, sequence=world.sequence)
+        out[f"{prefix}sp_{name}"] = _error(ours, ref)
+    video, audio = inputs(v1, appended=5, seed=6)
+    cache = v1.cache_text(video, audio)
+    out[f"{prefix}sp_text_cache"] = _error(v1(video, audio, None, cache, sequence=world.sequence), v1(video, audio))
+    return out
+
+
+def _states(m, seed: int):
+    video, audio = inputs(m, grid=(2, 3, 5), appended=5, mask=True, seed=seed)
+    mask = (video.timesteps[:1] > 0).float()
+    return (TokenState(video.latent[:1], video.latent[:1].clone(), mask, video.positions[:1], video.attention_mask[:1]),
+            TokenState(audio.latent[:1], audio.latent[:1].clone(), torch.ones(1, audio.latent.shape[1], 1),
+                       audio.positions[:1]), video.context[:1], audio.context[:1])
+
+
+def guidance_cases(world: World, prefix: str) -> dict:
+    """Guided steps (4 passes, 3 passes, skipped steps) and simple steps, split over ``world``."""
+    out = {}
+    m = model("v1")
+    vs, as_, vctx, actx = _states(m, seed=7)
+    gen = torch.Generator().manual_seed(8)
+    neg_v, neg_a = torch.randn(vctx.shape, generator=gen), torch.randn(actx.shape, generator=gen)
+    full = GuiderParams(3.0, 1.0, (1,), 0.7, 3.0)
+    variants = {"four_passes": (full, full), "three_passes": (dataclasses.replace(full, modality_scale=1.0),) * 2,
+                "skip_step": (dataclasses.replace(full, skip_step=1), full)}
+    for name, (pv, pa) in variants.items():
+        results = []
+        for w in (None, world):
+            d = GuidedDenoiser(m, (vctx, neg_v), (actx, neg_a), GuidanceSchedule.constant(pv),
+                               GuidanceSchedule.constant(pa), world=w)
+            results.append([d(vs, as_, torch.tensor(s), i) for i, s in enumerate((0.9, 0.6, 0.3))])
+        out[f"{prefix}cfg_{name}"] = max(_error(o, r) for o, r in zip(results[1], results[0]))
+    simple = [SimpleDenoiser(m, vctx, actx, world=w)(vs, as_, torch.tensor(0.5), 0) for w in (None, world)]
+    out[f"{prefix}simple"] = _error(simple[1], simple[0])
+    return out
+
+
+def decode_case(world: World, prefix: str) -> dict:
+    """Tiled video decoding split over the ranks (a noise-drawing LTX-2 decoder): frames on rank 0 only."""
+    from fastltx.checkpoint.factory import random_state
+    from fastltx.models.video_vae import SpatialTiling, TemporalTiling, Tiling, VideoDecoder, decode_video
+    from fastltx.models.video_vae.layouts import vae_config
+    from fastltx.models.video_vae.parallel import decode_video_split
+
+    with torch.device("meta"):
+        decoder = VideoDecoder(vae_config("v1").decoder)
+    decoder.load_state_dict(random_state(decoder, 5, "cpu", torch.float32), assign=True)
+    latent = torch.randn(1, decoder.cfg.latent_channels, 3, 3, 4, generator=torch.Generator().manual_seed(9))
+    tiling = Tiling(SpatialTiling(64, 32), TemporalTiling(16, 8))
+    ref = torch.cat(list(decode_video(decoder, latent, torch.Generator().manual_seed(1), tiling)))
+    ours = list(decode_video_split(world, decoder, latent, torch.Generator().manual_seed(1), tiling))
+    if not world.main:
+        return {f"{prefix}decode_elsewhere_empty": float(len(ours))}
+    ours = torch.cat(ours)
+    return {f"{prefix}decode_tiled": float((ours.int() - ref.int()).abs().max()) if ours.shape == ref.shape
+            else f"shape {tuple(ours.shape)} vs {tuple(ref.shape)}"}
+
+
+def error_case(world: World, prefix: str) -> dict:
+    """Bad input on one rank only: every rank raises that rank's error."""
+    def check():
+        if world.rank == world.size - 1:
+            raise InputError(f"bad input seen by rank {world.rank}")
+    try:
+        world.agree(check)
+    except InputError as e:
+        return {f"{prefix}same_error": str(e)}
+    return {f"{prefix}same_error": "no error raised"}
+
+
+def pipeline_case(world: World, prefix: str, demo: str) -> dict:
+    """The two-stage pipeline (guided stage 1, stage 2, upsampling, tiled decoding) through
+    ``load_pipeline(world=...)``: rank 0 gets the frames of one process, the other ranks None."""
+    from fastltx.models.video_vae import SpatialTiling, Tiling
+    from fastltx.pipelines import load_pipeline
+    from fastltx.pipelines.demo import demo_files
+
+    files = demo_files(demo)
+    call = dict(prompt="a fox", seed=3, height=128, width=128, num_frames=9, steps=2, progress=False,
+                tiling=Tiling(SpatialTiling(64, 32)))
+    load = lambda w: load_pipeline("two-stage", files.checkpoint, files.text_encoder, files.upsampler,  # noqa: E731
+                                   files.stage2_loras[0], device="cpu", dtype=torch.float32, world=w)
+    ours = load(world)(**call)
+    if not world.main:
+        return {f"{prefix}pipeline_elsewhere_none": 0.0 if ours is None else "a result off rank 0"}
+    ref = load(None)(**call)
+    return {f"{prefix}pipeline_frames": float((ours.video.int() - ref.video.int()).abs().max()),
+            f"{prefix}pipeline_audio": float((ours.audio - ref.audio).abs().max())}
+
+
+def run_all(rank: int, size: int, port: int, folder: str, demo: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(size),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    results = {}
+    try:
+        world = init_distributed(device="cpu")
+        # pairs of ranks as worlds of their own (every process takes part in making both)
+        pairs = [world_from_ranks([r, r + 1], torch.device("cpu")) for r in range(0, size, 2)]
+        pair = pairs[rank // 2]
+        runs = [(w, prefix, cases) for w, prefix in ((world, f"w{size}_"), (pair, "w2_"))
+                for cases in (sequence_cases, guidance_cases, decode_case, error_case)]
+        for w, prefix, cases in runs + [(pair, "w2_", lambda w, p: pipeline_case(w, p, demo))]:
+            try:
+                results.update(cases(w, prefix))
+            except Exception:  # noqa: BLE001  (reported by the test, which names the case)
+                results[f"{prefix}{getattr(cases, '__name__', 'case')}"] = traceback.format_exc()
+    except Exception:  # noqa: BLE001
+        results["setup"] = traceback.format_exc()
+    Path(folder, f"rank{rank}.json").write_text(json.dumps(results))
+    torch.distributed.destroy_process_group()

@@ -1,0 +1,69 @@
+"""Streaming on the GPU: pinned homes, the side stream and its events, fp8 scaled matmuls on views of
+the slots (skipped without CUDA). The CPU tests (tests/unit/test_offload.py) run the same code with
+synchronous copies; these check the asynchronous copies are ordered right."""
+
+import pytest
+import torch
+
+from fastltx.checkpoint.factory import make_checkpoint
+from fastltx.layers.linear import fp8_supported, to_fp8
+from fastltx.models.transformer import fp8_linear, load_transformer, open_transformer
+from fastltx.runtime.memory import usable_memory
+from fastltx.runtime.offload import Offloaded, load_layered
+from tests.parity.test_transformer import inputs
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+LAYERS = 6
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "six.safetensors", "v1", seed=5, num_layers=LAYERS)
+
+
+def streamed(path, count, fp8=False, ahead=2):
+    reader = open_transformer(path)
+    off = Offloaded(reader.model, "cuda", reader.model.transformer_blocks, ahead)
+    convert = (lambda layer: to_fp8(layer, fp8_linear)) if fp8 else None  # noqa: E731
+    model = load_layered(reader, "transformer_blocks", "cuda", torch.bfloat16, convert, offload=off)
+    off.admit(count)
+    return model, off
+
+
+@pytest.mark.parametrize("count,ahead", [(2, 2), (LAYERS, 2), (LAYERS, 1)])
+def test_streamed_equals_resident_on_cuda(checkpoint, count, ahead):
+    plain = load_transformer(checkpoint, "cuda", torch.bfloat16)
+    x = inputs(plain, torch.bfloat16, sigmas=(0.8, 0.3), clean_tokens=3)
+    with torch.no_grad():
+        want = [plain(*x) for _ in range(3)]
+        model, off = streamed(checkpoint, count, ahead=ahead)
+        assert off.groups[LAYERS - 1].home.is_pinned()
+        got = [model(*x) for _ in range(3)]
+    torch.cuda.synchronize()
+    for g, w in zip(got, want):
+        assert torch.equal(g[0], w[0]) and torch.equal(g[1], w[1])
+    off.evict()
+    assert torch.cuda.memory_allocated() < 2**30
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or not fp8_supported("cuda"), reason="needs fp8 matmuls")
+def test_fp8_streamed_equals_fp8_resident_on_cuda(checkpoint):
+    with torch.no_grad():
+        resident, _ = streamed(checkpoint, 0, fp8=True)
+        x = inputs(resident, torch.bfloat16, sigmas=(0.6,))
+        want = resident(*x)
+        model, _ = streamed(checkpoint, 4, fp8=True)
+        got = model(*x)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_usable_memory_follows_the_process_fraction():
+    total = torch.cuda.get_device_properties(0).total_memory
+    if not hasattr(torch.cuda, "get_per_process_memory_fraction"):
+        pytest.skip("this torch cannot read the fraction back")
+    before = torch.cuda.get_per_process_memory_fraction(0)
+    try:
+        torch.cuda.set_per_process_memory_fraction(4 * 2**30 / total, 0)
+        assert usable_memory("cuda") <= 4 * 2**30
+    finally:
+        torch.cuda.set_per_process_memory_fraction(before, 0)

@@ -1,0 +1,94 @@
+"""Sequence parallelism, guidance (CFG) parallelism and split tiled decoding on the CPU with gloo.
+
+One spawn of 4 processes runs every case (tests/distributed_cases.py) twice: over all 4 ranks, and
+over two worlds of 2 ranks at once (the two-stage pipeline: over the pairs only). Each case compares
+with the single-process result computed in the same process: float32, max relative error at most
+1e-5 (decoded frames of the split tiled decode: identical; pipeline frames: at most 1 level).
+"""
+
+import json
+import socket
+import time
+
+import pytest
+import torch.multiprocessing as mp
+
+from fastltx.pipelines.demo import demo_files
+from tests import distributed_cases
+
+SIZE = 4
+BOUND = 1e-5
+TIMEOUT_S = 240
+SP_CASES = ["even", "uneven_clean", "appended_mask", "fewer_tokens_than_ranks", "perturbations", "v2_appended",
+            "video_only", "text_cache"]
+CFG_CASES = ["four_passes", "three_passes", "skip_step"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> list[dict]:
+    folder, demo = tmp_path_factory.mktemp("dist"), tmp_path_factory.mktemp("demo")
+    demo_files(demo)
+    ctx = mp.start_processes(distributed_cases.run_all, args=(SIZE, _free_port(), str(folder), str(demo)),
+                             nprocs=SIZE, join=False, start_method="spawn")
+    deadline = time.monotonic() + TIMEOUT_S
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.terminate()
+            pytest.fail(f"the {SIZE} processes did not finish in {TIMEOUT_S} s")
+    out = [json.loads((folder / f"rank{r}.json").read_text()) for r in range(SIZE)]
+    assert "setup" not in out[0], out[0]["setup"]
+    return out
+
+
+def _value(results, key):
+    values = [r.get(key) for r in results]
+    for v in values:
+        assert not isinstance(v, str), f"{key}: {v}"
+    return values
+
+
+@pytest.mark.parametrize("world", ["w4", "w2"])
+@pytest.mark.parametrize("case", SP_CASES)
+def test_sequence_parallel_equals_single_process(results, world, case):
+    errors = _value(results, f"{world}_sp_{case}")
+    assert all(e is not None and e <= BOUND for e in errors), errors
+
+
+@pytest.mark.parametrize("world", ["w4", "w2"])
+@pytest.mark.parametrize("case", CFG_CASES + ["simple"])
+def test_guidance_parallel_equals_single_process(results, world, case):
+    key = f"{world}_cfg_{case}" if case != "simple" else f"{world}_simple"
+    errors = _value(results, key)
+    assert all(e is not None and e <= BOUND for e in errors), errors
+
+
+@pytest.mark.parametrize("world", ["w4", "w2"])
+def test_tiled_decode_split_equals_single_process(results, world):
+    main_ranks = [0] if world == "w4" else [0, 2]
+    for rank, r in enumerate(results):
+        if rank in main_ranks:
+            assert r.get(f"{world}_decode_tiled") == 0.0, r.get(f"{world}_decode_tiled")
+        else:
+            assert r.get(f"{world}_decode_elsewhere_empty") == 0.0, r
+
+
+def test_two_stage_pipeline_over_two_processes(results):
+    """Guided stage 1 (passes split), stage 2 (tokens split), split tiled decoding, result on rank 0."""
+    for rank in (0, 2):
+        frames, audio = _value(results, "w2_pipeline_frames")[rank], _value(results, "w2_pipeline_audio")[rank]
+        assert frames <= 1 and audio <= 1e-5, (frames, audio)
+    for rank in (1, 3):
+        assert results[rank].get("w2_pipeline_elsewhere_none") == 0.0, results[rank]
+
+
+@pytest.mark.parametrize("world", ["w4", "w2"])
+def test_every_rank_raises_the_same_error(results, world):
+    last = {"w4": [3] * 4, "w2": [1] * 4}[world]
+    assert [r[f"{world}_same_error"] for r in results] == [f"bad input seen by rank {n}" for n in last]

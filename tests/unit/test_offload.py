@@ -1,0 +1,297 @@
+"""Weights in host memory: streamed and resident execution give identical results (float32, tiny
+models; on the CPU "host" and "device" are both the CPU, but homes, slots, hooks and prefetch order
+are the code that runs on a GPU), loading by memory map, and the pipelines under a memory budget:
+models taking turns on the device, streamed layers, and clear out-of-memory errors."""
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from fastltx.checkpoint.factory import make_checkpoint
+from fastltx.checkpoint.mapped import MappedFile
+from fastltx.checkpoint.safetensors_file import CheckpointError
+from fastltx.layers.linear import Fp8Linear, to_fp8
+from fastltx.models.transformer import fp8_linear, load_transformer, open_transformer
+from fastltx.runtime.memory import OutOfMemory, StageNeed
+from fastltx.runtime.offload import Offloaded, load_layered
+from tests.parity.test_transformer import inputs
+
+LAYERS = 5
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "five.safetensors", "v1", seed=3, num_layers=LAYERS)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    from fastltx.pipelines.demo import demo_files
+    return demo_files(tmp_path_factory.mktemp("models"))
+
+
+def layered(path, streamed, ahead=2, fp8=False, offload=True):
+    reader = open_transformer(path)
+    off = Offloaded(reader.model, "cpu", reader.model.transformer_blocks, ahead) if offload else None
+    convert = (lambda layer: to_fp8(layer, fp8_linear)) if fp8 else None  # noqa: E731
+    model = load_layered(reader, "transformer_blocks", "cpu", torch.float32, convert, offload=off)
+    if off is not None:
+        off.admit(streamed)
+    return model, off
+
+
+def forward_twice(model, x):
+    with torch.no_grad():
+        return [model(*x) for _ in range(2)]  # the second forward starts from layers prefetched by the first
+
+
+@pytest.fixture(scope="module")
+def reference(checkpoint):
+    plain = load_transformer(checkpoint, "cpu", torch.float32)
+    x = inputs(plain, torch.float32, sigmas=(0.8, 0.3), clean_tokens=3)
+    return x, forward_twice(plain, x)
+
+
+@pytest.mark.parametrize("streamed,ahead", [(0, 2), (2, 2), (LAYERS, 1), (3, 0)])
+def test_streamed_equals_resident(checkpoint, reference, streamed, ahead):
+    x, want = reference
+    model, off = layered(checkpoint, streamed, ahead)
+    issued = []
+    stream = off._stream
+    if stream is not None:
+        original = stream._issue
+        stream._issue = lambda position: (issued.append(position), original(position))[1]
+        assert len(stream.slots) == min(ahead + 1, streamed)
+    got = forward_twice(model, x)
+    for g, w in zip(got, want):
+        assert torch.equal(g[0], w[0]) and torch.equal(g[1], w[1])
+    if streamed:  # each streamed layer copied in once per forward, in order; the next forward's first
+        # (ahead of them) during the last ones
+        lead = min(ahead + 1, streamed) - 1
+        assert issued == (list(range(streamed)) * 3)[:2 * streamed + lead]
+        first = model.transformer_blocks[LAYERS - streamed].attn1.to_q.weight
+        assert inside(first, off.groups[LAYERS - streamed].home)  # back at its home after use
+    if streamed < LAYERS:
+        assert inside(model.transformer_blocks[0].attn1.to_q.weight, off.groups[0].device)  # resident
+
+
+def inside(t, flat):
+    return flat is not None and flat.data_ptr() <= t.data_ptr() < flat.data_ptr() + flat.numel()
+
+
+def test_evict_and_admit_again(checkpoint, reference):
+    x, (want, _) = reference
+    model, off = layered(checkpoint, 2)
+    off.evict()
+    assert not off.admitted and all(g.device is None for g in off.groups.values())
+    assert inside(model.proj_out.weight, off.groups["rest"].home)  # every tensor at its home
+    # homes are slices of a few power-of-two chunks (the size PyTorch's pinned allocator would round to)
+    used = sum(g.nbytes for g in off.groups.values())
+    assert all(c.numel() & (c.numel() - 1) == 0 for c, _ in off.arena.chunks) and used <= off.host_bytes < 2 * used
+    off.admit(4)
+    with torch.no_grad():
+        got = model(*x)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_fp8_streamed_equals_fp8_resident(checkpoint):
+    resident, _ = layered(checkpoint, 0, fp8=True, offload=False)
+    assert isinstance(resident.transformer_blocks[0].ff.net[2], Fp8Linear)
+    streamed, _ = layered(checkpoint, 3, fp8=True)
+    x = inputs(resident, torch.float32, sigmas=(0.7,))
+    with torch.no_grad():
+        want, got = resident(*x), streamed(*x)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_homes_of_a_loaded_model(checkpoint):
+    """A model loaded the plain way gets homes when it first has to leave (channels-last convs too)."""
+    from fastltx.models.video_vae import load_video_decoder
+    decoder = load_video_decoder(checkpoint, "cpu", torch.float32, channels_last=True)
+    latent = torch.randn(1, decoder.cfg.latent_channels, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    noise = lambda: torch.Generator().manual_seed(1)  # noqa: E731 - the decoder is timestep-conditioned
+    with torch.no_grad():
+        want = decoder(latent, None, noise())
+        off = Offloaded(decoder, "cpu")
+        off.home_all()
+        off.evict()
+        off.admit()
+        got = decoder(latent, None, noise())
+    assert torch.equal(got, want)
+
+
+def test_mapped_file_reads_without_copying(checkpoint):
+    f = MappedFile(checkpoint)
+    with safe_open(str(checkpoint), "pt") as ref:
+        for name in list(ref.keys())[:20]:
+            t = f.tensor(name)
+            assert t.dtype == ref.get_tensor(name).dtype and torch.equal(t, ref.get_tensor(name))
+        name = "model.diffusion_model.proj_out.weight"
+        before = f.tensor(name).clone()
+        f.release([name])  # pages dropped are read again from the file
+        assert torch.equal(f.tensor(name), before)
+
+
+def test_mapped_file_catches_truncation(checkpoint, tmp_path):
+    data = checkpoint.read_bytes()
+    bad = tmp_path / "cut.safetensors"
+    bad.write_bytes(data[: len(data) - 1000])
+    f = MappedFile(bad)
+    last = max(f.header.tensors, key=lambda n: f.header.tensors[n].offsets[1])
+    with pytest.raises(CheckpointError, match="truncated or damaged"):
+        f.tensor(last)
+
+
+def test_text_encoder_streams_its_layers(files):
+    from fastltx.models.text_encoder import load_text_encoder
+    encoder = load_text_encoder(files.text_encoder, files.checkpoint, "cpu", torch.float32)
+    want = encoder.encode(["a prompt", "another"])
+    off = Offloaded(encoder, "cpu", encoder.gemma.layers)
+    off.home_all()
+    off.admit(streamed=2)
+    got = encoder.encode(["a prompt", "another"])
+    assert torch.equal(got.video, want.video) and torch.equal(got.audio, want.audio)
+
+
+# ------------------------------------------------------------------------------------------ pipelines
+KW = dict(seed=1, height=64, width=128, num_frames=9, fps=24.0, tiling=None, progress=False)
+
+
+@pytest.fixture
+def weights_only(monkeypatch):
+    """Plan the text encoder and the transformer on their weights alone: the tiny model's audio
+    decoder outweighs both, which the 19B set's never does, so the planned stages leave it out."""
+    from fastltx.pipelines.memory import ModelMemory
+    real = ModelMemory.stage_needs
+
+    def needs(self, *args):
+        keep = ("text_encoder", "transformer")
+        return [StageNeed(n.stage, tuple(m for m in n.models if m in keep), 0) for n in real(self, *args)
+                if any(m in keep for m in n.models)]
+    monkeypatch.setattr(ModelMemory, "stage_needs", needs)
+
+
+def test_pipeline_under_a_budget(files, checkpoint, weights_only, monkeypatch):
+    """Text encoder and transformer take turns; the transformer streams 4 of its 5 blocks; the
+    result is the unbudgeted one, and stays so on the next call (models brought back from host)."""
+    from fastltx.pipelines import load_pipeline
+    from fastltx.pipelines.memory import ModelMemory
+    full = load_pipeline("distilled", checkpoint, files.text_encoder, files.upsampler, device="cpu",
+                         dtype=torch.float32, memory="full")
+    want = full("a prompt", **KW)
+    size = full.components.memory.plan.sizes["transformer"]
+    text = full.components.memory.plan.sizes["text_encoder"]
+    assert text.total() < size.layer * 2  # so that the budget below holds one of them at a time
+    budget = size.other + 4 * size.layer  # 1 block resident + 3 slots: 4 of 5 blocks streamed
+    seen = {}
+    begin = ModelMemory.begin_stage
+
+    def record(self, stage):
+        seen.setdefault(stage, list(self.c.loaded))
+        begin(self, stage)
+    monkeypatch.setattr(ModelMemory, "begin_stage", record)
+    low = load_pipeline("distilled", checkpoint, files.text_encoder, files.upsampler, device="cpu",
+                        dtype=torch.float32, memory=budget)
+    got = low("a prompt", **KW)
+    plan = low.components.memory.plan
+    assert plan.form("transformer").streamed == 4 and plan.form("text_encoder").streamed == 0
+    assert seen["text"] == [] and "text_encoder" not in seen["upsample"] and "transformer" in seen["upsample"]
+    assert torch.equal(got.video, want.video) and torch.equal(got.audio, want.audio)
+    seen.clear()
+    again = low("a prompt", **KW)
+    assert "transformer" not in seen["upsample"] or "text_encoder" not in seen["upsample"]
+    assert torch.equal(again.video, want.video) and torch.equal(again.audio, want.audio)
+    assert set(low.components.memory.offloaded) >= {"transformer", "text_encoder"}
+
+
+def test_budget_too_small_fails_before_loading(files):
+    from fastltx.pipelines import load_pipeline
+    pipe = load_pipeline("distilled", files.checkpoint, files.text_encoder, files.upsampler, device="cpu",
+                         dtype=torch.float32, memory=1000)
+    with pytest.raises(OutOfMemory) as e:
+        pipe("a prompt", **KW)
+    assert "not enough GPU memory for text" in str(e.value) and "--memory" in str(e.value)
+    assert pipe.components.loaded == []
+
+
+def test_out_of_memory_in_a_stage_is_named(files, monkeypatch):
+    """A fake allocator failure in the upsampler: the error names the stage, the memory it needed
+    and a setting to try, not a bare traceback."""
+    from fastltx.models.upsampler.model import LatentUpsampler
+    from fastltx.pipelines import load_pipeline
+
+    def fail(self, x):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity")
+    monkeypatch.setattr(LatentUpsampler, "forward", fail)
+    pipe = load_pipeline("distilled", files.checkpoint, files.text_encoder, files.upsampler, device="cpu",
+                         dtype=torch.float32, memory="8g")
+    with pytest.raises(OutOfMemory) as e:
+        pipe("a prompt", **KW)
+    msg = str(e.value)
+    assert msg.startswith("not enough GPU memory for upsample: it needs about 2.") and "under --memory 8g" in msg
+    assert "--memory 1g would fit" in msg  # a smaller budget than the one that failed
+    assert isinstance(e.value.__cause__, torch.OutOfMemoryError)
+
+
+def test_out_of_memory_while_loading_is_named(files, monkeypatch):
+    from fastltx.pipelines import load_pipeline
+    from fastltx.pipelines.memory import ModelMemory
+
+    def fail(self):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB.")
+    monkeypatch.setattr(ModelMemory, "load_transformer", fail)
+    pipe = load_pipeline("distilled", files.checkpoint, files.text_encoder, files.upsampler, device="cpu",
+                         dtype=torch.float32, memory="full")
+    with pytest.raises(OutOfMemory, match="not enough GPU memory for loading the transformer: it needs about") as e:
+        pipe("a prompt", **KW)
+    assert "--memory auto would fit" in str(e.value) and "transformer" not in pipe.components.loaded
+
+
+def test_cli_reports_out_of_memory_in_one_line(tmp_path, monkeypatch, capsys):
+    from fastltx.cli import main
+    from fastltx.models.upsampler.model import LatentUpsampler
+
+    def fail(self, x):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 512.00 MiB.")
+    monkeypatch.setattr(LatentUpsampler, "forward", fail)
+    rc = main(["generate", "--prompt", "p", "--demo-dir", str(tmp_path), "--height", "64", "--width", "64",
+               "--frames", "9", "--no-progress", "--memory", "full", "-o", str(tmp_path / "out.mp4")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert err[0].startswith("fastltx: error: not enough GPU memory for upsample") and "--memory auto" in err[0]
+
+
+def test_loras_fused_layer_by_layer(checkpoint, tmp_path):
+    """LoRAs fused while loading one block at a time give the weights of the whole-model fusion."""
+    from fastltx.checkpoint.factory import make_lora
+    from fastltx.checkpoint.lora import fuse_loras, read_lora
+    from fastltx.pipelines.memory import _lora_subset
+    lora = make_lora(tmp_path / "lora.safetensors", "v1", seed=2, num_layers=LAYERS)
+    plain = load_transformer(checkpoint, "cpu", torch.float32, loras=[(lora, 0.7)])
+    weights = [(read_lora(lora), 0.7)]
+    reader = open_transformer(checkpoint)
+    off = Offloaded(reader.model, "cpu", reader.model.transformer_blocks)
+    model = load_layered(reader, "transformer_blocks", "cpu", torch.float32,
+                         adjust=lambda state: fuse_loras(state, _lora_subset(weights, state)), offload=off)
+    want = plain.state_dict()
+    for key, t in model.state_dict().items():
+        assert torch.equal(t, want[key]), key
+
+
+def test_switched_lora_on_streamed_blocks(files, checkpoint, weights_only):
+    """Two-stage HQ switches the distilled LoRA (0.25, then 0.5) in place: on streamed blocks it is
+    written into their homes, prefetched copies are dropped, and a model leaving the device leaves
+    without it; results equal the unbudgeted run's, on this call and the next."""
+    from fastltx.pipelines import load_pipeline
+    kw = dict(KW, steps=2)
+    lora = files.stage2_loras[0][0]
+    full = load_pipeline("two-stage-hq", checkpoint, files.text_encoder, files.upsampler, distilled_lora=lora,
+                         device="cpu", dtype=torch.float32, memory="full")
+    want = full("a prompt", **kw)
+    size = full.components.memory.plan.sizes["transformer"]
+    low = load_pipeline("two-stage-hq", checkpoint, files.text_encoder, files.upsampler, distilled_lora=lora,
+                        device="cpu", dtype=torch.float32, memory=size.other + 4 * size.layer)
+    for _ in range(2):
+        got = low("a prompt", **kw)
+        assert low.components.memory.plan.form("transformer").streamed == 4
+        assert torch.equal(got.video, want.video) and torch.equal(got.audio, want.audio)

@@ -1,0 +1,44 @@
+"""Pieces of sequence parallelism that need no second process: shard planning, the partial attention
+with its normaliser, and the exact log-sum-exp combination of partial attentions."""
+
+import pytest
+import torch
+
+from fastltx.layers.attention import sdpa
+from fastltx.layers.sequence_parallel import SequenceShard, partial_attention
+from fastltx.runtime.distributed import Group
+from tests.helpers import max_rel_error
+
+
+@pytest.mark.parametrize("tokens, size, chunks", [(12, 4, (3, 3, 3, 3)), (10, 4, (3, 3, 3, 1)), (3, 4, (1, 1, 1, 0))])
+def test_shard_plan_pads_at_the_end(tokens, size, chunks):
+    shards = [SequenceShard.plan(tokens, Group(None, r, size)) for r in range(size)]
+    assert tuple(s.local_tokens for s in shards) == chunks
+    x = torch.arange(tokens).view(1, tokens, 1)
+    parts = torch.cat([s.take(x, 1) for s in shards], dim=1)[0, :, 0]
+    assert parts.tolist() == list(range(tokens)) + [tokens - 1] * (shards[0].padded - tokens)
+
+
+def _qkv(seed, tq=5, tk=11, heads=3, d=8):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(2, heads, tq, d, generator=g), torch.randn(2, heads, tk, d, generator=g),
+            torch.randn(2, heads, tk, d, generator=g))
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_partial_attention_and_normaliser(fused):
+    q, k, v = _qkv(0)
+    out, lse = partial_attention(q, k, v, fused=fused)
+    scores = (q @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5
+    assert max_rel_error(lse, torch.logsumexp(scores, -1)) < 1e-6
+    assert max_rel_error(out, sdpa(q, k, v)) < 1e-6
+
+
+def test_partial_attentions_combine_to_the_whole():
+    """Keys split in three (one part empty), combined as the ranks combine them."""
+    q, k, v = _qkv(1)
+    parts = [partial_attention(q, k[:, :, a:b], v[:, :, a:b]) for a, b in ((0, 4), (4, 4), (4, 11))]
+    outs, lses = torch.stack([o for o, _ in parts]), torch.stack([l.unsqueeze(-1) for _, l in parts])
+    weights = torch.exp(lses - lses.max(dim=0).values)
+    combined = (outs * weights).sum(0) / weights.sum(0)
+    assert max_rel_error(combined, sdpa(q, k, v)) < 1e-6
