@@ -88,6 +88,8 @@ def usable_memory(device: torch.device | str, held: int = 0) -> int | None:
     device = torch.device(device)
     if device.type != "cuda":
         return None
+    if device.index is None:  # some CUDA queries insist on an index
+        device = torch.device("cuda", torch.cuda.current_device())
     free, total = torch.cuda.mem_get_info(device)
     reserved, allocated = torch.cuda.memory_reserved(device), torch.cuda.memory_allocated(device)
     usable = free + (reserved - allocated) + held
