@@ -24,6 +24,7 @@ so only gross errors show).
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -220,6 +221,14 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     work = Path(args.work or tempfile.mkdtemp(prefix="fastltx-memory-"))
     work.mkdir(parents=True, exist_ok=True)
+    try:
+        return run_modes(args, work, start)
+    finally:
+        if args.work is None:  # the ~38 GB checkpoint must not outlive the run (64 GB device disks)
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run_modes(args, work: Path, start: float) -> dict:
     ckpt, up = write_files(work, args.size, args.device)
     print(f"weights written in {time.perf_counter() - start:.0f} s: {ckpt.stat().st_size / GIB:.1f} GiB + "
           f"{up.stat().st_size / GIB:.2f} GiB", flush=True)
