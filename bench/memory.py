@@ -93,6 +93,8 @@ def run_mode(args) -> dict:
     from fastltx.runtime.memory import parse_memory, peak_rss
     device = torch.device(args.device)
     cuda = device.type == "cuda"
+    if cuda and device.index is None:  # set_per_process_memory_fraction insists on an index
+        device = torch.device("cuda", torch.cuda.current_device())
     setting = parse_memory(args.child)
     if cuda and setting.budget is not None:
         total = torch.cuda.get_device_properties(device).total_memory
