@@ -57,20 +57,20 @@ def load_video_encoder(path: str | os.PathLike, device: torch.device | str = "cp
 
     ``channels_last`` (default: on CUDA) stores convolution weights in cuDNN's fast layout.
     """
-    header = read_header(path)
-    cfg = EncoderConfig.from_checkpoint_config(header.config(), header.path)
-    model = load_component(lambda: VideoEncoder(cfg), header, encoder_key, "video VAE encoder", device, dtype,
-                           ignored=_extra_statistics)
-    return to_channels_last(model) if (_cuda(device) if channels_last is None else channels_last) else model
+    return _load(EncoderConfig, VideoEncoder, encoder_key, "video VAE encoder", path, device, dtype, channels_last)
 
 
 def load_video_decoder(path: str | os.PathLike, device: torch.device | str = "cpu",
                        dtype: torch.dtype | None = torch.bfloat16, channels_last: bool | None = None) -> VideoDecoder:
     """Load the video VAE decoder of an official checkpoint strictly (see ``load_video_encoder``)."""
+    return _load(DecoderConfig, VideoDecoder, decoder_key, "video VAE decoder", path, device, dtype, channels_last)
+
+
+def _load(config_class, model_class, key_map, name: str, path, device, dtype, channels_last: bool | None):
+    """Strict loading of one half of the VAE; channels-last convolution weights by default on CUDA."""
     header = read_header(path)
-    cfg = DecoderConfig.from_checkpoint_config(header.config(), header.path)
-    model = load_component(lambda: VideoDecoder(cfg), header, decoder_key, "video VAE decoder", device, dtype,
-                           ignored=_extra_statistics)
+    cfg = config_class.from_checkpoint_config(header.config(), header.path)
+    model = load_component(lambda: model_class(cfg), header, key_map, name, device, dtype, ignored=_extra_statistics)
     return to_channels_last(model) if (_cuda(device) if channels_last is None else channels_last) else model
 
 
