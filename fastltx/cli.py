@@ -9,10 +9,8 @@ with one line ``fastltx: error: ...`` and exit status 2.
 import argparse
 import inspect
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import time
 import types
 import typing
@@ -191,15 +189,11 @@ def check_call(cls, kwargs: dict) -> None:
 
 
 def check_output(path: Path, lossless: bool) -> None:
-    from fastltx.media.video import check_output_path
+    from fastltx.media.video import check_output_folder, check_output_path
 
-    check_output_path(path)
     if lossless:
-        if path.exists() and not path.is_dir():
-            raise MediaError(path, "exists and is not a folder (--lossless writes a folder of PNG frames)")
-        if path.is_dir() and any(path.iterdir()):
-            raise MediaError(path, "the folder exists and is not empty (--lossless writes a fresh folder)")
-    elif path.is_dir():
+        check_output_folder(path)
+    elif check_output_path(path).is_dir():
         raise MediaError(path, "is a folder; give a file name such as out.mp4 (or use --lossless)")
 
 
@@ -276,28 +270,6 @@ def _terminate_as_exit():
         signal.signal(signal.SIGTERM, previous)
 
 
-def save_lossless(result, folder: Path) -> Path:
-    """PNG frames + audio.wav written into a hidden sibling folder, renamed into place when complete."""
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
-        result.save(tmp, lossless=True)
-        if folder.is_dir():
-            folder.rmdir()  # empty (checked before the run)
-        tmp.rename(folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
-
-
-def usual_permissions(path: Path) -> None:
-    """The temporary files the atomic writers rename into place are private (0600, folders 0700);
-    give the output the permissions a newly created file would have under the user's umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for p in [path, *(path.rglob("*") if path.is_dir() else ())]:
-        p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
-
-
 def process_count(gpus: int | None, launched: int, device) -> int:
     """How many processes generate (--gpus, else as many as torchrun started), checked against the device."""
     import torch
@@ -347,8 +319,7 @@ def _generate(args) -> int | None:
     if result is None:  # not rank 0: rank 0 writes the output
         return 0
     saved = time.perf_counter()
-    path = save_lossless(result, output) if args.lossless else result.save(output)
-    usual_permissions(path)
+    path = result.save(output, lossless=args.lossless)
     timings = {"setup": setup, **result.timings, "save": time.perf_counter() - saved}
     print(summary(timings, time.perf_counter() - start, path, result))
 

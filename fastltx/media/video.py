@@ -1,21 +1,21 @@
 """Video out: MP4 (H.264 yuv420p + AAC stereo) and a lossless alternative (PNG frames + float WAV).
 
 Files are written to a temporary name in the destination folder and renamed into place when
-complete, so an interrupted run leaves no partial output. Audio goes to the AAC encoder as int16
-obtained by clipping to [-1, 1], scaling by 32767 and truncating (as the reference writes it).
+complete (``fastltx.media.atomic``), so an interrupted run leaves no partial output. Audio goes to
+the AAC encoder as int16 obtained by clipping to [-1, 1], scaling by 32767 and truncating (as the
+reference writes it).
 """
 
 import itertools
 import os
-import tempfile
 from collections.abc import Iterable
-from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from fastltx.media.atomic import atomic_file
 from fastltx.media.errors import MediaError
 
 
@@ -27,15 +27,14 @@ def check_output_path(path: str | os.PathLike) -> Path:
     return p
 
 
-@contextmanager
-def _atomic(path: Path, suffix: str):
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+def check_output_folder(folder: str | os.PathLike) -> Path:
+    """Fail early when a fresh output folder cannot go at ``folder``: it must be missing or empty."""
+    p = check_output_path(folder)
+    if p.exists() and not p.is_dir():
+        raise MediaError(folder, "exists and is not a folder (lossless output is a folder of PNG frames)")
+    if p.is_dir() and any(p.iterdir()):
+        raise MediaError(folder, "the folder exists and is not empty (lossless output goes into a fresh folder)")
+    return p
 
 
 def audio_to_int16(waveform: torch.Tensor) -> np.ndarray:
@@ -59,7 +58,7 @@ def write_mp4(path: str | os.PathLike, video: torch.Tensor | Iterable[torch.Tens
     first = next(chunks, None)
     if first is None or first.shape[0] == 0:
         raise ValueError("no video frames to write")
-    with _atomic(path, ".mp4") as tmp:
+    with atomic_file(path, ".mp4") as tmp:
         with av.open(tmp, mode="w", format="mp4") as container:
             stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001),
                                           options={} if crf is None else {"crf": str(crf)})
@@ -96,7 +95,8 @@ def _encode_audio(container, stream, audio: torch.Tensor, sample_rate: int) -> N
 
 def write_lossless(folder: str | os.PathLike, video: torch.Tensor | Iterable[torch.Tensor],
                    audio: torch.Tensor | None = None, sample_rate: int | None = None) -> Path:
-    """PNG frames (frame_00000.png, ...) and audio.wav (32-bit float) in ``folder`` (created)."""
+    """PNG frames (frame_00000.png, ...) and audio.wav (32-bit float) in ``folder`` (created), each file
+    atomic; ``GenerationResult.save`` makes the whole folder atomic."""
     import av
 
     folder = Path(folder)
@@ -108,7 +108,7 @@ def write_lossless(folder: str | os.PathLike, video: torch.Tensor | Iterable[tor
     for chunk in _chunks(video):
         for frame in chunk.to("cpu", torch.uint8).numpy():
             target = folder / f"frame_{index:05d}.png"
-            with _atomic(target, ".png") as tmp:
+            with atomic_file(target, ".png") as tmp:
                 with av.open(tmp, mode="w", format="image2") as c:
                     s = c.add_stream("png")
                     s.height, s.width, s.pix_fmt = frame.shape[0], frame.shape[1], "rgb24"
@@ -116,7 +116,7 @@ def write_lossless(folder: str | os.PathLike, video: torch.Tensor | Iterable[tor
                     c.mux(s.encode())
             index += 1
     if audio is not None:
-        with _atomic(folder / "audio.wav", ".wav") as tmp:
+        with atomic_file(folder / "audio.wav", ".wav") as tmp:
             with av.open(tmp, mode="w", format="wav") as c:
                 s = c.add_stream("pcm_f32le", rate=sample_rate)
                 s.codec_context.layout = "stereo"
