@@ -51,13 +51,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.audio import import_reference  # noqa: E402
 from bench.common import reference_on_weights  # noqa: E402
+from bench.models import build_ours  # noqa: E402
 from bench.text_encoder import NEGATIVE, POSITIVE, unique_bytes  # noqa: E402
-from bench.video_vae import random_decoder, reference_decoder_on_weights  # noqa: E402
-from fastltx.checkpoint.factory import random_state, random_transformer, transformer_config  # noqa: E402
-from fastltx.checkpoint.tiny_audio import (audio_vae_config, random_audio_decoder, random_vocoder,  # noqa: E402
-                                           vocoder_config)
-from fastltx.models.video_vae import VideoEncoder  # noqa: E402
-from fastltx.models.video_vae.layouts import adjust_tensor, vae_config  # noqa: E402
+from bench.video_vae import reference_decoder_on_weights  # noqa: E402
+from fastltx.checkpoint.factory import random_state, transformer_config  # noqa: E402
+from fastltx.checkpoint.tiny_audio import audio_vae_config, vocoder_config  # noqa: E402
+from fastltx.models.video_vae.layouts import vae_config  # noqa: E402
 
 GIB = 2**30
 STAGES = ("text", "stage 1", "upsample", "stage 2", "decode")
@@ -69,47 +68,36 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def random_encoder(size: str, device, seed: int = 2) -> VideoEncoder:
-    cfg = vae_config("v1", size).encoder
-    with torch.device("meta"):
-        model = VideoEncoder(cfg)
-    state = {k: adjust_tensor(k, t) for k, t in random_state(model, seed, device, torch.bfloat16).items()}
-    model.load_state_dict(state, strict=True, assign=True)
-    return model.eval().requires_grad_(False)
-
-
 def on_weights(ref_meta: torch.nn.Module, ours: torch.nn.Module, device) -> torch.nn.Module:
     """A reference module (built on meta) given ``ours``' tensors; its computed buffers move to the device."""
     ref_meta.load_state_dict(ours.state_dict(), strict=True, assign=True)
     return ref_meta.to(device).eval().requires_grad_(False)
 
 
-def text_models(size: str, device, tokenizer_dir: Path):
-    """(our TextEncoder, the reference's GemmaTextEncoder, the reference's EmbeddingsProcessor), one Gemma."""
+def reference_text_models(size: str, ours, device, tokenizer_dir: Path):
+    """(the reference's GemmaTextEncoder, its EmbeddingsProcessor) on our TextEncoder's tensors; the
+    reference's Gemma also holds the vision tower and projector (random) that it never runs."""
     from ltx_core.text_encoders.gemma import EmbeddingsProcessorConfigurator, GemmaTextEncoder
     from ltx_core.text_encoders.gemma.feature_extractor import FeatureExtractorV1
     from ltx_core.text_encoders.gemma.tokenizer import LTXVGemmaTokenizer
     from torch import nn
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 
-    from fastltx.models.text_encoder import GemmaEncoder, TextEncoder, TextProcessor
-    from fastltx.models.text_encoder.gemma import MAX_LENGTH, build_language_model, load_tokenizer, parameters_on_meta
-    from fastltx.models.text_encoder.tiny import connector_keys, gemma_config, gemma_geometry, text_config
+    from fastltx.models.text_encoder.gemma import MAX_LENGTH, parameters_on_meta
+    from fastltx.models.text_encoder.tiny import connector_keys, gemma_config, gemma_geometry
 
-    with parameters_on_meta():  # buffers as transformers makes them, parameters random below
+    with parameters_on_meta():  # buffers as transformers makes them, parameters assigned below
         full = Gemma3ForConditionalGeneration(Gemma3Config.from_dict(gemma_config(size)))
-    state = random_state(full, 0, device=device, dtype=torch.bfloat16)
+    state = {f"model.language_model.{k}": t for k, t in ours.gemma.language_model.state_dict().items()}
+    for seed, part in enumerate(("vision_tower", "multi_modal_projector"), start=7):
+        state.update({f"model.{part}.{k}": t for k, t in
+                      random_state(getattr(full.model, part), seed, device=device, dtype=torch.bfloat16).items()})
     state["lm_head.weight"] = state["model.language_model.embed_tokens.weight"]  # tied, as the reference loads it
     full.load_state_dict(state, strict=True, assign=True)
     del state
     full = full.to(device).eval().requires_grad_(False)
     ref_gemma = GemmaTextEncoder(model=full, tokenizer=LTXVGemmaTokenizer(str(tokenizer_dir), MAX_LENGTH))
 
-    with torch.device("meta"):
-        processor = TextProcessor(text_config("v1", size))
-    pstate = random_state(processor, 1, device=device, dtype=torch.bfloat16)
-    pstate = {k: (t.float() * 10).to(t.dtype) if k.endswith("learnable_registers") else t for k, t in pstate.items()}
-    processor.load_state_dict(pstate, strict=True, assign=True)
     section = transformer_config("v1", size).to_checkpoint_section(connector_keys("v1", size))
     with torch.device("meta"):
         ref_processor = EmbeddingsProcessorConfigurator.from_config({"transformer": section})
@@ -121,69 +109,43 @@ def text_models(size: str, device, tokenizer_dir: Path):
             assert isinstance(ref_processor.feature_extractor, FeatureExtractorV1)
             ref_processor.feature_extractor.aggregate_embed = nn.Linear(
                 gemma_geometry(size).feature_width, ref_processor.video_connector.inner_dim, bias=False)
-    ref_processor = on_weights(ref_processor, processor, device)
-
-    language_model = build_language_model(full.config.text_config, full.model.language_model.state_dict(), device)
-    ours = TextEncoder(GemmaEncoder(language_model, load_tokenizer(tokenizer_dir), MAX_LENGTH), processor.eval())
-    return ours, ref_gemma, ref_processor
+    return ref_gemma, on_weights(ref_processor, ours.processor, device)
 
 
 def build(size: str, device: torch.device, tokenizer_dir: Path):
-    """Our models (Components names) and the reference's, on shared tensors."""
+    """Our models (Components names, bench/models.py) and the reference's, on shared tensors."""
     from ltx_core.model.audio_vae import AudioDecoderConfigurator, VocoderConfigurator
     from ltx_core.model.upsampler import LatentUpsamplerConfigurator
     from ltx_core.model.video_vae import VideoEncoderConfigurator
 
     from fastltx.layers.conv import to_channels_last
-    from fastltx.models.upsampler.model import LatentUpsampler
     from fastltx.models.upsampler.tiny import upsampler_config
 
-    ours, ref = {}, {}
+    ours = build_ours(size, device, tokenizer_dir, channels_last=False, log=lambda s: print(s, flush=True))
     t0 = time.perf_counter()
-    cfg = transformer_config("v1", size)
-    ours["_transformer"] = random_transformer(cfg, seed=0, device=device)
-    ref["transformer"] = reference_on_weights(cfg, ours["_transformer"])
-    print(f"  transformer: {time.perf_counter() - t0:.1f} s", flush=True)
-
-    ours["text_encoder"], ref["text_encoder"], ref["gemma_embeddings_processor"] = text_models(size, device,
-                                                                                              tokenizer_dir)
-    print(f"  text: {time.perf_counter() - t0:.1f} s", flush=True)
-
+    ref = {"transformer": reference_on_weights(transformer_config("v1", size), ours["_transformer"])}
+    ref["text_encoder"], ref["gemma_embeddings_processor"] = reference_text_models(size, ours["text_encoder"], device,
+                                                                                   tokenizer_dir)
     vae = vae_config("v1", size)
-    encoder = random_encoder(size, device)
-    ours["video_encoder"] = encoder  # stage 1/2 only read its latent statistics (no images): not converted
     with torch.device("meta"):
         ref_enc = VideoEncoderConfigurator.from_config({"vae": vae.to_checkpoint_section()})
-    ref["video_encoder"] = on_weights(ref_enc, encoder, device)
-    decoder = random_decoder("v1", size, seed=3, device=device)
-    with torch.no_grad():  # one checkpoint holds one set of latent statistics for encoder and decoder
-        for name, buf in decoder.per_channel_statistics.named_buffers():
-            buf.copy_(dict(encoder.per_channel_statistics.named_buffers())[name])
-    ref["video_decoder"] = reference_decoder_on_weights("v1", size, decoder)
+    ref["video_encoder"] = on_weights(ref_enc, ours["video_encoder"], device)
+    ref["video_decoder"] = reference_decoder_on_weights("v1", size, ours["video_decoder"])
     # as the loader does on CUDA; the conversion gives our parameters new (channels-last) storage, the
     # reference keeps the plain tensors it was given
-    ours["video_decoder"] = to_channels_last(decoder) if device.type == "cuda" else decoder
-
-    ours["audio_decoder"] = random_audio_decoder("v1", size, seed=4, device=device)
-    ours["vocoder"] = random_vocoder("v1", size, seed=5, device=device)
+    if device.type == "cuda":
+        ours["video_decoder"] = to_channels_last(ours["video_decoder"])
     with torch.device("meta"):
         ref_ad = AudioDecoderConfigurator.from_config(
             {"audio_vae": audio_vae_config("v1", size).to_checkpoint_section()})
         ref_voc = VocoderConfigurator.from_config({"vocoder": vocoder_config("v1", size).to_checkpoint_section()})
     ref["audio_decoder"] = on_weights(ref_ad, ours["audio_decoder"], device)
     ref["vocoder"] = on_weights(ref_voc, ours["vocoder"], device)
-
     ucfg = upsampler_config("spatial_x2", "full" if size == "19b" else "tiny")
-    with torch.device("meta"):
-        up = LatentUpsampler(ucfg)
-    up.load_state_dict(random_state(up, 6, device, torch.bfloat16), strict=True, assign=True)
-    ours["upsampler"] = up.eval().requires_grad_(False)
     with torch.device("meta"):
         ref_up = LatentUpsamplerConfigurator.from_config(ucfg.to_checkpoint_config())
     ref["spatial_upsampler"] = on_weights(ref_up, ours["upsampler"], device)
-    acfg = audio_vae_config("v1", size)
-    ours["audio_latent"] = (acfg.z_channels, acfg.latent_mel_bins)
-    print(f"  all models: {time.perf_counter() - t0:.1f} s", flush=True)
+    print(f"  reference models on our tensors: {time.perf_counter() - t0:.1f} s", flush=True)
     return ours, ref
 
 

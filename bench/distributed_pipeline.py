@@ -1,0 +1,240 @@
+"""The whole distilled pipeline end to end on all N GPUs of a torchrun world vs one GPU, in one session.
+
+    torchrun --standalone --nproc_per_node 2 bench/distributed_pipeline.py [--sizes 768x1280,1024x1536]
+        [--reps 3] [--compile] [--json PATH] [--deadline-s 420]
+    torchrun --standalone --nproc_per_node 2 bench/distributed_pipeline.py --smoke   # CPU, gloo, tiny models
+
+Every rank builds every model once, in memory on its own GPU, with the same seeded random bf16
+weights at the released sizes (bench/models.py: the 19B transformer, Gemma 3 12B with the LTX-2
+text projection and connectors, the video VAE encoder and decoder, the audio decoder and vocoder,
+the x2 latent upsampler; ~62.5 GiB). Two ``DistilledPipeline`` objects share these models:
+
+* 1 GPU: over a ``Components`` without a world, called by rank 0 alone (the others wait at a barrier);
+* N GPUs: over a ``Components`` holding the torchrun ``World``, the object ``load_pipeline(...,
+  world=...)`` and ``fastltx generate --gpus N`` build: every rank calls it, each transformer step
+  splits the video tokens over the ranks (Ulysses), the decoder's tiles are split, rank 0 gets the
+  result.
+
+For each size (121 frames: text, 8 steps at half size, x2 upsampling, 3 steps at full size, decode),
+1 GPU then N GPUs: one warm-up call (printed as "cold"; with ``--compile`` it compiles the block for
+both token counts), then ``--reps`` timed calls, wall clock on rank 0 from a barrier that releases
+all ranks together to the result on rank 0; per-stage times from the pipeline's ``.timings`` (each
+stage synchronises the device), "other" the rest (the frames' copy to the host). Medians are
+reported, the speed-up over 1 GPU, and the N-GPU frames against the 1-GPU frames (uint8 max / mean
+difference, audio max): bf16, so small differences are expected.
+
+``--compile``: fused q/k/v projections and torch.compile of the blocks (as bench/pipeline.py's
+compiled variant), shared by both runs; the N-GPU graphs, with the Ulysses collectives inside,
+compile in their own cold call. ``--deadline-s``: no new (size, GPUs) run starts after that many
+seconds. ``--smoke``: tiny models in float32 on the CPU over gloo (the N-process frames then agree
+with the one-process frames within one level). Only rank 0 prints and writes ``--json``.
+"""
+
+import argparse
+import gc
+import json
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.models import build_ours  # noqa: E402
+from bench.pipeline import STAGES, compare, peak_above, reset_peak, summarize, sync  # noqa: E402
+from bench.text_encoder import POSITIVE, unique_bytes  # noqa: E402
+from fastltx.pipelines import Components, DistilledPipeline, ModelFiles  # noqa: E402
+from fastltx.runtime.distributed import init_distributed  # noqa: E402
+
+GIB = 2**30
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default=None, help="HxW,... (default 768x1280,1024x1536; --smoke: 64x128)")
+    p.add_argument("--frames", type=int, default=None, help="default 121 (--smoke: 9)")
+    p.add_argument("--reps", type=int, default=None, help="timed calls per run after the warm-up (default 3; --smoke: 1)")
+    p.add_argument("--compile", action="store_true", help="fused projections + torch.compile of the blocks")
+    p.add_argument("--memory", default="full",
+                   help="the Components' memory setting (default full: every model resident, nothing moved; "
+                        "two Components share the models, so a setting that moves them is not meaningful here)")
+    p.add_argument("--deadline-s", type=float, default=420.0, help="start no new run after this many seconds")
+    p.add_argument("--json", default=None, help="write the results there (rank 0)")
+    p.add_argument("--smoke", action="store_true", help="tiny float32 models on the CPU over gloo: checks the script")
+    args = p.parse_args(argv)
+    args.sizes = args.sizes or ("64x128" if args.smoke else "768x1280,1024x1536")
+    args.frames = args.frames or (9 if args.smoke else 121)
+    args.reps = args.reps or (1 if args.smoke else 3)
+    return args
+
+
+def timed_call(pipe: DistilledPipeline, device: torch.device, kwargs: dict, together: bool):
+    """(total s, stages, frames, waveform, peak GiB above the start) on rank 0, None on the others.
+    ``together``: a barrier first, so the clock starts when every rank starts."""
+    if together:
+        dist.barrier()
+    base = reset_peak(device)
+    sync(device)
+    start = time.perf_counter()
+    result = pipe(**kwargs)
+    total = time.perf_counter() - start
+    if result is None:
+        return None
+    stages = dict(pipe.timings)
+    stages["other"] = total - sum(stages.values())
+    return total, stages, result.video, result.audio, peak_above(device, base)
+
+
+def measure(pipe: DistilledPipeline, device, kwargs: dict, reps: int, together: bool) -> dict | None:
+    """One warm-up (cold) call, then ``reps`` timed calls: ``bench.pipeline.summarize`` + cold_s (rank 0)."""
+    cold = timed_call(pipe, device, kwargs, together)
+    runs = [timed_call(pipe, device, kwargs, together) for _ in range(reps)]
+    if cold is None:
+        return None
+    out = summarize(runs)
+    out["cold_s"] = cold[0]
+    return out
+
+
+def single_run(pipe: DistilledPipeline, device, kwargs: dict, reps: int) -> dict:
+    """``measure`` on rank 0 alone; a failure (running out of memory with the whole sequence on one
+    GPU, say) is reported and the N-GPU run of the size still goes ahead."""
+    try:
+        return measure(pipe, device, kwargs, reps, together=False)
+    except Exception:  # noqa: BLE001
+        traceback.print_exc()
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return dict(error=traceback.format_exc(limit=3)[-800:])
+
+
+def record(row: dict, r: dict, base: dict | None) -> None:
+    """Fill ``row`` from a ``measure`` result (or an error) and the 1-GPU result ``base`` (None: none)."""
+    row.update({k: v for k, v in r.items() if k not in ("frames", "audio")})
+    if "error" in r:
+        return
+    row["speedup"] = base["total"] / r["total"] if base else (1.0 if row["gpus"] == 1 else None)
+    if base is not None:
+        row["vs_1_gpu"] = compare(r, base)
+
+
+def line(row: dict) -> str:
+    head = f"{row['size']} {row['gpus']} GPU(s): "
+    if "error" in row:
+        return head + "FAILED " + row["error"].strip().splitlines()[-1]
+    st = " ".join(f"{k} {v * 1e3:.0f}" for k, v in row["stages"].items())
+    x = "-" if row["speedup"] is None else f"{row['speedup']:.2f}"
+    s = (head + f"{row['total'] * 1e3:.0f} ms (x{x}; cold {row['cold_s']:.1f} s; runs "
+         f"{', '.join(f'{t * 1e3:.0f}' for t in row['totals'])}; {st}"
+         + ("" if row["peak_gib"] != row["peak_gib"] else f"; peak +{row['peak_gib']:.2f} GiB on rank 0") + ")")
+    c = row.get("vs_1_gpu")
+    if c is not None:
+        s += "; vs 1 GPU: " + (c["error"] if "error" in c else f"frames max {c['frames_max']:.0f} mean "
+                               f"{c['frames_mean']:.3f}, audio max {c['audio_max']:.2e}")
+    return s
+
+
+def table(results: dict) -> str:
+    head = f"{'size':<11}{'GPUs':>5}" + "".join(f"{s:>10}" for s in (*STAGES, "other")) + \
+        f"{'total':>9}{'x':>6}{'cold s':>8}{'frames max/mean':>17}{'audio max':>11}"
+    lines = [f"distilled, {results['frames']} frames, ms (median of {results['reps']}):", head]
+    for row in results["rows"]:
+        if "error" in row:
+            lines.append(f"{row['size']:<11}{row['gpus']:>5}  failed: {row['error'].strip().splitlines()[-1]}")
+            continue
+        c = row.get("vs_1_gpu", {})
+        diff = f"{c['frames_max']:.0f} / {c['frames_mean']:.3f}" if "frames_max" in c else "-"
+        audio = f"{c['audio_max']:.1e}" if "audio_max" in c else "-"
+        x = "-" if row["speedup"] is None else f"{row['speedup']:.2f}"
+        lines.append(f"{row['size']:<11}{row['gpus']:>5}" + "".join(f"{row['stages'].get(s, 0) * 1e3:>10.0f}"
+                                                                    for s in (*STAGES, "other"))
+                     + f"{row['total'] * 1e3:>9.0f}{x:>6}{row['cold_s']:>8.1f}{diff:>17}{audio:>11}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict | None:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    world = init_distributed(device="cpu" if args.smoke else "cuda")
+    device, main_rank = world.device, world.main
+    dtype = torch.float32 if args.smoke else torch.bfloat16
+    say = (lambda s: print(s, flush=True)) if main_rank else (lambda s: None)
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    say(f"{card} x{world.size}, torch {torch.__version__}; building the models on every rank ...")
+
+    tokenizer_dir = Path(tempfile.mkdtemp(prefix="fastltx-bench-"))
+    from fastltx.models.text_encoder.tiny import write_tokenizer
+    write_tokenizer(tokenizer_dir / "tokenizer")
+    models = build_ours("tiny" if args.smoke else "19b", device, tokenizer_dir / "tokenizer", dtype, log=say)
+    transformer = models["_transformer"]
+    if args.compile:
+        from fastltx.runtime.compile import compile_blocks
+        for knob in ("recompile_limit", "cache_size_limit"):  # the block compiles per token count and group
+            if hasattr(torch._dynamo.config, knob):
+                setattr(torch._dynamo.config, knob, 64)
+        transformer.fuse_projections()
+        compile_blocks(transformer)
+    dist.barrier()
+    weights = sum(unique_bytes(m) for m in models.values() if isinstance(m, torch.nn.Module)) / GIB
+    say(f"setup {time.perf_counter() - start:.0f} s; {weights:.2f} GiB of weights on each rank")
+
+    def pipeline(world_or_none) -> DistilledPipeline:
+        components = Components(ModelFiles(checkpoint="<built in memory>"), device, dtype, compile=args.compile,
+                                world=world_or_none, memory=args.memory)
+        components.__dict__.update(models)  # the cached models: nothing is loaded from files
+        return DistilledPipeline(components)
+
+    single, several = pipeline(None) if main_rank else None, pipeline(world) if world.size > 1 else None
+    results = dict(card=card, world=world.size, torch=torch.__version__, compile=args.compile, frames=args.frames,
+                   reps=args.reps, memory=args.memory, smoke=args.smoke, weights_gib=weights, rows=[])
+
+    def save() -> None:
+        if main_rank and args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1, default=str))
+
+    def go_on(what: str) -> bool:
+        """Rank 0's decision, on every rank: whether the deadline still allows ``what``."""
+        spent = time.perf_counter() - start
+        ok = world.broadcast(spent < args.deadline_s)
+        if not ok:
+            say(f"skipping {what}: {spent:.0f} s spent (deadline {args.deadline_s:.0f} s)")
+        return ok
+
+    for size in args.sizes.split(","):
+        h, w = (int(v) for v in size.split("x"))
+        kwargs = dict(prompt=POSITIVE, seed=10, height=h, width=w, num_frames=args.frames, fps=24.0, progress=False)
+        base = None
+        for gpus in (1, world.size) if world.size > 1 else (1,):
+            if not go_on(f"{size} on {gpus} GPU(s)"):
+                break
+            if gpus == 1:  # rank 0 alone; the others wait here
+                r = single_run(single, device, kwargs, args.reps) if main_rank else None
+                dist.barrier()
+            else:  # a failure here ends the script (a rank left behind in a collective would hang)
+                r = measure(several, device, kwargs, args.reps, together=True)
+            if main_rank:
+                row = dict(size=size, gpus=gpus)
+                record(row, r, base)
+                if gpus == 1 and "error" not in r:
+                    base = r
+                results["rows"].append(row)
+                say(f"[{time.perf_counter() - start:5.0f} s] {line(row)}")
+                save()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    results["elapsed_s"] = time.perf_counter() - start
+    save()
+    say("\n" + table(results) + f"\nelapsed {results['elapsed_s']:.0f} s")
+    shutil.rmtree(tokenizer_dir, ignore_errors=True)
+    dist.barrier()
+    dist.destroy_process_group()
+    return results if main_rank else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""bench/distributed_pipeline.py's smoke mode under torchrun: two CPU processes over gloo, tiny float32
+models, the distilled pipeline on one process and on both; the two-process frames must match."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT_S = 180
+
+
+def test_arguments():
+    from bench.distributed_pipeline import parse_args
+    args = parse_args([])
+    assert (args.sizes, args.frames, args.reps, args.compile) == ("768x1280,1024x1536", 121, 3, False)
+    smoke = parse_args(["--smoke"])
+    assert (smoke.sizes, smoke.frames, smoke.reps) == ("64x128", 9, 1)
+
+
+def test_smoke_run_under_torchrun(tmp_path):
+    out = tmp_path / "results.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(ROOT / "bench" / "distributed_pipeline.py"), "--smoke", "--json", str(out)]
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the smoke run did not finish in {TIMEOUT_S} s")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("64x128 1 GPU(s)") == 1 and proc.stdout.count("64x128 2 GPU(s)") == 1, proc.stdout
+    results = json.loads(out.read_text())
+    assert results["world"] == 2 and results["smoke"] and results["frames"] == 9
+    one, two = results["rows"]
+    assert (one["size"], one["gpus"], two["size"], two["gpus"]) == ("64x128", 1, "64x128", 2)
+    for row in (one, two):
+        assert set(row["stages"]) == {"text", "stage 1", "upsample", "stage 2", "decode", "other"}
+        assert len(row["totals"]) == 1 and row["total"] > 0 and row["cold_s"] > 0
+        assert row["total"] >= sum(v for k, v in row["stages"].items() if k != "other")
+    assert one["speedup"] == 1.0 and two["speedup"] == pytest.approx(one["total"] / two["total"])
+    c = two["vs_1_gpu"]
+    assert "error" not in c, c
+    assert c["frames_max"] <= 1 and c["audio_max"] <= 1e-5, c  # float32: rounding only
+    assert c["frame_std_ref"] > 1  # not a blank video
+
+
+def test_a_failed_single_gpu_run_is_reported_and_the_size_goes_on():
+    import torch
+
+    from bench.distributed_pipeline import line, record, single_run, table
+
+    def out_of_memory(**kwargs):
+        raise RuntimeError("not enough GPU memory for stage 2")
+    failed = single_run(out_of_memory, torch.device("cpu"), {}, reps=1)
+    assert "not enough GPU memory for stage 2" in failed["error"]
+    one, two = dict(size="64x128", gpus=1), dict(size="64x128", gpus=2)
+    record(one, failed, None)
+    frames, audio = torch.zeros(1, 2, 2, 3, dtype=torch.uint8), torch.zeros(2, 4)
+    record(two, dict(total=2.0, totals=[2.0], stages={"text": 1.0, "other": 1.0}, frames=frames, audio=audio,
+                     peak_gib=float("nan"), cold_s=3.0), None)  # no 1-GPU result to compare with
+    assert two["speedup"] is None and "vs_1_gpu" not in two and "frames" not in two
+    assert line(one).endswith("FAILED RuntimeError: not enough GPU memory for stage 2")
+    assert "2000 ms (x-; cold 3.0 s" in line(two)
+    rows = table(dict(frames=9, reps=1, rows=[one, two])).splitlines()
+    assert "failed: RuntimeError" in rows[2] and rows[3].split()[:2] == ["64x128", "2"]
