@@ -43,7 +43,7 @@ PROMPT = "A red fox trots across a snowy field at dawn, its breath steaming, the
 def write_files(folder: Path, size: str, device) -> tuple[Path, Path]:
     """The checkpoint (transformer, VAEs, vocoder; no text parts: the text encoder comes built) and
     the upsampler, random, generated on ``device``; written once."""
-    from fastltx.checkpoint.factory import MODEL_VERSION, PARTS, random_state, write_checkpoint
+    from fastltx.checkpoint.factory import MODEL_VERSION, PARTS, iter_random_state, write_checkpoint
     from fastltx.models.upsampler.model import LatentUpsampler
     from fastltx.models.upsampler.tiny import upsampler_config
     ckpt, up = folder / f"ltx2-{size}.safetensors", folder / f"upsampler-{size}.safetensors"
@@ -54,7 +54,7 @@ def write_files(folder: Path, size: str, device) -> tuple[Path, Path]:
             config.update(part.config)
             for i, (prefix, module) in enumerate(part.modules.items()):
                 seed = zlib.crc32(f"{name}:{i}".encode())
-                for key, t in random_state(module, seed, device).items():
+                for key, t in iter_random_state(module, seed, device):
                     full = prefix + key
                     tensors[full] = (part.adjust(full, t) if part.adjust else t).cpu()
         write_checkpoint(ckpt, tensors, config, MODEL_VERSION["v1"])
@@ -63,7 +63,7 @@ def write_files(folder: Path, size: str, device) -> tuple[Path, Path]:
         cfg = upsampler_config("spatial_x2", "full" if size == "19b" else "tiny")
         with torch.device("meta"):
             model = LatentUpsampler(cfg)
-        write_checkpoint(up, {k: t.cpu() for k, t in random_state(model, 6, device).items()}, cfg.to_checkpoint_config())
+        write_checkpoint(up, {k: t.cpu() for k, t in iter_random_state(model, 6, device)}, cfg.to_checkpoint_config())
     return ckpt, up
 
 
@@ -71,16 +71,16 @@ def text_encoder_on_host(size: str, device, tokenizer_dir: Path):
     """Gemma 3 (12B for "19b") + the LTX-2 text projection and connectors, random, on the CPU."""
     from transformers import Gemma3TextConfig
 
-    from fastltx.checkpoint.factory import random_state
+    from fastltx.checkpoint.factory import iter_random_state
     from fastltx.models.text_encoder import GemmaEncoder, TextEncoder, TextProcessor
     from fastltx.models.text_encoder.gemma import MAX_LENGTH, build_language_model, load_tokenizer
     from fastltx.models.text_encoder.tiny import gemma_config, text_config
     gemma = build_language_model(Gemma3TextConfig(**gemma_config(size)["text_config"]))
-    state = {k: t.cpu() for k, t in random_state(gemma, 0, device).items()}
+    state = {k: t.cpu() for k, t in iter_random_state(gemma, 0, device)}
     gemma.load_state_dict(state, strict=True, assign=True)
     with torch.device("meta"):
         processor = TextProcessor(text_config("v1", size))
-    state = {k: t.cpu() for k, t in random_state(processor, 1, device).items()}
+    state = {k: t.cpu() for k, t in iter_random_state(processor, 1, device)}
     processor.load_state_dict(state, strict=True, assign=True)
     del state
     return TextEncoder(GemmaEncoder(gemma, load_tokenizer(tokenizer_dir), MAX_LENGTH), processor.eval()).eval()
@@ -96,14 +96,16 @@ def run_mode(args) -> dict:
     if cuda and device.index is None:  # set_per_process_memory_fraction insists on an index
         device = torch.device("cuda", torch.cuda.current_device())
     setting = parse_memory(args.child)
-    if cuda and setting.budget is not None:
-        total = torch.cuda.get_device_properties(device).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(setting.budget / total, 1.0), device)
     height, width = (int(v) for v in args.child_size.split("x"))
     start = time.perf_counter()
     tokenizer = write_tokenizer(Path(tempfile.mkdtemp()) / "tokenizer")
-    encoder = text_encoder_on_host(args.size, device, tokenizer)
+    encoder = text_encoder_on_host(args.size, device, tokenizer)  # generated on the GPU, one tensor at a time
     built = time.perf_counter() - start
+    if cuda:  # the generation's cached blocks are not the run's: give them back, then cap the card
+        torch.cuda.empty_cache()
+        if setting.budget is not None:
+            total = torch.cuda.get_device_properties(device).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(setting.budget / total, 1.0), device)
     components = Components(ModelFiles(args.checkpoint, upsampler=args.upsampler), device, torch.bfloat16,
                             memory=setting)
     components.__dict__["text_encoder"] = encoder  # on the host: homed by the plan, brought in as planned
@@ -167,7 +169,8 @@ def plans(size: str, modes: list[str], outputs: list[str], frames: int, card_gib
                    for name, part in audio.items()}
     sizes = {"transformer": layered_size(transformer, transformer.transformer_blocks, bf16,
                                          lambda layer: to_fp8(layer, fp8_linear)),
-             "text_encoder": ModelSize(t.other + module_bytes(processor, bf16), t.layer, t.layers),
+             "text_encoder": ModelSize(t.other + module_bytes(processor, bf16), t.layer, t.layers,
+                                       host=module_bytes(gemma.embed_tokens, bf16)),
              "upsampler": ModelSize(module_bytes(upsampler, bf16)), "video_decoder": ModelSize(module_bytes(decoder, bf16)),
              "audio_decoder": ModelSize(audio_bytes["audio_vae"]), "vocoder": ModelSize(audio_bytes["vocoder"])}
     configs = {"transformer": transformer.cfg, "text_encoder": text_cfg, "video_decoder": decoder.cfg}
@@ -232,6 +235,8 @@ def main(argv=None) -> dict:
 
 def run_modes(args, work: Path, start: float) -> dict:
     ckpt, up = write_files(work, args.size, args.device)
+    if torch.device(args.device).type == "cuda":  # the children need the card: keep no cached blocks here
+        torch.cuda.empty_cache()
     print(f"weights written in {time.perf_counter() - start:.0f} s: {ckpt.stat().st_size / GIB:.1f} GiB + "
           f"{up.stat().st_size / GIB:.2f} GiB", flush=True)
     results = dict(size=args.size, frames=args.frames, runs=[])

@@ -58,15 +58,11 @@ def transformer_config(version: str = "v1", size: str = "tiny", num_layers: int 
         gated_attention=v2, cross_attention_adaln=v2, caption_channels=None if v2 else geo["caption_channels"])
 
 
-def random_state(model: nn.Module, seed: int, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
-    """Deterministic random tensors for every entry of ``model.state_dict()`` (which may be on meta).
-
-    Linear weights ~ N(0, 1/fan_in), biases ~ N(0, 0.02^2), norm weights ~ 1 + N(0, 0.1^2), AdaLN
-    tables ~ N(0, 0.1^2): activations stay O(1) at any size and every path contributes.
-    """
+def iter_random_state(model: nn.Module, seed: int, device: torch.device | str = "cpu",
+                      dtype: torch.dtype = torch.bfloat16):
+    """``random_state``'s tensors one at a time, as ``(name, tensor)`` (the caller may move each away
+    before the next is made: full-size models generated on a GPU need not fit it at once)."""
     gen = torch.Generator(device=device).manual_seed(seed)
-    out = {}
     for name, ref in model.state_dict().items():
         t = torch.randn(ref.shape, generator=gen, device=device, dtype=torch.float32)
         leaf = name.rsplit(".", 1)[-1]
@@ -78,8 +74,17 @@ def random_state(model: nn.Module, seed: int, device: torch.device | str = "cpu"
             t = 0.02 * t
         else:
             t = 0.1 * t
-        out[name] = t.to(dtype)
-    return out
+        yield name, t.to(dtype)
+
+
+def random_state(model: nn.Module, seed: int, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
+    """Deterministic random tensors for every entry of ``model.state_dict()`` (which may be on meta).
+
+    Linear weights ~ N(0, 1/fan_in), biases ~ N(0, 0.02^2), norm weights ~ 1 + N(0, 0.1^2), AdaLN
+    tables ~ N(0, 0.1^2): activations stay O(1) at any size and every path contributes.
+    """
+    return dict(iter_random_state(model, seed, device, dtype))
 
 
 def random_transformer(cfg: TransformerConfig, seed: int = 0, device: torch.device | str = "cpu",

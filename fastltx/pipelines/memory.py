@@ -11,12 +11,13 @@ Moved-out models keep their weights in host memory (``fastltx.runtime.offload``)
 host-to-device speed. With no budget (``full``, or ``auto`` off the GPU) nothing is ever moved.
 """
 
+import dataclasses
 import re
 
 import torch
 
 from fastltx.runtime.memory import (PLAIN, Form, MemoryPlan, ModelSize, OutOfMemory, Residency, StageNeed,
-                                    budget_for, full_plan_check, layered_size, minimum_bytes, module_bytes, parse_memory,
+                                    budget_for, expandable_segments, full_plan_check, layered_size, minimum_bytes, module_bytes, parse_memory,
                                     plan_memory, suggest, usable_memory)
 from fastltx.runtime.offload import Offloaded, load_layered
 
@@ -37,10 +38,20 @@ def layers_of(name: str, model) -> torch.nn.ModuleList | None:
     return None
 
 
+def host_parts_of(name: str, model) -> list:
+    """Parts run from host memory when the model streams (model knowledge: Gemma's token embedding)."""
+    return model.gemma.host_parts if name == "text_encoder" else []
+
+
+def _offloaded(name: str, model, device, ahead: int = 2) -> Offloaded:
+    return Offloaded(model, device, layers_of(name, model), ahead, host_parts_of(name, model))
+
+
 class ModelMemory:
     def __init__(self, components, memory="auto"):
         self.c = components
         self.setting = parse_memory(memory)
+        expandable_segments(components.device)  # models of many sizes come and go: no fragmentation
         self.plan: MemoryPlan | None = None
         self.residency = Residency(None)
         self.offloaded: dict[str, Offloaded] = {}
@@ -80,7 +91,7 @@ class ModelMemory:
             if all(t.device == device for t in [*model.parameters(), *model.buffers()]):
                 self.residency.loaded[name] = module_bytes(model, device=device)  # on the device: held
             else:  # on the host: homed there, brought in at first use in the plan's form
-                off = Offloaded(model, device, layers_of(name, model))
+                off = _offloaded(name, model, device)
                 off.home_all()
                 self.offloaded[name] = off
         usable = usable_memory(device, self.residency.held)
@@ -96,6 +107,7 @@ class ModelMemory:
             plan = plan_memory(self.setting, budget_for(self.setting, usable), sizes, needs, fp8, usable=usable)
         self.plan = plan
         self.residency.budget, self.residency.reserves = plan.budget, dict(plan.reserves)
+        self.residency.keep = plan.keep
         for name in list(self._models()):
             self._reconcile(name)
         return plan
@@ -122,7 +134,8 @@ class ModelMemory:
         converted = getattr(model, "_fastltx_fp8", False)
         if name == "transformer" and converted != form.fp8:
             self.drop(name)
-        elif name in self.offloaded and self.offloaded[name].admitted and self.offloaded[name].streamed != form.streamed:
+        elif name in self.offloaded and self.offloaded[name].admitted and (
+                self.offloaded[name].streamed, self.offloaded[name].ahead) != (form.streamed, form.ahead):
             self.evict(name)
 
     # ------------------------------------------------------------------------------------------ residency
@@ -172,8 +185,9 @@ class ModelMemory:
 
     def enter(self, attribute: str) -> None:
         name = plan_name(attribute)
-        if name in self.residency.loaded:
-            self.residency.touch(name)
+        if name in self.residency.loaded:  # it stays; others may have to leave for its stage's activations
+            for other in self.residency.admit(name, self.residency.loaded[name]):
+                self.evict(other)
             return
         off = self.offloaded.get(name)
         if off is None:  # dropped: the next access loads it again
@@ -181,7 +195,7 @@ class ModelMemory:
         try:
             for other in self.residency.admit(name, self.plan.device_bytes(name) if self.plan else off.host_bytes):
                 self.evict(other)
-            off.admit(self.form(name).streamed)
+            off.admit(self.form(name).streamed, self.form(name).ahead)
         except torch.OutOfMemoryError as e:
             self.residency.evict(name)
             raise self.out_of_memory(f"bringing the {name.replace('_', ' ')} back", e) from e
@@ -199,7 +213,7 @@ class ModelMemory:
             self.c._switch.set(None)  # homes hold the weights without the switched LoRA
         off = self.offloaded.get(name)
         if off is None:
-            off = Offloaded(model, self.c.device, layers_of(name, model))
+            off = _offloaded(name, model, self.c.device)
             off.home_all()
             self.offloaded[name] = off
         off.evict()
@@ -275,7 +289,7 @@ class ModelMemory:
         model.set_attention_backend(c.attention_backend)
         if off is not None:
             self.offloaded["transformer"] = off
-            off.admit(form.streamed)
+            off.admit(form.streamed, form.ahead)
         return model
 
     def load_text_encoder(self):
@@ -293,10 +307,10 @@ class ModelMemory:
         processor = load_text_processor(c.files.checkpoint, directory.geometry, "cpu", c.dtype)
         reader = open_language_model(directory)
         encoder = TextEncoder(GemmaEncoder(reader.model, load_tokenizer(directory.tokenizer_dir)), processor)
-        off = Offloaded(encoder, c.device, encoder.gemma.layers, form.ahead)
+        off = _offloaded("text_encoder", encoder, c.device, form.ahead)
         load_layered(reader, "layers", c.device, c.dtype, offload=off)
         self.offloaded["text_encoder"] = off
-        off.admit(form.streamed)
+        off.admit(form.streamed, form.ahead)
         return encoder
 
 
@@ -320,6 +334,8 @@ def _file_size(memory: ModelMemory, name: str) -> ModelSize | None:
     if size is None and isinstance(loaded, torch.nn.Module):
         layers = layers_of(name, loaded)
         size = layered_size(loaded, layers, c.dtype) if layers is not None else ModelSize(module_bytes(loaded, c.dtype))
+        host = sum(module_bytes(part, c.dtype) for part in host_parts_of(name, loaded))
+        size = dataclasses.replace(size, host=host)
     return size
 
 
@@ -342,7 +358,7 @@ def _size_from_files(c, name: str) -> ModelSize | None:
         gemma = build_language_model(directory.text_config)
         size = layered_size(gemma, gemma.layers, dtype)
         processor = stored_bytes(read_header(files.checkpoint), checkpoint_key, dtype)
-        return ModelSize(size.other + processor, size.layer, size.layers)
+        return ModelSize(size.other + processor, size.layer, size.layers, host=module_bytes(gemma.embed_tokens, dtype))
     path, key_map = _small(c, name)
     if path is None:
         return None

@@ -100,6 +100,29 @@ def usable_memory(device: torch.device | str, held: int = 0) -> int | None:
     return max(usable, 0)
 
 
+def expandable_segments(device: torch.device | str) -> bool:
+    """Let PyTorch's CUDA caching allocator grow segments in place (``expandable_segments``) unless
+    its settings (``PYTORCH_CUDA_ALLOC_CONF``) name the option already; True when turned on now.
+
+    Runs here move models and activations of many sizes in and out; with fixed segments the freed
+    space fragments: the first H100 runs under a 24 GiB cap failed with 1.6-2.7 GiB reserved but
+    unusable, and the uncapped 1024x1536 decode with 5.8 GiB. Applies to segments made from now on."""
+    if torch.device(device).type != "cuda":
+        return False
+    get = getattr(torch._C, "_accelerator_getAllocatorSettings", None)
+    put = getattr(torch._C, "_accelerator_setAllocatorSettings", None)
+    if get is not None:
+        given = get()
+    else:  # older torch (2.11 and before): no reader; the settings come from these variables only
+        import os
+        given = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "") + os.environ.get("PYTORCH_ALLOC_CONF", "")
+        put = getattr(torch.cuda.memory, "_set_allocator_settings", None)
+    if put is None or "expandable_segments" in given:
+        return False
+    put("expandable_segments:True")
+    return True
+
+
 def budget_for(setting: MemorySetting, usable: int | None) -> int | None:
     """The plan's budget: None (no limit) for ``full`` and off the GPU without an explicit budget.
     On a GPU a margin stays free for the allocator's fragmentation; off it (tests) the budget is
@@ -153,12 +176,14 @@ def layered_size(model: torch.nn.Module, layers: torch.nn.ModuleList, dtype: tor
 class ModelSize:
     """A model's bytes on the device in the run dtype: ``other`` outside its layer stack (all of a
     model without one), ``layer`` for each of its ``layers`` layers, ``fp8_layer`` for a layer with
-    fp8 linears (None: no fp8 form)."""
+    fp8 linears (None: no fp8 form); ``host``: the part of ``other`` that runs from host memory
+    when the model streams (``Offloaded``'s host parts)."""
 
     other: int
     layer: int = 0
     layers: int = 0
     fp8_layer: int | None = None
+    host: int = 0
 
     def total(self, fp8: bool = False) -> int:
         return self.other + self.layers * (self.fp8_layer if fp8 else self.layer)
@@ -166,7 +191,7 @@ class ModelSize:
 
 @dataclass(frozen=True)
 class Form:
-    """How a model is held on the device: ``fp8`` linears; its last ``streamed`` layers kept in host
+    """How a model is held on the device: ``fp8`` linears; ``streamed`` of its layers kept in host
     memory and copied in ``ahead`` layers ahead of use (slots for ahead + 1 layers on the device)."""
 
     fp8: bool = False
@@ -176,7 +201,8 @@ class Form:
     def device_bytes(self, size: ModelSize) -> int:
         per = size.fp8_layer if self.fp8 and size.fp8_layer is not None else size.layer
         slots = min(self.ahead + 1, self.streamed) * per
-        return size.other + (size.layers - self.streamed) * per + slots
+        other = size.other - (size.host if self.streamed else 0)
+        return other + (size.layers - self.streamed) * per + slots
 
     def describe(self, size: ModelSize) -> str:
         what = ("fp8 " if self.fp8 else "") + "resident"
@@ -237,6 +263,7 @@ class MemoryPlan:
     reserves: dict[str, int] = field(default_factory=dict)  # activations while each model runs
     usable: int | None = None
     shared: bool = False  # the models do not all fit at once: they take turns (host homes needed)
+    keep: tuple[str, ...] = ()  # models that stay on the device through every stage (moved out last)
 
     def form(self, name: str) -> Form:
         return self.forms.get(name, PLAIN)
@@ -247,7 +274,9 @@ class MemoryPlan:
 
     def describe(self) -> str:
         head = f"memory {self.setting}: " + ("no limit" if self.budget is None else f"budget {gib(self.budget)}" + (
-            ", models take turns by stage" if self.shared else ", everything fits at once"))
+            ", everything fits at once" if not self.shared else
+            f", the {' and '.join(n.replace('_', ' ') for n in self.keep)} stays, the rest take turns"
+            if self.keep else ", models take turns by stage"))
         lines = [head] + [f"  {name}: {self.form(name).describe(size)}" for name, size in self.sizes.items()]
         return "\n".join(lines)
 
@@ -305,8 +334,44 @@ def plan_memory(setting: MemorySetting, budget: int | None, sizes: dict[str, Mod
             raise OutOfMemory(need.stage, needed, budget, setting, suggest(minimum, usable, setting))
     everything = sum(forms.get(m, PLAIN).device_bytes(s) for m, s in sizes.items())
     shared = everything + max((n.activations for n in stages), default=0) > budget
+    keep: tuple[str, ...] = ()
+    if shared and len(layered) > 1:
+        forms, keep = _stay_together(sizes, stages, fp8, ahead, budget, forms, layered)
     return MemoryPlan(setting, budget, dict(sizes), {m: f for m, f in forms.items() if f != PLAIN}, reserves, usable,
-                      shared)
+                      shared, keep)
+
+
+def _stay_together(sizes: dict[str, ModelSize], stages: Sequence[StageNeed], fp8: set, ahead: int, budget: int,
+                   forms: dict[str, Form], layered: list[str]) -> tuple[dict[str, Form], tuple[str, ...]]:
+    """Taking turns moves each layered model onto the device on every call (the 19B set at 24 GiB:
+    the fp8 transformer's 17.9 GiB and the text encoder's resident layers, 20.6 GiB). Instead the
+    model running in most stages (the anchor; the larger one on a tie) may stay in its form while
+    each other one runs beside it in a (more) streamed form: a call then copies only the others,
+    less than taking turns does. The anchor streams no more layers than it does alone (H100 runs:
+    streaming 5 of 48 fp8 blocks on every step cost more than moving the whole transformer once a
+    call); it may keep one layer fewer in flight. Each other model takes its fastest form that
+    fits every stage it runs in beside the anchor (one layer ahead if two do not fit). Returns the
+    forms and the anchor; the forms as they were and no anchor when some model does not fit."""
+    anchor = max(layered, key=lambda m: (sum(m in n.models for n in stages), forms.get(m, PLAIN).device_bytes(sizes[m])))
+    base = forms.get(anchor, PLAIN)
+    others = [m for m in layered if m != anchor]
+
+    def fits(m, form, anchor_form):  # every stage running m, with the anchor beside it
+        trial = {anchor: anchor_form, m: form}
+        return all(n.activations + sum(trial[o].device_bytes(sizes[o]) for o in trial)
+                   + sum(PLAIN.device_bytes(sizes[o]) for o in n.models if o in sizes and o not in trial) <= budget
+                   for n in stages if m in n.models)
+
+    def other_forms(m):
+        candidates = _forms_for(sizes[m], m in fp8, ahead)
+        return candidates + ([Form(candidates[-1].fp8, sizes[m].layers, 1)] if ahead > 1 else [])
+
+    anchor_forms = [base] + ([Form(base.fp8, base.streamed, 1)] if base.streamed and base.ahead > 1 else [])
+    for anchor_form in anchor_forms:
+        chosen = {m: next((f for f in other_forms(m) if fits(m, f, anchor_form)), None) for m in others}
+        if all(f is not None for f in chosen.values()):
+            return {**forms, anchor: anchor_form, **chosen}, (anchor,)
+    return forms, ()
 
 
 def full_plan_check(plan: MemoryPlan, stages: Sequence[StageNeed], usable: int | None) -> None:
@@ -324,8 +389,8 @@ def full_plan_check(plan: MemoryPlan, stages: Sequence[StageNeed], usable: int |
 class Residency:
     """Which models are on the device, by last use; what must leave for another to come in."""
 
-    def __init__(self, budget: int | None, reserves: dict[str, int] | None = None):
-        self.budget, self.reserves = budget, dict(reserves or {})
+    def __init__(self, budget: int | None, reserves: dict[str, int] | None = None, keep: Iterable[str] = ()):
+        self.budget, self.reserves, self.keep = budget, dict(reserves or {}), tuple(keep)
         self.loaded: dict[str, int] = {}  # name -> device bytes, least recently used first
         self.stage_models: set[str] = set()
 
@@ -339,13 +404,14 @@ class Residency:
 
     def admit(self, name: str, nbytes: int) -> list[str]:
         """Record ``name`` (``nbytes`` on the device) as loaded; return the models to move out first,
-        least recently used first, never one used in this stage. Under no budget, nothing moves."""
+        least recently used first (models the plan keeps last), never one used in this stage. Under
+        no budget, nothing moves."""
         self.loaded.pop(name, None)
         out = []
         if self.budget is not None:
             in_stage = self.stage_models | {name}
             reserve = max([self.reserves.get(m, 0) for m in in_stage] or [0])
-            for other in list(self.loaded):
+            for other in sorted(self.loaded, key=lambda m: m in self.keep):  # stable: LRU within each kind
                 if sum(self.loaded.values()) + nbytes + reserve <= self.budget:
                     break
                 if other not in in_stage:

@@ -5,12 +5,16 @@ per group (pinned where CUDA is, so copies run at full speed and overlap compute
 each layer of the model's layer stack and "the rest". The tensors keep their identity (whoever
 holds the model keeps working); only their ``.data`` moves between the home and a device copy.
 
-* ``admit(streamed)``: the rest and all but the last ``streamed`` layers are copied to the device
-  and stay; each streamed layer is copied into one of ``ahead + 1`` rotating device slots on a side
-  stream, ``ahead`` layers before it runs (forward hooks on the layers), so the copies overlap the
-  compute of the layers before it. The last streamed layers of a forward prefetch the first ones
-  of the next forward, which then overlap the resident layers' compute.
+* ``admit(streamed)``: the rest and all but ``streamed`` layers are copied to the device and stay;
+  the streamed layers are spread evenly over the stack (``streamed_layers``: the last one is the
+  stack's last), so resident layers run between them. Each is copied into one of ``ahead + 1``
+  rotating device slots on a side stream, ``ahead`` streamed layers before it runs (forward hooks on
+  the layers and on their parts, which some callers run on their own, e.g. text K/V caching), so
+  the copies overlap the compute of the layers in between. The last streamed layers of a forward
+  prefetch the first ones of the next forward.
 * ``evict()``: every tensor back at its home, device copies and slots freed.
+* ``host`` parts (e.g. a token embedding, of which a forward reads a few rows) stay at their homes
+  and run on the CPU: their inputs are moved there and their outputs to the device.
 
 On the CPU (tests) "host" and "device" are both the CPU and copies are synchronous, but the same
 code runs: homes, slots, hooks, prefetch order.
@@ -22,7 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-ALIGN = 64  # bytes: every tensor's offset in a flat buffer (any dtype view, DMA-friendly)
+ALIGN = 512  # bytes: every tensor's offset in a flat buffer, as the CUDA caching allocator aligns (GEMM
+# kernels are picked by alignment too: resident and streamed layers then compute the same bits)
 CHUNK = 4 * 2**30  # pinned host memory is taken in chunks of up to this many bytes
 
 
@@ -116,9 +121,13 @@ class Offloaded:
     final and ``home_rest()`` last (or ``home_all()`` for a model already loaded)."""
 
     def __init__(self, root: nn.Module, device: torch.device | str, layers: nn.ModuleList | None = None,
-                 ahead: int = 2):
+                 ahead: int = 2, host: list[nn.Module] | tuple = ()):
         self.root, self.device, self.ahead = root, torch.device(device), ahead
         self.layers = list(layers) if layers is not None else []
+        self.host = list(host)  # parts that run from host memory: never copied, inputs and outputs moved
+        for part in self.host:
+            part.register_forward_pre_hook(_on_host)
+            part.register_forward_hook(lambda module, args, out: out.to(self.device, non_blocking=True))
         self.pin = self.device.type == "cuda"
         self.arena = _HostArena(self.pin)
         self.groups: dict[int | str, _Group] = {}
@@ -132,6 +141,10 @@ class Offloaded:
 
     def home_rest(self) -> None:
         done = {id(e.tensor) for g in self.groups.values() for e in g.entries}
+        if self.host:
+            tensors = [t for part in self.host for _, _, t in _tensors(part) if id(t) not in done]
+            self.groups["host"] = _Group(tensors, _HostArena(False))  # read by the CPU only: not pinned
+            done |= {id(t) for t in tensors}
         self.groups["rest"] = _Group([t for _, _, t in _tensors(self.root) if id(t) not in done], self.arena)
 
     def home_all(self) -> None:
@@ -151,21 +164,24 @@ class Offloaded:
         return resident + (self._stream.slot_bytes if self._stream is not None else 0)
 
     # -------------------------------------------------------------------------------------- placement
-    def admit(self, streamed: int = 0) -> None:
-        """Copy the rest and the resident layers to the device; stream the last ``streamed`` layers."""
-        if self.admitted and streamed == self.streamed:
+    def admit(self, streamed: int = 0, ahead: int | None = None) -> None:
+        """Copy the rest and the resident layers to the device; stream ``streamed`` layers
+        (``streamed_layers``), each copied ``ahead`` streamed layers before use (default: as built)."""
+        ahead = self.ahead if ahead is None else ahead
+        if self.admitted and streamed == self.streamed and ahead == self.ahead:
             return
         self.evict()
+        self.ahead = ahead
         n = len(self.layers)
         streamed = min(streamed, n)
+        moving = streamed_layers(n, streamed)
         for key, group in self.groups.items():
-            if key == "rest" or key < n - streamed:
+            if key == "rest" or (key != "host" and key not in moving):
                 group.device = torch.empty(group.nbytes, dtype=torch.uint8, device=self.device)
                 group.device.copy_(group.home, non_blocking=self.pin)
                 group.point(group.device)
         if streamed:
-            self._stream = _LayerStream([(self.layers[i], self.groups[i]) for i in range(n - streamed, n)],
-                                        self.device, self.ahead)
+            self._stream = _LayerStream([(self.layers[i], self.groups[i]) for i in moving], self.device, self.ahead)
         self.streamed, self.admitted = streamed, True
 
     def evict(self) -> None:
@@ -183,6 +199,16 @@ class Offloaded:
         """Homes were written in place (a LoRA switch): drop copies prefetched from the old values."""
         if self._stream is not None:
             self._stream.reset()
+
+
+def _on_host(module: nn.Module, args: tuple) -> tuple:
+    return tuple(a.cpu() if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def streamed_layers(n: int, streamed: int) -> list[int]:
+    """Which of ``n`` layers stream when ``streamed`` do: spread evenly, the last one last
+    (``n // streamed - 1`` or more resident layers run between two streamed ones, hiding copies)."""
+    return [(k + 1) * n // streamed - 1 for k in range(streamed)] if streamed else []
 
 
 class _LayerStream:
@@ -207,6 +233,10 @@ class _LayerStream:
         for position, (layer, _) in enumerate(layers):
             self.handles.append(layer.register_forward_pre_hook(self._before(position)))
             self.handles.append(layer.register_forward_hook(self._after(position)))
+            for part in layer.modules():  # parts may run outside the layer's forward (text K/V caching)
+                if part is not layer and any(t is not None for t in [*part._parameters.values(),
+                                                                      *part._buffers.values()]):  # fp8: buffers
+                    self.handles.append(part.register_forward_pre_hook(self._part(position)))
 
     def _issue(self, position: int) -> None:
         slot = self.next_slot
@@ -227,6 +257,10 @@ class _LayerStream:
 
     def _before(self, position: int):
         def hook(module, args):
+            if self.current is not None:
+                if self.current[0] == position:  # a part of the layer on its slot already
+                    return
+                self._after(self.current[0])(None, None, None)  # a layer entered through its parts ends here
             if not self.pending or self.pending[0][0] != position:
                 self.reset()
                 self._issue(position)
@@ -239,6 +273,17 @@ class _LayerStream:
             while len(self.pending) < self.ahead:  # the next layers, wrapping to the next forward's first
                 last = (last + 1) % len(self.layers)
                 self._issue(last)
+        return hook
+
+    def _part(self, position: int):
+        """A part of a streamed layer about to run: its layer onto a slot unless it is there (the
+        layer's own forward put it there; inside a compiled layer the parts never need it)."""
+        before = self._before(position)
+
+        def hook(module, args):
+            if torch.compiler.is_compiling() or (self.current is not None and self.current[0] == position):
+                return
+            before(module, args)
         return hook
 
     def _after(self, position: int):

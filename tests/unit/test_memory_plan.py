@@ -74,6 +74,25 @@ def test_24g_transformer_in_fp8_text_encoder_streams():
     assert p.form("text_encoder") == Form(streamed=11)
     assert p.device_bytes("text_encoder") == (3400 + 40 * 440) * MiB
     assert "37 of 48 layers resident, 11 streamed" in p.describe()
+    # the text encoder cannot run beside the transformer: 1,600 + 17,920 + 3,400 + 2 slots x 440 > 23,000
+    assert p.keep == () and "models take turns" in p.describe()
+
+
+def test_transformer_stays_when_the_text_encoder_fits_beside_it():
+    # 1,600 + 17,920 + E <= 24,000: E <= 4,480; all 48 layers streamed two ahead take 3,400 + 3 x
+    # 440 = 4,720, one ahead 4,280: the transformer stays in its form, the text encoder streams
+    p = plan(24_000)
+    assert p.keep == ("transformer",) and p.shared
+    assert p.form("transformer") == Form(fp8=True)
+    assert p.form("text_encoder") == Form(streamed=48, ahead=1)
+    assert "the transformer stays" in p.describe()
+
+
+def test_anchor_streams_no_more_than_alone():
+    """At 16 GiB the transformer streams 18 blocks alone; the text encoder (5,880 MiB at its most
+    frugal, with 1,600 of activations) does not fit beside it: the models take turns."""
+    p = plan(15_000)
+    assert p.keep == () and p.form("transformer").streamed == 18
 
 
 def test_24g_without_fp8_streams_bf16_blocks():
@@ -96,12 +115,15 @@ def test_16g_streams_fp8_blocks():
 def test_upsample_stage_keeps_room_for_the_upsampler():
     sizes = dict(SIZES, upsampler=ModelSize(3000 * MiB))
     p = plan_memory(AUTO, 23_000 * MiB, sizes, DISTILLED, ("transformer",))
-    # fp8 resident (17,920) + the upsampler (3,000) fits 23,000 too; a 6,000 MiB upsampler does not
+    # fp8 resident (17,920) + the upsampler (3,000) fits 23,000 too
     assert p.form("transformer") == Form(fp8=True)
     sizes = dict(SIZES, upsampler=ModelSize(6000 * MiB))
     p = plan_memory(AUTO, 23_000 * MiB, sizes, DISTILLED, ("transformer",))
-    # 640 + (51 - s) x 360 + 6,000 <= 23,000  ->  s >= 5.6: 6 streamed
-    assert p.form("transformer") == Form(fp8=True, streamed=6)
+    # a 6,000 MiB upsampler does not: 640 + (51 - s) x 360 + 6,000 <= 23,000  ->  s >= 5.6: 6
+    # streamed, 16,840 (which leaves the text encoder 4,560: all its layers streamed one ahead fit
+    # beside it, so the transformer stays)
+    assert p.form("transformer") == Form(fp8=True, streamed=6) and p.keep == ("transformer",)
+    assert p.device_bytes("transformer") + 6000 * MiB <= 23_000 * MiB
 
 
 def test_too_small_names_the_stage_and_what_fits():
@@ -136,7 +158,7 @@ def test_suggestions():
 def test_residency_sequential_by_stage():
     """24 GiB card, the distilled pipeline called twice: who leaves the device when."""
     p = plan(23_000)
-    r = Residency(p.budget, p.reserves)
+    r = Residency(p.budget, p.reserves, p.keep)
     dev = p.device_bytes
     r.begin_stage()
     assert r.admit("text_encoder", dev("text_encoder")) == []
@@ -152,6 +174,24 @@ def test_residency_sequential_by_stage():
     r.begin_stage()  # the next call's text stage (21,000 + 1,600 of activations): least recently used first
     assert r.admit("text_encoder", dev("text_encoder")) == ["upsampler", "transformer", "video_decoder"]
     assert list(r.loaded) == ["audio_decoder", "vocoder", "text_encoder"]
+
+
+def test_residency_keeps_the_anchor():
+    """24,000 MiB: the transformer stays (17,920), the text encoder streams beside it (4,280)."""
+    p = plan(24_000)
+    r = Residency(p.budget, p.reserves, p.keep)
+    dev = p.device_bytes
+    for stage in (["text_encoder"], ["transformer"], ["transformer", "upsampler"], ["transformer"],
+                  ["video_decoder", "audio_decoder", "vocoder"]):  # a first call
+        r.begin_stage()
+        for m in stage:
+            r.admit(m, dev(m))
+    assert list(r.loaded) == ["upsampler", "transformer", "video_decoder", "audio_decoder", "vocoder"]
+    r.begin_stage()  # next call's text stage: 17,920 + 1,500 + 4,280 + 1,600 = 25,300 > 24,000:
+    # models of earlier stages leave, least recently used first, the kept transformer never
+    assert r.admit("text_encoder", dev("text_encoder")) == ["upsampler", "video_decoder"]
+    r.begin_stage()  # stage 1 (the transformer stays: its activations make room): 2,200 more
+    assert r.admit("transformer", dev("transformer")) == ["audio_decoder", "vocoder", "text_encoder"]
 
 
 def test_residency_never_evicts_a_model_of_the_current_stage():

@@ -13,7 +13,7 @@ from fastltx.checkpoint.safetensors_file import CheckpointError
 from fastltx.layers.linear import Fp8Linear, to_fp8
 from fastltx.models.transformer import fp8_linear, load_transformer, open_transformer
 from fastltx.runtime.memory import OutOfMemory, StageNeed
-from fastltx.runtime.offload import Offloaded, load_layered
+from fastltx.runtime.offload import Offloaded, load_layered, streamed_layers
 from tests.parity.test_transformer import inputs
 
 LAYERS = 5
@@ -65,14 +65,48 @@ def test_streamed_equals_resident(checkpoint, reference, streamed, ahead):
     got = forward_twice(model, x)
     for g, w in zip(got, want):
         assert torch.equal(g[0], w[0]) and torch.equal(g[1], w[1])
+    moving = streamed_layers(LAYERS, streamed)
     if streamed:  # each streamed layer copied in once per forward, in order; the next forward's first
         # (ahead of them) during the last ones
         lead = min(ahead + 1, streamed) - 1
         assert issued == (list(range(streamed)) * 3)[:2 * streamed + lead]
-        first = model.transformer_blocks[LAYERS - streamed].attn1.to_q.weight
-        assert inside(first, off.groups[LAYERS - streamed].home)  # back at its home after use
-    if streamed < LAYERS:
-        assert inside(model.transformer_blocks[0].attn1.to_q.weight, off.groups[0].device)  # resident
+        first = model.transformer_blocks[moving[0]].attn1.to_q.weight
+        assert inside(first, off.groups[moving[0]].home)  # back at its home after use
+    for i in set(range(LAYERS)) - set(moving):  # resident
+        assert inside(model.transformer_blocks[i].attn1.to_q.weight, off.groups[i].device)
+
+
+def test_streamed_layers_spread():
+    assert streamed_layers(5, 2) == [1, 4] and streamed_layers(5, 5) == [0, 1, 2, 3, 4] and streamed_layers(5, 0) == []
+    got = streamed_layers(48, 17)
+    assert len(set(got)) == 17 and got[-1] == 47 and min(b - a for a, b in zip(got, got[1:])) >= 2
+
+
+@pytest.mark.parametrize("fp8", [False, True])
+def test_text_cache_of_a_streamed_model(checkpoint, reference, fp8):
+    """Caching the text keys/values runs the blocks' attention modules outside the blocks' forward:
+    streamed blocks must still be on their slots then (on a GPU their homes are host memory; fp8
+    linears hold their weights as buffers, which the first GPU run missed)."""
+    x, _ = reference
+    plain, _ = layered(checkpoint, 0, fp8=fp8, offload=False)
+    with torch.no_grad():
+        want = plain.cache_text(*x)
+    model, off = layered(checkpoint, 3, fp8=fp8)
+    moving = streamed_layers(LAYERS, 3)
+    where = []
+    for i in moving:
+        to_k = model.transformer_blocks[i].attn2.to_k
+        to_k.register_forward_hook(lambda m, a, out, i=i: where.append(
+            (i, any(inside(m.weight, slot) for slot in off._stream.slots), inside(m.weight, off.groups[i].home))))
+    with torch.no_grad():
+        got = model.cache_text(*x)
+    assert where == [(i, True, False) for i in moving]
+    for g, w in zip(got, want):
+        for gv, wv in zip(g, w):
+            assert (gv is None and wv is None) or all(torch.equal(a, b) for a, b in zip(gv, wv))
+    with torch.no_grad():  # a forward after the cache: the layer left on its slot goes home first
+        out, ref = model(*x, text_cache=got), plain(*x, text_cache=want)
+    assert torch.equal(out[0], ref[0]) and torch.equal(out[1], ref[1])
 
 
 def inside(t, flat):
@@ -146,11 +180,14 @@ def test_text_encoder_streams_its_layers(files):
     from fastltx.models.text_encoder import load_text_encoder
     encoder = load_text_encoder(files.text_encoder, files.checkpoint, "cpu", torch.float32)
     want = encoder.encode(["a prompt", "another"])
-    off = Offloaded(encoder, "cpu", encoder.gemma.layers)
+    off = Offloaded(encoder, "cpu", encoder.gemma.layers, host=encoder.gemma.host_parts)
     off.home_all()
     off.admit(streamed=2)
     got = encoder.encode(["a prompt", "another"])
     assert torch.equal(got.video, want.video) and torch.equal(got.audio, want.audio)
+    # the token embedding runs from its host home (not copied to the device with the rest)
+    assert inside(encoder.gemma.language_model.embed_tokens.weight, off.groups["host"].home)
+    assert off.groups["host"].device is None and off.groups["rest"].device is not None
 
 
 # ------------------------------------------------------------------------------------------ pipelines

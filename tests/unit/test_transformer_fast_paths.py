@@ -93,3 +93,13 @@ def test_compiled_blocks_share_one_graph():
         dynamo.reset()
     assert max(max_rel_error(g, w) for g, w in zip(got, want)) <= 1e-5
     assert dataclasses.is_dataclass(v)
+
+
+def test_quantize_rows_in_blocks_equals_at_once(monkeypatch):
+    """Large eager inputs are quantised in row blocks (bounded temporaries): the same bits."""
+    import fastltx.layers.linear as linear
+    x = torch.randn(37, 64, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
+    want = quantize_rows(x)
+    monkeypatch.setattr(linear, "QUANT_CHUNK", 5 * 64)  # blocks of 5 rows, the last one short
+    got = linear.quantize_rows(x)
+    assert torch.equal(got[0].view(torch.uint8), want[0].view(torch.uint8)) and torch.equal(got[1], want[1])

@@ -214,13 +214,19 @@ class GemmaEncoder(nn.Module):
         """The decoder layers (run in order, once per forward): what can be streamed."""
         return self.language_model.layers
 
+    @property
+    def host_parts(self) -> list[nn.Module]:
+        """Parts that may run from host memory when the model streams: the token embedding (2 GiB
+        for Gemma 3 12B's 262k-token vocabulary), of which a prompt reads a few rows."""
+        return [self.language_model.embed_tokens]
+
     def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(input ids, mask), both (B, max_length) int64 on the model's device; left-padded."""
         if isinstance(prompts, str):
             raise TypeError("give a list of prompts")
         encoded = self.tokenizer([p.strip() for p in prompts], padding="max_length", max_length=self.max_length,
                                  truncation=True, return_tensors="pt")
-        device = self.language_model.embed_tokens.weight.device
+        device = self.language_model.norm.weight.device  # where the layers run (the embedding may be on the host)
         return encoded.input_ids.to(device), encoded.attention_mask.to(device)
 
     def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,9 @@ import torch
 from fastltx.models.transformer.config import TransformerConfig
 
 ACTIVATIONS_LIVE = 14  # activation-sized buffers alive at the peak of a block (13 measured, rounded up)
-WORKSPACE = 256 * 2**20  # cuBLAS / cuDNN workspaces and allocator slack
+# cuBLAS / cuDNN workspaces and allocator slack (256 MiB), and the float32 temporaries of one fp8
+# quantisation block (fastltx.layers.linear.QUANT_CHUNK elements: abs, float, quotient; 384 MiB)
+WORKSPACE = 640 * 2**20
 
 
 def forward_bytes(cfg: TransformerConfig, video_tokens: int, audio_tokens: int, text_tokens: int, batch: int,
