@@ -19,8 +19,11 @@ QUANT_CHUNK = 2**25  # elements quantised at once outside torch.compile (float32
 
 
 def _quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    scale = x.abs().amax(dim=-1, keepdim=True).float().clamp(min=1e-12) / E4M3_MAX
-    return (x.float() / scale).clamp(-E4M3_MAX, E4M3_MAX).to(E4M3), scale
+    # max |x| per row in one pass (exact: no rounding in a maximum); x / scale promotes to float32
+    # exactly as x.float() / scale would, without the float32 copy of x; clamp in place
+    amax = torch.linalg.vector_norm(x, float("inf"), dim=-1, keepdim=True)
+    scale = amax.float().clamp(min=1e-12) / E4M3_MAX
+    return torch.div(x, scale).clamp_(-E4M3_MAX, E4M3_MAX).to(E4M3), scale
 
 
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

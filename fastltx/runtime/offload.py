@@ -175,11 +175,16 @@ class Offloaded:
         n = len(self.layers)
         streamed = min(streamed, n)
         moving = streamed_layers(n, streamed)
-        for key, group in self.groups.items():
-            if key == "rest" or (key != "host" and key not in moving):
-                group.device = torch.empty(group.nbytes, dtype=torch.uint8, device=self.device)
-                group.device.copy_(group.home, non_blocking=self.pin)
-                group.point(group.device)
+        resident = [g for key, g in self.groups.items() if key == "rest" or (key != "host" and key not in moving)]
+        # one allocation for all resident groups: models taking turns free and take one block each
+        # (group sizes are multiples of ALIGN, so every slice keeps the allocator's alignment)
+        block = torch.empty(sum(g.nbytes for g in resident), dtype=torch.uint8, device=self.device)
+        offset = 0
+        for group in resident:
+            group.device = block[offset:offset + group.nbytes]
+            offset += group.nbytes
+            group.device.copy_(group.home, non_blocking=self.pin)
+            group.point(group.device)
         if streamed:
             self._stream = _LayerStream([(self.layers[i], self.groups[i]) for i in moving], self.device, self.ahead)
         self.streamed, self.admitted = streamed, True
@@ -220,7 +225,7 @@ class _LayerStream:
         size = max(g.nbytes for _, g in layers)
         count = min(ahead + 1, len(layers))
         self.ahead = count - 1
-        self.slots = [torch.empty(size, dtype=torch.uint8, device=device) for _ in range(count)]
+        self.slots = list(torch.empty(size * count, dtype=torch.uint8, device=device).split(size))  # one block
         self.slot_bytes = size * count
         self.copy_stream = torch.cuda.Stream(device) if self.cuda else None
         if self.cuda:  # the slots' memory may have been another tensor's, still read by queued kernels

@@ -123,6 +123,9 @@ def test_evict_and_admit_again(checkpoint, reference):
     used = sum(g.nbytes for g in off.groups.values())
     assert all(c.numel() & (c.numel() - 1) == 0 for c, _ in off.arena.chunks) and used <= off.host_bytes < 2 * used
     off.admit(4)
+    # the resident groups are slices of one device block (one allocation per admission)
+    storages = {g.device.untyped_storage().data_ptr() for g in off.groups.values() if g.device is not None}
+    assert len(storages) == 1
     with torch.no_grad():
         got = model(*x)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])

@@ -103,3 +103,15 @@ def test_quantize_rows_in_blocks_equals_at_once(monkeypatch):
     monkeypatch.setattr(linear, "QUANT_CHUNK", 5 * 64)  # blocks of 5 rows, the last one short
     got = linear.quantize_rows(x)
     assert torch.equal(got[0].view(torch.uint8), want[0].view(torch.uint8)) and torch.equal(got[1], want[1])
+
+
+def test_quantize_rows_matches_the_plain_formula():
+    """The lean passes compute what scale = amax|x| / 448, q = clamp(float(x) / scale) does."""
+    g = torch.Generator().manual_seed(4)
+    for dtype in (torch.bfloat16, torch.float32):
+        x = (torch.randn(64, 96, generator=g) * torch.rand(64, 1, generator=g) * 10).to(dtype)
+        x[3] = 0  # an all-zero row: the scale's floor
+        scale = x.abs().amax(dim=-1, keepdim=True).float().clamp(min=1e-12) / 448
+        want = (x.float() / scale).clamp(-448, 448).to(torch.float8_e4m3fn)
+        q, s = quantize_rows(x)
+        assert torch.equal(s, scale) and torch.equal(q.view(torch.uint8), want.view(torch.uint8))
