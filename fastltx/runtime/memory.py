@@ -13,9 +13,13 @@ encoder) the fastest form that fits every stage it runs in, next to that stage's
 the small models loaded with it: (1) resident in the run dtype, (2) resident with fp8 linears
 (where allowed), (3) its layers kept in host memory and as many as fit resident, the rest copied
 in a layer or two ahead of use (``fastltx.runtime.offload``). Small models are resident while
-loaded. ``Residency`` decides at run time which loaded models leave the GPU when another one needs
-room: least recently used first, never one used in the current stage. So the text encoder leaves
-before the transformer arrives, and the decoders come in for decoding, only when they must.
+loaded. When the other layered models fit beside the one running in most stages (the transformer)
+in its form, that one is kept (``MemoryPlan.keep``) and the others run beside it, more streamed.
+``Residency`` decides at run time which loaded models leave the GPU when another one (or a kept
+one's activations) needs room: least recently used first, kept ones last, never one used in the
+current stage. So the text encoder leaves before the transformer arrives, and the decoders come in
+for decoding, only when they must. On CUDA the caching allocator's expandable segments are turned on
+(``expandable_segments``): models of many sizes coming and going fragment fixed segments.
 
 Everything here is arithmetic on byte counts; the counts come from the models (their headers and
 their own activation estimates).
