@@ -17,7 +17,7 @@ memory the caching allocator reserved (what the card must have), the peak RSS (V
 mean absolute difference of the frames to the ``full`` run's (bf16 vs fp8 sanity: random weights,
 so only gross errors show).
 
-    python bench/memory.py --out DIR
+    python bench/memory.py --out DIR             # eager; --compile: compiled blocks in every mode
     python bench/memory.py --size tiny --device cpu --modes full,3m --sizes 64x128 --frames 9   # dry run
 """
 
@@ -107,7 +107,7 @@ def run_mode(args) -> dict:
             total = torch.cuda.get_device_properties(device).total_memory
             torch.cuda.set_per_process_memory_fraction(min(setting.budget / total, 1.0), device)
     components = Components(ModelFiles(args.checkpoint, upsampler=args.upsampler), device, torch.bfloat16,
-                            memory=setting)
+                            memory=setting, compile=args.compile)
     components.__dict__["text_encoder"] = encoder  # on the host: homed by the plan, brought in as planned
     del encoder
     pipe = DistilledPipeline(components)
@@ -206,6 +206,8 @@ def parse_args(argv=None):
     p.add_argument("--deadline-s", type=float, default=540.0, help="start no new run after this many seconds")
     p.add_argument("--out", default=os.environ.get("OUT"), help="folder for memory.json")
     p.add_argument("--plan-only", action="store_true", help="print the plans from models built on meta (no GPU)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the transformer blocks in every mode "
+                   "(the cold call then includes compiling)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--child-size", help=argparse.SUPPRESS)
     p.add_argument("--checkpoint", help=argparse.SUPPRESS)
@@ -250,7 +252,7 @@ def run_modes(args, work: Path, start: float) -> dict:
             frames_to = work / f"frames-{mode}-{size}.pt"
             cmd = [sys.executable, __file__, "--child", mode, "--child-size", size, "--size", args.size,
                    "--device", args.device, "--frames", str(args.frames), "--checkpoint", str(ckpt),
-                   "--upsampler", str(up), "--frames-to", str(frames_to)]
+                   "--upsampler", str(up), "--frames-to", str(frames_to)] + (["--compile"] if args.compile else [])
             proc = subprocess.run(cmd, capture_output=True, text=True)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             if proc.returncode != 0 or not lines:

@@ -1,0 +1,23 @@
+"""bench/memory.py end to end on the CPU with tiny models: every mode runs in its own process and
+reports its plan, stage times and frames against the uncapped run (the tiny set's decode needs
+more than its models, so a budget that runs at all holds them all: streaming itself is tested in
+test_offload.py)."""
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_memory_bench_dry_run(tmp_path):
+    sys.path.insert(0, str(ROOT))
+    from bench.memory import main
+    result = main(["--size", "tiny", "--device", "cpu", "--modes", "full,16m", "--sizes", "64x128", "--frames", "9",
+                   "--work", str(tmp_path / "work"), "--out", str(tmp_path)])
+    runs = {r["mode"]: r for r in result["runs"]}
+    assert set(runs) == {"full", "16m"} and not any("error" in r for r in runs.values())
+    assert "no limit" in runs["full"]["plan"] and "budget 16.0 MiB" in runs["16m"]["plan"]
+    assert runs["16m"]["frames_vs_full_mean_abs"] == 0
+    assert set(runs["16m"]["stages"]) == {"text", "stage 1", "upsample", "stage 2", "decode"}
+    assert json.loads((tmp_path / "memory.json").read_text())["runs"][1]["mode"] == "16m"
