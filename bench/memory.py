@@ -253,7 +253,10 @@ def run_modes(args, work: Path, start: float) -> dict:
             cmd = [sys.executable, __file__, "--child", mode, "--child-size", size, "--size", args.size,
                    "--device", args.device, "--frames", str(args.frames), "--checkpoint", str(ckpt),
                    "--upsampler", str(up), "--frames-to", str(frames_to)] + (["--compile"] if args.compile else [])
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            env = dict(os.environ)  # as the CLI runs (older torch reads the allocator setting only from here)
+            if "PYTORCH_ALLOC_CONF" not in env:
+                env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             if proc.returncode != 0 or not lines:
                 err = (proc.stderr.strip().splitlines() or ["?"])[-1]

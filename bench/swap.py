@@ -6,8 +6,8 @@ isolates the hand-over. Two stand-in models (stacks of uint8 "layers" of the tra
 Gemma's sizes, homed in pinned host memory by ``Offloaded``) take turns, each admitted whole; the
 card is capped with ``set_per_process_memory_fraction``. Per hand-over: wall time with the device
 synchronised, against the same bytes copied host-to-device into a preallocated buffer. Run once
-with the allocator's default segments and once with expandable segments (each in its own process:
-the setting must precede the first allocation to apply everywhere).
+with the allocator's default segments and once with expandable segments (each in its own process,
+set by ``PYTORCH_CUDA_ALLOC_CONF``, which the allocator reads when CUDA starts).
 
     python bench/swap.py                       # H100: 24 GiB cap, 17.9 and 20.6 GiB models
     python bench/swap.py --device cpu --gib 0.05 --cap-gib 0   # dry run
@@ -15,6 +15,7 @@ the setting must precede the first allocation to apply everywhere).
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -24,7 +25,6 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fastltx.runtime.memory import expandable_segments  # noqa: E402
 from fastltx.runtime.offload import Offloaded  # noqa: E402
 
 GIB = 2**30
@@ -48,8 +48,6 @@ def sync(device: torch.device) -> None:
 def run(args) -> dict:
     device = torch.device(args.device)
     if device.type == "cuda":
-        if args.expandable:
-            expandable_segments(device)
         if args.cap_gib:
             total = torch.cuda.get_device_properties(device).total_memory
             torch.cuda.set_per_process_memory_fraction(min(args.cap_gib * GIB / total, 1.0), device.index or 0)
@@ -88,7 +86,7 @@ def main(argv=None) -> list:
     p.add_argument("--gib", default="17.9,20.6", help="the two models' sizes in GiB")
     p.add_argument("--cap-gib", type=float, default=24.0, help="per-process cap (0: none)")
     p.add_argument("--turns", type=int, default=6)
-    p.add_argument("--expandable", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--expandable", action="store_true", help=argparse.SUPPRESS)  # recorded; set by the env
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help="folder for swap.json")
     args = p.parse_args(argv)
@@ -100,7 +98,9 @@ def main(argv=None) -> list:
     for expandable in (False, True):
         cmd = [sys.executable, __file__, "--child", "--device", args.device, "--gib", args.gib,
                "--cap-gib", str(args.cap_gib), "--turns", str(args.turns)] + (["--expandable"] if expandable else [])
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")}
+        env["PYTORCH_CUDA_ALLOC_CONF"] = f"expandable_segments:{expandable}"  # read when CUDA starts
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode or not lines:
             print(f"expandable={expandable}: FAILED ({(proc.stderr.strip().splitlines() or ['?'])[-1]})", flush=True)

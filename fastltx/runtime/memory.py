@@ -107,6 +107,8 @@ def usable_memory(device: torch.device | str, held: int = 0) -> int | None:
 def expandable_segments(device: torch.device | str) -> bool:
     """Let PyTorch's CUDA caching allocator grow segments in place (``expandable_segments``) unless
     its settings (``PYTORCH_CUDA_ALLOC_CONF``) name the option already; True when turned on now.
+    Torch versions without a reader of those settings (2.11 among them) are left as they are: there
+    ``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True`` turns it on (the CLI sets that default).
 
     Runs here move models and activations of many sizes in and out; with fixed segments the freed
     space fragments: the first H100 runs under a 24 GiB cap failed with 1.6-2.7 GiB reserved but
@@ -115,13 +117,7 @@ def expandable_segments(device: torch.device | str) -> bool:
         return False
     get = getattr(torch._C, "_accelerator_getAllocatorSettings", None)
     put = getattr(torch._C, "_accelerator_setAllocatorSettings", None)
-    if get is not None:
-        given = get()
-    else:  # older torch (2.11 and before): no reader; the settings come from these variables only
-        import os
-        given = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "") + os.environ.get("PYTORCH_ALLOC_CONF", "")
-        put = getattr(torch.cuda.memory, "_set_allocator_settings", None)
-    if put is None or "expandable_segments" in given:
+    if get is None or put is None or "expandable_segments" in get():
         return False
     put("expandable_segments:True")
     return True
