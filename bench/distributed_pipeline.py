@@ -2,6 +2,7 @@
 
     torchrun --standalone --nproc_per_node 2 bench/distributed_pipeline.py [--sizes 768x1280,1024x1536]
         [--reps 3] [--compile] [--json PATH] [--deadline-s 420]
+    torchrun --standalone --nproc_per_node 4 bench/distributed_pipeline.py --gpus 2,4   # 1, 2 and 4 GPUs
     torchrun --standalone --nproc_per_node 2 bench/distributed_pipeline.py --smoke   # CPU, gloo, tiny models
 
 Every rank builds every model once, in memory on its own GPU, with the same seeded random bf16
@@ -13,14 +14,16 @@ the x2 latent upsampler; ~62.5 GiB). Two ``DistilledPipeline`` objects share the
 * N GPUs: over a ``Components`` holding the torchrun ``World``, the object ``load_pipeline(...,
   world=...)`` and ``fastltx generate --gpus N`` build: every rank calls it, each transformer step
   splits the video tokens over the ranks (Ulysses), the decoder's tiles are split, rank 0 gets the
-  result.
+  result. ``--gpus 2,4``: each of these counts in turn, over the first N ranks of the world (a
+  ``World`` of those ranks, as ``world_from_ranks`` makes it; the other ranks wait), so one launch
+  on 4 GPUs measures 1, 2 and 4.
 
 For each size (121 frames: text, 8 steps at half size, x2 upsampling, 3 steps at full size, decode),
 1 GPU then N GPUs: one warm-up call (printed as "cold"; with ``--compile`` it compiles the block for
 both token counts), then ``--reps`` timed calls, wall clock on rank 0 from a barrier that releases
 all ranks together to the result on rank 0; per-stage times from the pipeline's ``.timings`` (each
 stage synchronises the device), "other" the rest (the frames' copy to the host). Medians are
-reported, the speed-up over 1 GPU, and the N-GPU frames against the 1-GPU frames (uint8 max / mean
+reported, the speed-up over 1 GPU (of the call, and of the transformer steps: stages 1 and 2), and the N-GPU frames against the 1-GPU frames (uint8 max / mean
 difference, audio max): bf16, so small differences are expected.
 
 ``--compile``: fused q/k/v projections and torch.compile of the blocks (as bench/pipeline.py's
@@ -48,7 +51,7 @@ from bench.models import build_ours  # noqa: E402
 from bench.pipeline import STAGES, compare, peak_above, reset_peak, summarize, sync  # noqa: E402
 from bench.text_encoder import POSITIVE, unique_bytes  # noqa: E402
 from fastltx.pipelines import Components, DistilledPipeline, ModelFiles  # noqa: E402
-from fastltx.runtime.distributed import init_distributed  # noqa: E402
+from fastltx.runtime.distributed import World, init_distributed, world_from_ranks  # noqa: E402
 
 GIB = 2**30
 
@@ -59,6 +62,8 @@ def parse_args(argv=None):
     p.add_argument("--frames", type=int, default=None, help="default 121 (--smoke: 9)")
     p.add_argument("--reps", type=int, default=None, help="timed calls per run after the warm-up (default 3; --smoke: 1)")
     p.add_argument("--compile", action="store_true", help="fused projections + torch.compile of the blocks")
+    p.add_argument("--gpus", default=None, help="GPU counts to measure besides 1, each over the first N ranks "
+                   "(default: the world size)")
     p.add_argument("--memory", default="full",
                    help="the Components' memory setting (default full: every model resident, nothing moved; "
                         "two Components share the models, so a setting that moves them is not meaningful here)")
@@ -72,11 +77,11 @@ def parse_args(argv=None):
     return args
 
 
-def timed_call(pipe: DistilledPipeline, device: torch.device, kwargs: dict, together: bool):
+def timed_call(pipe: DistilledPipeline, device: torch.device, kwargs: dict, together: World | None):
     """(total s, stages, frames, waveform, peak GiB above the start) on rank 0, None on the others.
-    ``together``: a barrier first, so the clock starts when every rank starts."""
-    if together:
-        dist.barrier()
+    ``together``: the world whose ranks meet at a barrier first, so the clock starts when all start."""
+    if together is not None:
+        dist.barrier(group=together.group)
     base = reset_peak(device)
     sync(device)
     start = time.perf_counter()
@@ -89,7 +94,7 @@ def timed_call(pipe: DistilledPipeline, device: torch.device, kwargs: dict, toge
     return total, stages, result.video, result.audio, peak_above(device, base)
 
 
-def measure(pipe: DistilledPipeline, device, kwargs: dict, reps: int, together: bool) -> dict | None:
+def measure(pipe: DistilledPipeline, device, kwargs: dict, reps: int, together: World | None) -> dict | None:
     """One warm-up (cold) call, then ``reps`` timed calls: ``bench.pipeline.summarize`` + cold_s (rank 0)."""
     cold = timed_call(pipe, device, kwargs, together)
     runs = [timed_call(pipe, device, kwargs, together) for _ in range(reps)]
@@ -104,7 +109,7 @@ def single_run(pipe: DistilledPipeline, device, kwargs: dict, reps: int) -> dict
     """``measure`` on rank 0 alone; a failure (running out of memory with the whole sequence on one
     GPU, say) is reported and the N-GPU run of the size still goes ahead."""
     try:
-        return measure(pipe, device, kwargs, reps, together=False)
+        return measure(pipe, device, kwargs, reps, together=None)
     except Exception:  # noqa: BLE001
         traceback.print_exc()
         gc.collect()
@@ -119,8 +124,14 @@ def record(row: dict, r: dict, base: dict | None) -> None:
     if "error" in r:
         return
     row["speedup"] = base["total"] / r["total"] if base else (1.0 if row["gpus"] == 1 else None)
+    row["steps_speedup"] = steps(base) / steps(r) if base else (1.0 if row["gpus"] == 1 else None)
     if base is not None:
         row["vs_1_gpu"] = compare(r, base)
+
+
+def steps(r: dict) -> float:
+    """Seconds in the transformer steps of a call (stages 1 and 2)."""
+    return r["stages"].get("stage 1", 0.0) + r["stages"].get("stage 2", 0.0)
 
 
 def line(row: dict) -> str:
@@ -129,6 +140,8 @@ def line(row: dict) -> str:
         return head + "FAILED " + row["error"].strip().splitlines()[-1]
     st = " ".join(f"{k} {v * 1e3:.0f}" for k, v in row["stages"].items())
     x = "-" if row["speedup"] is None else f"{row['speedup']:.2f}"
+    if row.get("steps_speedup") is not None:
+        x += f", steps x{row['steps_speedup']:.2f}"
     s = (head + f"{row['total'] * 1e3:.0f} ms (x{x}; cold {row['cold_s']:.1f} s; runs "
          f"{', '.join(f'{t * 1e3:.0f}' for t in row['totals'])}; {st}"
          + ("" if row["peak_gib"] != row["peak_gib"] else f"; peak +{row['peak_gib']:.2f} GiB on rank 0") + ")")
@@ -141,7 +154,7 @@ def line(row: dict) -> str:
 
 def table(results: dict) -> str:
     head = f"{'size':<11}{'GPUs':>5}" + "".join(f"{s:>10}" for s in (*STAGES, "other")) + \
-        f"{'total':>9}{'x':>6}{'cold s':>8}{'frames max/mean':>17}{'audio max':>11}"
+        f"{'total':>9}{'x':>6}{'steps x':>8}{'cold s':>8}{'frames max/mean':>17}{'audio max':>11}"
     lines = [f"distilled, {results['frames']} frames, ms (median of {results['reps']}):", head]
     for row in results["rows"]:
         if "error" in row:
@@ -151,9 +164,10 @@ def table(results: dict) -> str:
         diff = f"{c['frames_max']:.0f} / {c['frames_mean']:.3f}" if "frames_max" in c else "-"
         audio = f"{c['audio_max']:.1e}" if "audio_max" in c else "-"
         x = "-" if row["speedup"] is None else f"{row['speedup']:.2f}"
+        sx = "-" if row.get("steps_speedup") is None else f"{row['steps_speedup']:.2f}"
         lines.append(f"{row['size']:<11}{row['gpus']:>5}" + "".join(f"{row['stages'].get(s, 0) * 1e3:>10.0f}"
                                                                     for s in (*STAGES, "other"))
-                     + f"{row['total'] * 1e3:>9.0f}{x:>6}{row['cold_s']:>8.1f}{diff:>17}{audio:>11}")
+                     + f"{row['total'] * 1e3:>9.0f}{x:>6}{sx:>8}{row['cold_s']:>8.1f}{diff:>17}{audio:>11}")
     return "\n".join(lines)
 
 
@@ -189,7 +203,12 @@ def main(argv=None) -> dict | None:
         components.__dict__.update(models)  # the cached models: nothing is loaded from files
         return DistilledPipeline(components)
 
-    single, several = pipeline(None) if main_rank else None, pipeline(world) if world.size > 1 else None
+    counts = sorted({int(n) for n in args.gpus.split(",")} - {1}) if args.gpus else ([world.size] if world.size > 1 else [])
+    if any(n > world.size for n in counts):
+        raise SystemExit(f"--gpus {args.gpus}: this world has {world.size} processes")
+    worlds = {n: world if n == world.size else world_from_ranks(list(range(n)), device) for n in counts}  # collective
+    single = pipeline(None) if main_rank else None
+    several = {n: pipeline(w) for n, w in worlds.items() if w is not None}
     results = dict(card=card, world=world.size, torch=torch.__version__, compile=args.compile, frames=args.frames,
                    reps=args.reps, memory=args.memory, smoke=args.smoke, weights_gib=weights, rows=[])
 
@@ -209,14 +228,15 @@ def main(argv=None) -> dict | None:
         h, w = (int(v) for v in size.split("x"))
         kwargs = dict(prompt=POSITIVE, seed=10, height=h, width=w, num_frames=args.frames, fps=24.0, progress=False)
         base = None
-        for gpus in (1, world.size) if world.size > 1 else (1,):
+        for gpus in (1, *counts):
             if not go_on(f"{size} on {gpus} GPU(s)"):
                 break
+            r = None
             if gpus == 1:  # rank 0 alone; the others wait here
                 r = single_run(single, device, kwargs, args.reps) if main_rank else None
-                dist.barrier()
-            else:  # a failure here ends the script (a rank left behind in a collective would hang)
-                r = measure(several, device, kwargs, args.reps, together=True)
+            elif gpus in several:  # the first ``gpus`` ranks; a failure here ends the script (a rank left
+                r = measure(several[gpus], device, kwargs, args.reps, together=worlds[gpus])  # behind would hang)
+            dist.barrier()
             if main_rank:
                 row = dict(size=size, gpus=gpus)
                 record(row, r, base)

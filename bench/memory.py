@@ -121,6 +121,9 @@ def run_mode(args) -> dict:
     second = pipe(**call)
     warm = time.perf_counter() - t0
     frames = second.video
+    if args.profile_dir:  # a third call under the profiler: host-side calls (allocator, copies) and kernels
+        Path(args.profile_dir).mkdir(parents=True, exist_ok=True)
+        profiled(lambda: pipe(**call), Path(args.profile_dir) / f"profile-{setting}-{height}x{width}.txt")
     out = dict(mode=str(setting), size=f"{height}x{width}", frames=args.frames, cold_s=cold, warm_s=warm,
                build_text_encoder_s=built, stages=second.timings, first_stages=first.timings,
                peak_rss_gib=(peak_rss() or 0) / GIB, plan=components.memory.plan.describe(),
@@ -132,6 +135,37 @@ def run_mode(args) -> dict:
     if args.frames_to:
         torch.save(frames, args.frames_to)
     return out
+
+
+def profiled(fn, path: Path, top: int = 15) -> None:
+    """Run ``fn`` under torch.profiler; write to ``path``, for each pipeline stage (its "stage NAME"
+    range), the entries that took the most self host time and device time inside it: where a warm
+    call's time goes that the stage times do not explain (allocator calls, waits, copies)."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        fn()
+    events = list(prof.events())
+    stages = [e for e in events if e.name.startswith("stage ")]
+    lines = []
+    for st in stages:
+        lo, hi = st.time_range.start, st.time_range.end
+        host, device = {}, {}
+        for e in events:
+            if e is st or e.name.startswith("stage ") or not (lo <= e.time_range.start <= hi):
+                continue
+            dev = getattr(e, "self_device_time_total", 0) or 0
+            if dev:
+                device[e.name] = device.get(e.name, 0) + dev
+            else:
+                host[e.name] = host.get(e.name, 0) + e.self_cpu_time_total
+        lines.append(f"{st.name}: {(hi - lo) / 1e3:.1f} ms")
+        for label, table in (("host", host), ("device", device)):
+            total = sum(table.values())
+            lines.append(f"  self {label} time {total / 1e3:.1f} ms; top:")
+            for name, t in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
+                lines.append(f"    {t / 1e3:9.1f} ms  {name[:100]}")
+    path.write_text("\n".join(lines) + "\n")
 
 
 # ------------------------------------------------------------------------------------------ plans only
@@ -208,11 +242,14 @@ def parse_args(argv=None):
     p.add_argument("--plan-only", action="store_true", help="print the plans from models built on meta (no GPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the transformer blocks in every mode "
                    "(the cold call then includes compiling)")
+    p.add_argument("--profile", action="store_true", help="profile a third call of each mode: top host and "
+                   "device entries written next to memory.json (profile-MODE-HxW.txt)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--child-size", help=argparse.SUPPRESS)
     p.add_argument("--checkpoint", help=argparse.SUPPRESS)
     p.add_argument("--upsampler", help=argparse.SUPPRESS)
     p.add_argument("--frames-to", help=argparse.SUPPRESS)
+    p.add_argument("--profile-to", dest="profile_dir", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -252,7 +289,8 @@ def run_modes(args, work: Path, start: float) -> dict:
             frames_to = work / f"frames-{mode}-{size}.pt"
             cmd = [sys.executable, __file__, "--child", mode, "--child-size", size, "--size", args.size,
                    "--device", args.device, "--frames", str(args.frames), "--checkpoint", str(ckpt),
-                   "--upsampler", str(up), "--frames-to", str(frames_to)] + (["--compile"] if args.compile else [])
+                   "--upsampler", str(up), "--frames-to", str(frames_to)] + (["--compile"] if args.compile else []) \
+                + (["--profile-to", str(Path(args.out or work))] if args.profile else [])
             env = dict(os.environ)  # as the CLI runs (older torch reads the allocator setting only from here)
             if "PYTORCH_ALLOC_CONF" not in env:
                 env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")

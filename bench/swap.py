@@ -66,6 +66,8 @@ def run(args) -> dict:
         off.admit()
         sync(device)
         rows.append(time.perf_counter() - t)
+    for m in models:  # the raw copy below needs the room (the last model admitted still held it)
+        m.evict()
     biggest = max(sum(g.nbytes for g in m.groups.values()) for m in models)
     target = torch.empty(biggest, dtype=torch.uint8, device=device)
     sync(device)

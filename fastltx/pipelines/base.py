@@ -34,7 +34,8 @@ class Pipeline:
         start = time.perf_counter()
         self.components.memory.begin_stage(name)
         try:
-            yield
+            with torch.profiler.record_function(f"stage {name}"):  # (a profile's stage boundaries)
+                yield
         except torch.OutOfMemoryError as e:
             raise self.components.memory.out_of_memory(name, e) from e
         finally:

@@ -169,6 +169,12 @@ class ModelMemory:
 
     def _loaded(self, name: str, model) -> None:
         off = self.offloaded.get(name)
+        if off is None and self.plan is not None and self.plan.shared and isinstance(model, torch.nn.Module):
+            # models take turns: make its host home now, while loading, not when it first has to leave
+            # (pinning host memory is slow: that cost belongs to the cold call, not to the next one)
+            off = self.offloaded[name] = _offloaded(name, model, self.c.device)
+            off.home_all()
+            off.admit()
         planned = self.plan is not None and name in self.plan.sizes
         self.residency.loaded[name] = (self.plan.device_bytes(name) if planned else off.device_bytes if off is not None
                                        else module_bytes(model, device=self.c.device))

@@ -1,5 +1,6 @@
-"""bench/distributed_pipeline.py's smoke mode under torchrun: two CPU processes over gloo, tiny float32
-models, the distilled pipeline on one process and on both; the two-process frames must match."""
+"""bench/distributed_pipeline.py's smoke mode under torchrun: three CPU processes over gloo, tiny float32
+models, the distilled pipeline on one process and on the first two (``--gpus 2``: a World of a subset
+of the ranks, the third one waits); the two-process frames must match the one-process frames."""
 
 import json
 import subprocess
@@ -15,34 +16,39 @@ TIMEOUT_S = 180
 def test_arguments():
     from bench.distributed_pipeline import parse_args
     args = parse_args([])
-    assert (args.sizes, args.frames, args.reps, args.compile) == ("768x1280,1024x1536", 121, 3, False)
+    assert (args.sizes, args.frames, args.reps, args.compile, args.gpus) == ("768x1280,1024x1536", 121, 3, False, None)
     smoke = parse_args(["--smoke"])
     assert (smoke.sizes, smoke.frames, smoke.reps) == ("64x128", 9, 1)
 
 
 def test_smoke_run_under_torchrun(tmp_path):
     out = tmp_path / "results.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "bench" / "distributed_pipeline.py"), "--smoke", "--json", str(out)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=3",
+           str(ROOT / "bench" / "distributed_pipeline.py"), "--smoke", "--gpus", "2", "--json", str(out)]
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
         pytest.fail(f"the smoke run did not finish in {TIMEOUT_S} s")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert proc.stdout.count("64x128 1 GPU(s)") == 1 and proc.stdout.count("64x128 2 GPU(s)") == 1, proc.stdout
+    for n in (1, 2):
+        assert proc.stdout.count(f"64x128 {n} GPU(s)") == 1, proc.stdout
     results = json.loads(out.read_text())
-    assert results["world"] == 2 and results["smoke"] and results["frames"] == 9
-    one, two = results["rows"]
-    assert (one["size"], one["gpus"], two["size"], two["gpus"]) == ("64x128", 1, "64x128", 2)
-    for row in (one, two):
+    assert results["world"] == 3 and results["smoke"] and results["frames"] == 9
+    one, *several = results["rows"]
+    assert [(r["size"], r["gpus"]) for r in results["rows"]] == [("64x128", 1), ("64x128", 2)]
+    for row in results["rows"]:
         assert set(row["stages"]) == {"text", "stage 1", "upsample", "stage 2", "decode", "other"}
         assert len(row["totals"]) == 1 and row["total"] > 0 and row["cold_s"] > 0
         assert row["total"] >= sum(v for k, v in row["stages"].items() if k != "other")
-    assert one["speedup"] == 1.0 and two["speedup"] == pytest.approx(one["total"] / two["total"])
-    c = two["vs_1_gpu"]
-    assert "error" not in c, c
-    assert c["frames_max"] <= 1 and c["audio_max"] <= 1e-5, c  # float32: rounding only
-    assert c["frame_std_ref"] > 1  # not a blank video
+    assert one["speedup"] == 1.0 == one["steps_speedup"]
+    for row in several:
+        assert row["speedup"] == pytest.approx(one["total"] / row["total"])
+        steps = lambda r: r["stages"]["stage 1"] + r["stages"]["stage 2"]  # noqa: E731
+        assert row["steps_speedup"] == pytest.approx(steps(one) / steps(row))
+        c = row["vs_1_gpu"]
+        assert "error" not in c, c
+        assert c["frames_max"] <= 1 and c["audio_max"] <= 1e-5, c  # float32: rounding only
+        assert c["frame_std_ref"] > 1  # not a blank video
 
 
 def test_a_failed_single_gpu_run_is_reported_and_the_size_goes_on():
