@@ -107,8 +107,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="768x1280,1024x1536")
     parser.add_argument("--no-guided", action="store_true")
     parser.add_argument("--json", default=None)
-    parser.add_argument("--unpipelined", action="store_true",
-                        help="also time the distilled step at the last size with the Ulysses pieces not pipelined")
+    parser.add_argument("--pipelined", action="store_true",
+                        help="also time the distilled step at the last size with the Ulysses heads in 4 pipelined pieces")
     parser.add_argument("--profile", default=None, help="write the CUDA-time table of a 2-GPU step at the last size")
     parser.add_argument("--smoke", action="store_true", help="a tiny model on the CPU (gloo): checks the script")
     args = parser.parse_args()
@@ -156,13 +156,13 @@ def main() -> None:
             measure(world, worlds, f"guided step {h}x{w} (4 passes)", guided, max(2, args.reps - 1), rows)
         del video, audio, cache
         torch.cuda.empty_cache()
-    if args.unpipelined:
+    if args.pipelined:
         from fastltx.layers import sequence_parallel
-        sequence_parallel.PIECES = 1
+        sequence_parallel.PIECES = 4
         h, w = sizes[-1]
         video, audio = full_size_inputs(cfg, 1, world.device, grid=(16, h // 32, w // 32))
         cache = model.cache_text(video, audio)
-        measure(world, worlds, f"distilled {h}x{w}, 1 piece", lambda sub: (
+        measure(world, worlds, f"distilled {h}x{w}, 4 pieces", lambda sub: (
             lambda: model(video, audio, None, cache, **({} if sub is None else {"sequence": sub.sequence}))),
             args.reps, rows)
     if world.main:

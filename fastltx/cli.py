@@ -313,7 +313,7 @@ def _generate(args) -> int | None:
     if note and (world is None or world.main):
         print(note, flush=True)
     pipe = load_pipeline(name, checkpoint, text_encoder, upsampler, distilled, loras, device=device, dtype=dtype,
-                         world=world, memory=args.memory)
+                         world=world, memory=args.memory, compile=args.compile, fp8=args.fp8)
     setup = time.perf_counter() - start
     result = pipe(**kwargs)
     if result is None:  # not rank 0: rank 0 writes the output
@@ -404,6 +404,11 @@ def _add_generate(sub) -> None:
                      help="GPU memory plan: auto (default: fit the free memory), full (every model resident), or a "
                           "budget such as 24g or 16g (models take turns by stage, fp8 transformer, layers streamed "
                           "from host memory when needed)")
+    run.add_argument("--compile", action="store_true",
+                     help="torch.compile the transformer blocks (first call ~10-20 s longer, then faster steps; "
+                          "recommended with --memory 24g/16g, where the fp8 transformer runs eager much slower)")
+    run.add_argument("--fp8", action="store_true",
+                     help="fp8 block linears even where the bf16 transformer fits (Hopper / Ada GPUs)")
     run.add_argument("--lossless", action="store_true", help="a folder of PNG frames and audio.wav (float) "
                                                              "instead of an MP4")
     run.add_argument("-o", "--output", required=True, help="the MP4 file (or the folder, with --lossless)")

@@ -20,7 +20,12 @@ from fastltx.layers.attention import sdpa
 from fastltx.runtime.distributed import Group, all_gather, all_to_all, ready
 
 
-PIECES = 4  # head groups pipelined in the Ulysses attention (at most; a divisor of the local heads)
+# head groups pipelined in the Ulysses attention (at most; a divisor of the local heads). 1: one all-to-all
+# in and one out per attention. Pipelining 4 pieces measured no gain at full size (4 x H200, 24,576
+# tokens: 1132 vs 1137 ms on 2 GPUs, 609 vs 601 ms on 4) and costs 6 more collectives a block, whose
+# fixed latency dominates at the few tokens per rank of a distilled stage 1 (there 4 GPUs were slower
+# than 2 with 4 pieces).
+PIECES = 1
 
 
 @dataclass(frozen=True)

@@ -183,6 +183,7 @@ class FakePipeline(Pipeline):
         FakePipeline.calls.append(dict(prompt=prompt, seed=seed, height=height, width=width, num_frames=num_frames,
                                        fps=fps, steps=steps, images=list(images), progress=progress))
         FakePipeline.loaded = (self.components.files, self.components.device, self.components.dtype)
+        FakePipeline.run_settings = (self.components.compile, self.components.fp8, str(self.components.memory.setting))
         if FakePipeline.interrupt:
             os.kill(os.getpid(), signal.SIGTERM)
         return clip(seed, num_frames, height or 64, width, fps)
@@ -267,6 +268,11 @@ def test_model_file_flags_reach_the_pipeline(tmp_path, demo_root, fake, no_model
     assert loaded.stage2_loras == ((lora, 0.8),) and loaded.loras == ((lora, 1.0), (lora, 0.5))
     assert device == torch.device("cpu") and dtype == torch.bfloat16  # real weights: bf16 unless asked
     assert fake.calls.pop()["height"] is None  # no demo sizes with real weights: the pipeline's defaults
+    assert fake.run_settings == (False, False, "auto")
+    assert main(["generate", "--pipeline", "fake", "--checkpoint", files.checkpoint, "--text-encoder",
+                 files.text_encoder, "--device", "cpu", "--prompt", "p", "--compile", "--fp8", "--memory", "16g",
+                 "-o", str(tmp_path / "o2.mp4")]) == 0
+    assert fake.run_settings == (True, True, "16g")
 
 
 def test_interrupted_runs_leave_no_output(tmp_path, demo_root, fake, no_model_loads, monkeypatch, capsys):
