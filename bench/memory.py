@@ -186,7 +186,8 @@ def plans(size: str, modes: list[str], outputs: list[str], frames: int, card_gib
     from fastltx.models.upsampler.tiny import upsampler_config
     from fastltx.models.video_vae import VideoDecoder
     from fastltx.models.video_vae.layouts import vae_config
-    from fastltx.pipelines.memory import stage_needs
+    from fastltx.models.text_encoder.encoder import to_fp8_weights
+    from fastltx.pipelines.memory import fp8_processor_bytes, stage_needs
     from fastltx.runtime.memory import (GiB, ModelSize, MemorySetting, budget_for, layered_size, module_bytes,
                                         parse_memory, plan_memory)
     bf16 = torch.bfloat16
@@ -198,13 +199,14 @@ def plans(size: str, modes: list[str], outputs: list[str], frames: int, card_gib
         audio = {name: PARTS[name]("v1", size) for name in ("audio_vae", "vocoder")}
     text_cfg = Gemma3TextConfig(**gemma_config(size)["text_config"])
     gemma = build_language_model(text_cfg)
-    t = layered_size(gemma, gemma.layers, bf16)
+    t = layered_size(gemma, gemma.layers, bf16, to_fp8_weights)
     audio_bytes = {name: sum(module_bytes(m, bf16) for prefix, m in part.modules.items() if "encoder" not in prefix)
                    for name, part in audio.items()}
     sizes = {"transformer": layered_size(transformer, transformer.transformer_blocks, bf16,
                                          lambda layer: to_fp8(layer, fp8_linear)),
-             "text_encoder": ModelSize(t.other + module_bytes(processor, bf16), t.layer, t.layers,
-                                       host=module_bytes(gemma.embed_tokens, bf16)),
+             "text_encoder": ModelSize(t.other + module_bytes(processor, bf16), t.layer, t.layers, t.fp8_layer,
+                                       host=module_bytes(gemma.embed_tokens, bf16),
+                                       fp8_other=t.other + fp8_processor_bytes(processor.cfg, bf16)),
              "upsampler": ModelSize(module_bytes(upsampler, bf16)), "video_decoder": ModelSize(module_bytes(decoder, bf16)),
              "audio_decoder": ModelSize(audio_bytes["audio_vae"]), "vocoder": ModelSize(audio_bytes["vocoder"])}
     configs = {"transformer": transformer.cfg, "text_encoder": text_cfg, "video_decoder": decoder.cfg}
@@ -221,7 +223,7 @@ def plans(size: str, modes: list[str], outputs: list[str], frames: int, card_gib
                 setting = MemorySetting(f"auto (a {card_gib:g} GiB card)")
             budget = budget_for(setting, int(card))
             try:
-                plan = plan_memory(setting, budget, sizes, needs, ["transformer"], usable=int(card))
+                plan = plan_memory(setting, budget, sizes, needs, ["transformer", "text_encoder"], usable=int(card))
                 lines.append("  " + plan.describe().replace("\n", "\n  "))
             except Exception as e:  # noqa: BLE001 - an OutOfMemory is a result here
                 lines.append(f"  {mode}: {e}")

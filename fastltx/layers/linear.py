@@ -4,6 +4,11 @@ token on the fly, multiplied by ``torch._scaled_mm`` (no TensorRT-LLM needed).
 y = (q(x) * sx) @ (q(W) * sw)^T + b, with sx = amax|x_row| / 448 and sw = amax|W_row| / 448.
 Where ``_scaled_mm`` is unavailable (CPU), the same quantised operands are multiplied in float32,
 so the numerics of the quantisation can be tested anywhere.
+
+``Fp8WeightLinear`` only stores its weight in fp8 (same e4m3 + per-channel scale) and multiplies in
+the input's dtype, dequantising a block of output rows at a time: half the bytes to hold and to
+copy, the activations untouched (for models whose compute is small next to moving their weights,
+such as the text encoder taking turns with the transformer on a small card).
 """
 
 from collections.abc import Callable
@@ -65,8 +70,31 @@ class Fp8Linear(nn.Module):
         return y.view(*shape[:-1], self.out_features)
 
 
-def to_fp8(module: nn.Module, select: Callable[[str, nn.Linear], bool]) -> int:
-    """Replace the nn.Linear children chosen by ``select(qualified_name, linear)`` by Fp8Linear.
+WEIGHT_CHUNK = 2**26  # weight elements dequantised at once by Fp8WeightLinear (128 MiB in bf16)
+
+
+class Fp8WeightLinear(Fp8Linear):
+    """The same stored weight as ``Fp8Linear``; the product in the input's dtype."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = max(WEIGHT_CHUNK // max(self.in_features, 1), 1)
+        if rows >= self.out_features:
+            return nn.functional.linear(x, self._dequantized(0, self.out_features, x.dtype), self.bias)
+        y = x.new_empty(*x.shape[:-1], self.out_features)
+        for i in range(0, self.out_features, rows):
+            j = min(i + rows, self.out_features)
+            bias = None if self.bias is None else self.bias[i:j]
+            y[..., i:j] = nn.functional.linear(x, self._dequantized(i, j, x.dtype), bias)
+        return y
+
+    def _dequantized(self, i: int, j: int, dtype: torch.dtype) -> torch.Tensor:
+        # e4m3 -> the run dtype is exact; the scale's rounding to it (bf16: 2^-9) is far below e4m3's (2^-4)
+        return self.weight[i:j].to(dtype) * self.weight_scale[0, i:j, None].to(dtype)
+
+
+def to_fp8(module: nn.Module, select: Callable[[str, nn.Linear], bool], weight_only: bool = False) -> int:
+    """Replace the nn.Linear children chosen by ``select(qualified_name, linear)`` by Fp8Linear
+    (``weight_only``: by Fp8WeightLinear).
 
     Returns how many were replaced. Their bf16 weights are released.
     """
@@ -77,7 +105,7 @@ def to_fp8(module: nn.Module, select: Callable[[str, nn.Linear], bool]) -> int:
                if isinstance(sub, nn.Linear) and select(f"{name}.{attr}" if name else attr, sub)]
     for name, attr in targets:
         parent = module.get_submodule(name) if name else module
-        setattr(parent, attr, Fp8Linear(getattr(parent, attr)))
+        setattr(parent, attr, (Fp8WeightLinear if weight_only else Fp8Linear)(getattr(parent, attr)))
     return len(targets)
 
 
@@ -87,4 +115,4 @@ def fp8_supported(device: torch.device | str) -> bool:
     return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
 
 
-__all__ = ["Fp8Linear", "fp8_supported", "quantize_rows", "to_fp8"]
+__all__ = ["Fp8Linear", "Fp8WeightLinear", "fp8_supported", "quantize_rows", "to_fp8"]

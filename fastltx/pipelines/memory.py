@@ -85,15 +85,14 @@ class ModelMemory:
                   images: int = 0) -> MemoryPlan:
         """Choose this call's plan (``OutOfMemory`` before anything loads when no form fits)."""
         device = self.c.device
+        on_host = []
         for name, model in self._models().items():  # models handed in from outside (benchmarks)
             if name in self.residency.loaded or name in self.offloaded or not isinstance(model, torch.nn.Module):
                 continue
             if all(t.device == device for t in [*model.parameters(), *model.buffers()]):
                 self.residency.loaded[name] = module_bytes(model, device=device)  # on the device: held
-            else:  # on the host: homed there, brought in at first use in the plan's form
-                off = _offloaded(name, model, device)
-                off.home_all()
-                self.offloaded[name] = off
+            else:  # on the host: homed there (after the plan), brought in at first use in the plan's form
+                on_host.append(name)
         usable = usable_memory(device, self.residency.held)
         needs = self.needs = self.stage_needs(height, width, num_frames, fps, two_stage, passes, images)
         names = dict.fromkeys(m for n in needs for m in n.models)  # in stage order
@@ -103,11 +102,18 @@ class ModelMemory:
             if device.type == "cuda":
                 full_plan_check(plan, needs, usable)
         else:
-            fp8 = ["transformer"] if self._fp8_allowed() else []
-            plan = plan_memory(self.setting, budget_for(self.setting, usable), sizes, needs, fp8, usable=usable)
+            plan = plan_memory(self.setting, budget_for(self.setting, usable), sizes, needs, self._fp8_models(),
+                               usable=usable)
         self.plan = plan
         self.residency.budget, self.residency.reserves = plan.budget, dict(plan.reserves)
         self.residency.keep = plan.keep
+        for name in on_host:
+            model = self._models()[name]
+            if name == "text_encoder" and self.form(name).fp8:
+                from fastltx.models.text_encoder.encoder import convert_to_fp8
+                convert_to_fp8(model, device)
+            off = self.offloaded[name] = _offloaded(name, model, device)
+            off.home_all()
         for name in list(self._models()):
             self._reconcile(name)
         return plan
@@ -119,6 +125,13 @@ class ModelMemory:
     def _fp8_allowed(self) -> bool:
         from fastltx.layers.linear import fp8_supported
         return (self.c.fp8 or fp8_supported(self.c.device)) and not self.c.files.stage2_loras
+
+    def _fp8_models(self) -> list[str]:
+        """The models the plan may give fp8 weights: the transformer (fp8 matmuls: Hopper / Ada, or
+        ``fp8=True``; no stage-2 LoRA) and the text encoder (weights only, under the same device rule)."""
+        from fastltx.layers.linear import fp8_supported
+        text = self.c.fp8 or fp8_supported(self.c.device)
+        return (["transformer"] if self._fp8_allowed() else []) + (["text_encoder"] if text else [])
 
     def form(self, name: str) -> Form:
         form = self.plan.form(name) if self.plan is not None else PLAIN
@@ -132,8 +145,9 @@ class ModelMemory:
         model = self._models()[name]
         form = self.form(name)
         converted = getattr(model, "_fastltx_fp8", False)
-        if name == "transformer" and converted != form.fp8:
-            self.drop(name)
+        from_files = name == "transformer" or (name == "text_encoder" and self.c.files.text_encoder is not None)
+        if name in ("transformer", "text_encoder") and converted != form.fp8 and from_files:
+            self.drop(name)  # (a model handed in keeps the form it was first given)
         elif name in self.offloaded and self.offloaded[name].admitted and (
                 self.offloaded[name].streamed, self.offloaded[name].ahead) != (form.streamed, form.ahead):
             self.evict(name)
@@ -262,8 +276,7 @@ class ModelMemory:
         budget = plan.budget if plan is not None and plan.budget is not None else usable
         minimum = 0
         if plan is not None:
-            fp8 = ["transformer"] if self._fp8_allowed() else []
-            minimum = minimum_bytes(plan.sizes, self.needs, fp8)
+            minimum = minimum_bytes(plan.sizes, self.needs, self._fp8_models())
         advice = suggest(minimum, usable, self.setting, smaller_than=None if self.setting.full else budget)
         return OutOfMemory(stage, allocated + requested, usable, self.setting, advice)
 
@@ -309,12 +322,17 @@ class ModelMemory:
         form = self.form("text_encoder")
         if self.plan is None or not self.plan.shared:
             return load_text_encoder(c.files.text_encoder, c.files.checkpoint, c.device, c.dtype)
+        from fastltx.models.text_encoder.encoder import to_fp8_weights
         directory = read_gemma_directory(c.files.text_encoder)
-        processor = load_text_processor(c.files.checkpoint, directory.geometry, "cpu", c.dtype)
+        processor = load_text_processor(c.files.checkpoint, directory.geometry, c.device if form.fp8 else "cpu",
+                                        c.dtype)
+        if form.fp8:  # converted on the device; homed in host memory with the rest below
+            to_fp8_weights(processor)
         reader = open_language_model(directory)
         encoder = TextEncoder(GemmaEncoder(reader.model, load_tokenizer(directory.tokenizer_dir)), processor)
+        encoder._fastltx_fp8 = form.fp8
         off = _offloaded("text_encoder", encoder, c.device, form.ahead)
-        load_layered(reader, "layers", c.device, c.dtype, offload=off)
+        load_layered(reader, "layers", c.device, c.dtype, to_fp8_weights if form.fp8 else None, offload=off)
         self.offloaded["text_encoder"] = off
         off.admit(form.streamed, form.ahead)
         return encoder
@@ -342,7 +360,23 @@ def _file_size(memory: ModelMemory, name: str) -> ModelSize | None:
         size = layered_size(loaded, layers, c.dtype) if layers is not None else ModelSize(module_bytes(loaded, c.dtype))
         host = sum(module_bytes(part, c.dtype) for part in host_parts_of(name, loaded))
         size = dataclasses.replace(size, host=host)
+        if name == "text_encoder" and not getattr(loaded, "_fastltx_fp8", False):  # its fp8 form, counted on meta
+            from fastltx.models.text_encoder.encoder import to_fp8_weights
+            fp8_layer = layered_size(loaded, layers, c.dtype, to_fp8_weights).fp8_layer
+            other = size.other - module_bytes(loaded.processor, c.dtype)
+            size = dataclasses.replace(size, fp8_layer=fp8_layer,
+                                       fp8_other=other + fp8_processor_bytes(loaded.processor.cfg, c.dtype))
     return size
+
+
+def fp8_processor_bytes(cfg, dtype: torch.dtype) -> int:
+    """Bytes of the text processor (feature extractor and connectors) with fp8 weights, counted on meta."""
+    from fastltx.models.text_encoder import TextProcessor
+    from fastltx.models.text_encoder.encoder import to_fp8_weights
+    with torch.device("meta"):
+        processor = TextProcessor(cfg).to(dtype)
+    to_fp8_weights(processor)
+    return module_bytes(processor, dtype)
 
 
 def _size_from_files(c, name: str) -> ModelSize | None:
@@ -360,11 +394,16 @@ def _size_from_files(c, name: str) -> ModelSize | None:
         from fastltx.models.text_encoder import read_gemma_directory
         from fastltx.models.text_encoder.gemma import build_language_model
         from fastltx.models.text_encoder.processor import checkpoint_key
+        from fastltx.models.text_encoder.encoder import to_fp8_weights
+        from fastltx.models.text_encoder.processor import read_text_config
         directory = read_gemma_directory(files.text_encoder)
         gemma = build_language_model(directory.text_config)
-        size = layered_size(gemma, gemma.layers, dtype)
-        processor = stored_bytes(read_header(files.checkpoint), checkpoint_key, dtype)
-        return ModelSize(size.other + processor, size.layer, size.layers, host=module_bytes(gemma.embed_tokens, dtype))
+        size = layered_size(gemma, gemma.layers, dtype, to_fp8_weights)
+        header = read_header(files.checkpoint)
+        processor = stored_bytes(header, checkpoint_key, dtype)
+        return ModelSize(size.other + processor, size.layer, size.layers, size.fp8_layer,
+                         host=module_bytes(gemma.embed_tokens, dtype),
+                         fp8_other=size.other + fp8_processor_bytes(read_text_config(header, directory.geometry), dtype))
     path, key_map = _small(c, name)
     if path is None:
         return None

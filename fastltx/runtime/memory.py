@@ -176,17 +176,22 @@ def layered_size(model: torch.nn.Module, layers: torch.nn.ModuleList, dtype: tor
 class ModelSize:
     """A model's bytes on the device in the run dtype: ``other`` outside its layer stack (all of a
     model without one), ``layer`` for each of its ``layers`` layers, ``fp8_layer`` for a layer with
-    fp8 linears (None: no fp8 form); ``host``: the part of ``other`` that runs from host memory
-    when the model streams (``Offloaded``'s host parts)."""
+    fp8 linears (None: no fp8 form), ``fp8_other`` for ``other`` in the fp8 form (None: as
+    ``other``); ``host``: the part of ``other`` that runs from host memory when the model streams
+    (``Offloaded``'s host parts; not converted to fp8)."""
 
     other: int
     layer: int = 0
     layers: int = 0
     fp8_layer: int | None = None
     host: int = 0
+    fp8_other: int | None = None
 
     def total(self, fp8: bool = False) -> int:
-        return self.other + self.layers * (self.fp8_layer if fp8 else self.layer)
+        return self.other_bytes(fp8) + self.layers * (self.fp8_layer if fp8 else self.layer)
+
+    def other_bytes(self, fp8: bool = False) -> int:
+        return self.fp8_other if fp8 and self.fp8_other is not None else self.other
 
 
 @dataclass(frozen=True)
@@ -199,9 +204,10 @@ class Form:
     ahead: int = 2
 
     def device_bytes(self, size: ModelSize) -> int:
-        per = size.fp8_layer if self.fp8 and size.fp8_layer is not None else size.layer
+        fp8 = self.fp8 and size.fp8_layer is not None
+        per = size.fp8_layer if fp8 else size.layer
         slots = min(self.ahead + 1, self.streamed) * per
-        other = size.other - (size.host if self.streamed else 0)
+        other = size.other_bytes(fp8) - (size.host if self.streamed else 0)
         return other + (size.layers - self.streamed) * per + slots
 
     def describe(self, size: ModelSize) -> str:

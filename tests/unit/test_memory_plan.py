@@ -112,6 +112,26 @@ def test_16g_streams_fp8_blocks():
         assert sum(p.device_bytes(m) for m in need.models) + need.activations <= 15_000 * MiB
 
 
+def test_fp8_text_encoder_streams_beside_the_kept_transformer():
+    """With fp8 weights for the text encoder too, 24 GiB keeps the fp8 transformer on the device for
+    good and streams the text encoder beside it, instead of the two taking turns. Text encoder as
+    the 19B set's, in MiB: 48 layers of 440 (220 in fp8); outside them the token embedding, 1,900,
+    run from host memory when it streams (never fp8), and the projection and connectors, 2,700
+    (1,350 in fp8)."""
+    text = ModelSize(4600 * MiB, 440 * MiB, 48, 220 * MiB, host=1900 * MiB, fp8_other=3250 * MiB)
+    sizes = dict(SIZES, text_encoder=text)
+    p = plan_memory(AUTO, 23_000 * MiB, sizes, DISTILLED, ("transformer", "text_encoder"))
+    assert p.keep == ("transformer",) and p.form("transformer") == Form(fp8=True)
+    # beside 640 + 48 x 360 = 17,920: 1,350 + (51 - s) x 220 + 1,600 <= 23,000 - 17,920 -> s >= 41.6
+    assert p.form("text_encoder") == Form(fp8=True, streamed=42)
+    assert p.device_bytes("transformer") + p.device_bytes("text_encoder") + 1600 * MiB <= 23_000 * MiB
+    # in bf16 it does not fit beside it (all streamed, one ahead: 2,700 + 2 x 440 + 1,600 > 5,080): the two
+    # take turns, the text encoder with 2,700 + (51 - s) x 440 + 1,600 <= 23,000 -> s >= 8.5
+    p = plan_memory(AUTO, 23_000 * MiB, sizes, DISTILLED, ("transformer",))
+    assert p.keep == () and p.form("text_encoder") == Form(streamed=9)
+    assert text.total(fp8=True) == (3250 + 48 * 220) * MiB and text.total() == (4600 + 48 * 440) * MiB
+
+
 def test_upsample_stage_keeps_room_for_the_upsampler():
     sizes = dict(SIZES, upsampler=ModelSize(3000 * MiB))
     p = plan_memory(AUTO, 23_000 * MiB, sizes, DISTILLED, ("transformer",))

@@ -211,6 +211,29 @@ def test_text_encoder_streams_its_layers(files):
     assert off.groups["host"].device is None and off.groups["rest"].device is not None
 
 
+def test_text_encoder_in_fp8(files):
+    """The text encoder's budget form: every Gemma and processor linear with fp8 weights (weights
+    only). Its contexts stay within a few percent of the float32 ones (tiny random model), and the
+    streamed fp8 encoder gives exactly the resident fp8 one's."""
+    from fastltx.layers.linear import Fp8WeightLinear
+    from fastltx.models.text_encoder import load_text_encoder
+    from fastltx.models.text_encoder.encoder import convert_to_fp8
+    encoder = load_text_encoder(files.text_encoder, files.checkpoint, "cpu", torch.float32)
+    prompts = ["a prompt", "another"]
+    want = encoder.encode(prompts)
+    linears = sum(isinstance(m, torch.nn.Linear) for m in encoder.modules())
+    convert_to_fp8(encoder, "cpu")
+    assert sum(isinstance(m, Fp8WeightLinear) for m in encoder.modules()) == linears and encoder._fastltx_fp8
+    fp8 = encoder.encode(prompts)
+    errors = [((g - w).norm() / w.norm()).item() for g, w in ((fp8.video, want.video), (fp8.audio, want.audio))]
+    assert all(1e-4 < e < 5e-2 for e in errors), errors
+    off = Offloaded(encoder, "cpu", encoder.gemma.layers, host=encoder.gemma.host_parts)
+    off.home_all()
+    off.admit(streamed=2)
+    got = encoder.encode(prompts)
+    assert torch.equal(got.video, fp8.video) and torch.equal(got.audio, fp8.audio)
+
+
 # ------------------------------------------------------------------------------------------ pipelines
 KW = dict(seed=1, height=64, width=128, num_frames=9, fps=24.0, tiling=None, progress=False)
 
@@ -262,6 +285,39 @@ def test_pipeline_under_a_budget(files, checkpoint, weights_only, monkeypatch):
     assert "transformer" not in seen["upsample"] or "text_encoder" not in seen["upsample"]
     assert torch.equal(again.video, want.video) and torch.equal(again.audio, want.audio)
     assert set(low.components.memory.offloaded) >= {"transformer", "text_encoder"}
+
+
+def test_fp8_text_encoder_under_a_budget(files, checkpoint, monkeypatch):
+    """A budget whose text stage holds the text encoder only with fp8 weights: the plan picks that
+    form, the encoder loads in it (converted layer by layer, homed in host memory), and the
+    pipeline's result stays near the unbudgeted one (fp8=True: the transformer is fp8 in both runs)
+    and repeats exactly."""
+    from fastltx.layers.linear import Fp8WeightLinear
+    from fastltx.pipelines import load_pipeline
+    from fastltx.pipelines.memory import ModelMemory
+    kwargs = dict(device="cpu", dtype=torch.float32, fp8=True)
+    full = load_pipeline("distilled", checkpoint, files.text_encoder, files.upsampler, memory="full", **kwargs)
+    want = full("a prompt", **KW)
+    text = full.components.memory.plan.sizes["text_encoder"]
+    assert text.fp8_layer < text.layer and text.total(fp8=True) < text.total() - 1000
+    budget = 4 * 2**20
+    real = ModelMemory.stage_needs
+
+    def needs(self, *args):  # the text stage's activations leave room for the fp8 form only
+        return [StageNeed(n.stage, n.models, budget - text.total(fp8=True) - 1000 if n.stage == "text" else 0)
+                for n in real(self, *args) if n.stage in ("text", "stage 1", "upsample", "stage 2")]
+    monkeypatch.setattr(ModelMemory, "stage_needs", needs)
+    low = load_pipeline("distilled", checkpoint, files.text_encoder, files.upsampler, memory=budget, **kwargs)
+    got = low("a prompt", **KW)
+    plan = low.components.memory.plan
+    assert plan.form("text_encoder").fp8 and plan.form("text_encoder").streamed == 0
+    encoder = low.components.__dict__["text_encoder"]
+    assert encoder._fastltx_fp8 and any(isinstance(m, Fp8WeightLinear) for m in encoder.processor.modules())
+    assert not any(isinstance(m, torch.nn.Linear) for m in [*encoder.processor.modules(), *encoder.gemma.layers.modules()])
+    diff = (got.video.float() - want.video.float()).abs()
+    assert 0 < diff.mean() < 8, diff.mean()  # fp8 text contexts: a nearby video (tiny random model)
+    again = low("a prompt", **KW)
+    assert torch.equal(again.video, got.video) and torch.equal(again.audio, got.audio)
 
 
 def test_budget_too_small_fails_before_loading(files):

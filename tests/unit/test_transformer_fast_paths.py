@@ -66,6 +66,26 @@ def test_fp8_linear_is_the_dequantised_product():
 
 
 @torch.no_grad()
+def test_fp8_weight_linear_is_the_dequantised_weight(monkeypatch):
+    """Weight-only fp8: the input stays as it is, the weight is q(W) * sw; large weights are
+    dequantised a block of output rows at a time, with the same result."""
+    import fastltx.layers.linear as linear
+    torch.manual_seed(1)
+    lin = torch.nn.Linear(32, 24)
+    x = torch.randn(2, 5, 32) * 3
+    q = linear.Fp8WeightLinear(lin)
+    assert q.weight.dtype == torch.float8_e4m3fn and q.weight.shape == (24, 32) and q.weight_scale.shape == (1, 24)
+    want = torch.nn.functional.linear(x.double(), q.weight.double() * q.weight_scale.double().t(), lin.bias.double())
+    whole = q(x)
+    assert torch.allclose(whole.double(), want, rtol=1e-6, atol=1e-6)
+    monkeypatch.setattr(linear, "WEIGHT_CHUNK", 5 * 32)  # blocks of 5 output rows, the last one short
+    assert torch.allclose(q(x), whole, rtol=1e-6, atol=1e-6)  # (separate GEMMs: last-bit differences)
+    assert 1e-3 < rel_l2(q(x), lin(x)) < 0.05  # weights alone: e4m3's 3 mantissa bits, a few percent
+    bf = linear.Fp8WeightLinear(lin.to(torch.bfloat16))
+    assert bf(x.to(torch.bfloat16)).dtype == torch.bfloat16
+
+
+@torch.no_grad()
 def test_fp8_model_error(model_and_inputs):
     model, (v, a) = model_and_inputs
     want = model(v, a)

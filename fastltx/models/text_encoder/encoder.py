@@ -41,6 +41,25 @@ def encode_bytes(hidden: int, layers: int, intermediate: int, prompts: int, max_
     return tokens * (hidden * (layers + 1) * HIDDEN_COPIES + 3 * intermediate) * size + workspace
 
 
+def to_fp8_weights(module: nn.Module) -> int:
+    """Store the linears of a part of the text path (a Gemma decoder layer, the processor) in fp8,
+    weight only (``Fp8WeightLinear``): the text encoder's form under a memory budget. Its compute is
+    small next to copying its weights onto the device on each call, so it holds and copies half the
+    bytes while its activations stay in the run dtype. Returns how many linears were converted."""
+    from fastltx.layers.linear import to_fp8
+    return to_fp8(module, lambda name, linear: True, weight_only=True)
+
+
+def convert_to_fp8(encoder: TextEncoder, device: torch.device | str) -> None:
+    """``to_fp8_weights`` on every Gemma layer and the processor of an encoder held in host memory,
+    each part converted on ``device`` (fast) and put back: the device holds one part at a time."""
+    home = torch.device("cpu")
+    for part in [*encoder.gemma.layers, encoder.processor]:
+        to_fp8_weights(part.to(device))
+        part.to(home)
+    encoder._fastltx_fp8 = True
+
+
 def load_text_encoder(gemma_path: str | os.PathLike, checkpoint: str | os.PathLike,
                       device: torch.device | str = "cpu", dtype: torch.dtype | None = torch.bfloat16,
                       max_length: int = MAX_LENGTH) -> TextEncoder:

@@ -190,11 +190,6 @@ def open_language_model(directory: GemmaDirectory) -> ComponentReader:
                            "Gemma 3 language model", str(directory.path))
 
 
-def fp8_linear(name: str, linear: nn.Linear) -> bool:
-    """Gemma linears that may be stored in fp8 (names relative to a decoder layer): all of them."""
-    return True
-
-
 class GemmaEncoder(nn.Module):
     """Tokenizer + Gemma 3 language model -> all hidden states of a batch of prompts."""
 
