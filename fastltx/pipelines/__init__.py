@@ -54,7 +54,9 @@ def load_pipeline(name: str, checkpoint: str | os.PathLike, text_encoder: str | 
     others get None). Guidance passes and video tokens are split over the processes.
 
     ``compile`` compiles the transformer blocks on first use (about 10 s at full size on an H100,
-    ~20% faster steps); ``fp8`` runs the block linears in float8 on Hopper/Ada GPUs.
+    ~20% faster steps); ``fp8`` stores the block linears in float8 on Hopper/Ada GPUs (compiled: fp8
+    matmuls; eager: the weights dequantised for bf16 matmuls, where unfused activation
+    quantisation would cost more than it saves).
 
     ``memory``: "auto" (default: fit the device's usable memory, planned per call), "full" (every
     model resident, nothing moved), or a budget such as "24g" / "16g": models then take turns on the

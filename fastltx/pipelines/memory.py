@@ -287,6 +287,7 @@ class ModelMemory:
         from fastltx.checkpoint.lora import fuse_loras, read_lora
         from fastltx.layers.linear import to_fp8
         from fastltx.models.transformer import fp8_linear, load_transformer, open_transformer
+        from fastltx.models.transformer.model import fp8_weight_only
 
         c = self.c
         form = self.form("transformer")
@@ -301,7 +302,8 @@ class ModelMemory:
             with torch.device("meta"):  # every LoRA tensor must land on a weight: checked once, on meta
                 fuse_loras(reader.model.state_dict(), loras)
             adjust = lambda state: fuse_loras(state, _lora_subset(loras, state))  # noqa: E731
-        convert = (lambda layer: to_fp8(layer, fp8_linear)) if form.fp8 else None  # noqa: E731
+        weight_only = fp8_weight_only(c.compile)
+        convert = (lambda layer: to_fp8(layer, fp8_linear, weight_only)) if form.fp8 else None  # noqa: E731
         off = Offloaded(reader.model, c.device, reader.model.transformer_blocks, form.ahead) if budgeted else None
         model = load_layered(reader, "transformer_blocks", c.device, c.dtype, convert, adjust, off)
         model._fastltx_fp8 = form.fp8

@@ -58,6 +58,13 @@ def test_fp8_runs_and_stays_close(files):
     a, b = plain("a prompt", **kw), fp8("a prompt", **kw)
     assert a.video.shape == b.video.shape and not torch.equal(a.video, b.video)
     assert (a.video.float() - b.video.float()).abs().mean() < 20  # quantised, not broken
+    # eager: fp8 weights, matmuls in the run dtype; compiled: scaled fp8 matmuls (the quantisation fuses)
+    from fastltx.layers.linear import Fp8Linear, Fp8WeightLinear
+    ff = fp8.components._transformer.transformer_blocks[0].ff.net[2]
+    assert type(ff) is Fp8WeightLinear
+    compiled = load_pipeline("one-stage", files.checkpoint, files.text_encoder, device="cpu", dtype=torch.float32,
+                             fp8=True, compile=True)
+    assert type(compiled.components._transformer.transformer_blocks[0].ff.net[2]) is Fp8Linear
 
 
 def test_fp8_with_switched_lora_is_refused(files):

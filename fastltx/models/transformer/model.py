@@ -84,11 +84,12 @@ class LTXTransformer(nn.Module):
                 elif name.endswith(("attn2", "_attn")):
                     module.fuse_projections(self_attention=False)
 
-    def to_fp8(self) -> int:
+    def to_fp8(self, weight_only: bool = False) -> int:
         """Store the block linears (attention projections and feed-forwards) in float8_e4m3fn with
-        per-channel scales and run them through scaled fp8 matmuls; returns how many were converted."""
+        per-channel scales and run them through scaled fp8 matmuls (``weight_only``: matmuls in the
+        run dtype, see ``fp8_form``); returns how many were converted."""
         from fastltx.layers.linear import to_fp8
-        return to_fp8(self.transformer_blocks, fp8_linear)
+        return to_fp8(self.transformer_blocks, fp8_linear, weight_only)
 
     # ----------------------------------------------------------------------------- preprocessing
     def _timestep(self, adaln: AdaLNSingle, t: torch.Tensor, batch: int, dtype: torch.dtype):
@@ -231,6 +232,16 @@ class LTXTransformer(nn.Module):
         see sharding.py); every member calls with the same full inputs and gets the full outputs."""
         v, a = self.velocity(video, audio, perturbations, text_cache, sequence)
         return (to_denoised(video, v) if v is not None else None, to_denoised(audio, a) if a is not None else None)
+
+
+def fp8_weight_only(compiled: bool) -> bool:
+    """Which fp8 the blocks take: scaled fp8 matmuls when compiled (the per-token activation
+    quantisation fuses into the kernels around them), fp8 weights with matmuls in the run dtype when
+    eager. Unfused, the quantisation passes cost more than the fp8 matmuls save: an H100 stage 2 at
+    1024x1536 took 8.3-8.7 s with eager fp8 matmuls against 6.3 s in bf16; fp8 weights alone add
+    one dequantisation per linear, whatever the token count (19B: ~53 GB of extra memory traffic a
+    forward, ~18 ms on an H100 by bandwidth; an estimate, not yet measured)."""
+    return not compiled
 
 
 def fp8_linear(name: str, linear: nn.Linear) -> bool:
