@@ -86,6 +86,11 @@ def sequence_cases(world: World, prefix: str) -> dict:
     video, audio = inputs(v1, appended=5, seed=6)
     cache = v1.cache_text(video, audio)
     out[f"{prefix}sp_text_cache"] = _error(v1(video, audio, None, cache, sequence=world.sequence), v1(video, audio))
+    # a pass too small for every rank: fewer shards (4 ranks: 2 replicas of 2; 2 ranks: each alone)
+    video, audio = inputs(v1, grid=(2, 2, 4), seed=7)  # 16 tokens
+    group = world.sequence_for(video.latent.shape[1], 8)
+    out[f"{prefix}sp_fewer_shards"] = _error(v1(video, audio, sequence=group), v1(video, audio))
+    out[f"{prefix}sp_shards"] = [world.sequence_for(video.latent.shape[1], least).size for least in (4, 8, 9)]
     return out
 
 
@@ -159,6 +164,8 @@ def pipeline_case(world: World, prefix: str, demo: str) -> dict:
     from fastltx.pipelines import load_pipeline
     from fastltx.pipelines.demo import demo_files
 
+    from fastltx.models.transformer import sharding
+    sharding.MIN_TOKENS_PER_RANK = 1  # the tiny passes split over the ranks too (the real threshold keeps them whole)
     files = demo_files(demo)
     call = dict(prompt="a fox", seed=3, height=128, width=128, num_frames=9, steps=2, progress=False,
                 tiling=Tiling(SpatialTiling(64, 32)))

@@ -66,6 +66,14 @@ class World:
         """All ranks as sequence shards (single-pass steps)."""
         return self.layouts[1].sequence
 
+    def sequence_for(self, tokens: int, minimum: int) -> Group:
+        """The sequence group for one pass of ``tokens`` video tokens: all ranks as shards unless
+        that leaves a shard fewer than ``minimum`` tokens; then the layout with the most shards that
+        does not (down to one: every rank runs the whole pass), its replicas all running the same
+        pass, which gives every rank the same result without any exchange between replicas."""
+        shards = [self.size // g for g in self.layouts]
+        return self.layouts[self.size // max([s for s in shards if tokens // s >= minimum] or [1])].sequence
+
     def layout(self, passes: int) -> Layout:
         """The layout for a step of ``passes`` batched passes: the most guidance replicas that the
         passes can occupy (the largest divisor of the world size not above ``passes``)."""

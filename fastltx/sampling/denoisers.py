@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from fastltx.models.transformer import LTXTransformer, ModalityInput, Perturbation, Skip
+from fastltx.models.transformer.sharding import sequence_group
 from fastltx.runtime.distributed import Group, World, all_gather
 from fastltx.sampling.guidance import GuidanceSchedule, GuiderParams
 from fastltx.sampling.state import TokenState
@@ -42,14 +43,15 @@ class SimpleDenoiser:
                  world: World | None = None):
         self.model, self.video_context, self.audio_context = model, video_context, audio_context
         self._text_cache = None
-        self._parallel = {} if world is None or world.size == 1 else {"sequence": world.sequence}
+        self.world = world if world is not None and world.size > 1 else None
 
     def __call__(self, video: TokenState | None, audio: TokenState | None, sigma: torch.Tensor, step: int):
         v = modality(video, self.video_context, sigma) if video is not None else None
         a = modality(audio, self.audio_context, sigma) if audio is not None else None
         if self._text_cache is None and not self.model.cfg.cross_attention_adaln:
             self._text_cache = self.model.cache_text(v, a)  # the text is fixed for the whole generation
-        return self.model(v, a, None, self._text_cache, **self._parallel)
+        parallel = {} if self.world is None else {"sequence": sequence_group(self.world, v)}
+        return self.model(v, a, None, self._text_cache, **parallel)
 
 
 @dataclass

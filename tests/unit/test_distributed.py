@@ -20,7 +20,7 @@ SIZE = 4
 BOUND = 1e-5
 TIMEOUT_S = 240
 SP_CASES = ["even", "uneven_clean", "appended_mask", "fewer_tokens_than_ranks", "perturbations", "v2_appended",
-            "video_only", "text_cache"]
+            "video_only", "text_cache", "fewer_shards"]
 CFG_CASES = ["four_passes", "three_passes", "skip_step"]
 
 
@@ -52,6 +52,13 @@ def _value(results, key):
     for v in values:
         assert not isinstance(v, str), f"{key}: {v}"
     return values
+
+
+@pytest.mark.parametrize("world, shards", [("w4", [4, 2, 1]), ("w2", [2, 2, 1])])
+def test_small_passes_split_over_fewer_ranks(results, world, shards):
+    """16 tokens with at least 4, 8, 9 tokens a shard: 4 ranks split them 4, 2 (two replicas of two
+    shards) and 1 ways (every rank runs the whole pass); 2 ranks 2, 2 and 1 ways."""
+    assert _value(results, f"{world}_sp_shards") == [shards] * SIZE
 
 
 @pytest.mark.parametrize("world", ["w4", "w2"])

@@ -17,6 +17,20 @@ from fastltx.models.transformer.inputs import ModalityInput
 from fastltx.runtime.distributed import Group
 
 
+# Fewest video tokens a rank keeps of a pass: below it, the fixed cost of the collectives (and, eager,
+# of the kernel launches) outweighs the work split. 4 x H200, distilled stage 1 (one pass), ms per
+# step with 4 / 2 / 1 GPU(s): 3,840 tokens (960 a rank on 4) compiled 165 / 130 / 210, eager 337 /
+# 222 / 254; 6,144 tokens (1,536 a rank on 4) compiled 125 / 199 / 335, eager 237 / 251 / 395.
+MIN_TOKENS_PER_RANK = 1024
+
+
+def sequence_group(world, video: ModalityInput | None) -> Group:
+    """The group a one-pass forward splits its video tokens over (``World.sequence_for``)."""
+    if video is None:
+        return world.sequence
+    return world.sequence_for(video.latent.shape[1], MIN_TOKENS_PER_RANK)
+
+
 def plan(video: ModalityInput, group: Group, heads: int) -> SequenceShard:
     if heads % group.size:
         raise ValueError(f"sequence parallelism over {group.size} ranks needs a video head count divisible by "
@@ -57,15 +71,18 @@ def key_padding_bias(shard: SequenceShard, dtype: torch.dtype, device) -> torch.
 
 
 class SequenceParallel:
-    """A transformer bound to a World: each call splits the video tokens over all of the world's
-    ranks, unless the call names its own ``sequence`` group (the guided denoiser does, per layout).
-    Everything else (cfg, cache_text, blocks, ...) is the model's own."""
+    """A transformer bound to a World: each call splits the video tokens over the world's ranks
+    (``sequence_group``: all of them unless the pass is small), unless the call names its own
+    ``sequence`` group (the denoisers do). Everything else (cfg, cache_text, blocks, ...) is the
+    model's own."""
 
     def __init__(self, model, world):
         self.model, self.world = model, world
 
     def __call__(self, *args, sequence: Group | None = None, **kwargs):
-        return self.model(*args, sequence=self.world.sequence if sequence is None else sequence, **kwargs)
+        if sequence is None:
+            sequence = sequence_group(self.world, args[0] if args else kwargs.get("video"))
+        return self.model(*args, sequence=sequence, **kwargs)
 
     def __getattr__(self, name: str):
         return getattr(self.model, name)
