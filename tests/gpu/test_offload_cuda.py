@@ -84,3 +84,48 @@ def test_usable_memory_follows_the_process_fraction():
         assert usable_memory("cuda") <= 4 * 2**30
     finally:
         torch.cuda.set_per_process_memory_fraction(before, 0)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from fastltx.pipelines.demo import demo_files
+    return demo_files(tmp_path_factory.mktemp("demo"))
+
+
+def test_fp8_weight_linear_on_cuda():
+    """Weight-only fp8 in bf16 on the GPU: the product of the dequantised weight, as on the CPU."""
+    from fastltx.layers.linear import Fp8WeightLinear
+    lin = torch.nn.Linear(256, 384).to(torch.bfloat16)
+    x = torch.randn(7, 256, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    cpu = Fp8WeightLinear(lin)
+    gpu = Fp8WeightLinear(lin.cuda())
+    assert torch.equal(gpu.weight.cpu().view(torch.uint8), cpu.weight.view(torch.uint8))
+    assert torch.allclose(gpu(x.cuda()).float().cpu(), cpu(x).float(), rtol=2e-2, atol=2e-2)
+
+
+def test_handed_in_text_encoder_converted_to_fp8_under_a_budget(demo, monkeypatch):
+    """A text encoder handed in from host memory (as bench/memory.py does) is converted to its fp8
+    form on the device when the plan gives it that form (a text stage that fits no other), homed in
+    pinned memory, and encodes within the fp8 form's error."""
+    from fastltx.layers.linear import Fp8WeightLinear
+    from fastltx.models.text_encoder import load_text_encoder
+    from fastltx.pipelines import Components, ModelFiles
+    from fastltx.pipelines.memory import ModelMemory
+    from fastltx.runtime.memory import MiB, StageNeed
+    host = load_text_encoder(demo.text_encoder, demo.checkpoint, "cpu", torch.bfloat16)
+    want = host.to("cuda").encode(["a fox"]).video.float()
+    host.to("cpu")
+    components = Components(ModelFiles(demo.checkpoint), "cuda", torch.bfloat16, fp8=True, memory="1g")
+    components.__dict__["text_encoder"] = host
+    memory = components.memory
+    text = memory.size("text_encoder")
+    budget = int(2**30 * 0.96) - 256 * MiB  # budget_for("1g") on a card with more than 1 GiB free
+    monkeypatch.setattr(ModelMemory, "stage_needs", lambda self, *a: [
+        StageNeed("text", ("text_encoder",), budget - text.total(fp8=True) - 1000)])
+    plan = memory.plan_call(64, 64, 9, 24.0, two_stage=False)
+    assert plan.budget == budget and plan.form("text_encoder").fp8 and plan.form("text_encoder").streamed == 0
+    assert host._fastltx_fp8
+    assert isinstance(host.processor.video_connector.transformer_1d_blocks[0].attn1.to_q, Fp8WeightLinear)
+    assert memory.offloaded["text_encoder"].groups["rest"].home.is_pinned()
+    got = components.text_encoder.encode(["a fox"]).video.float()
+    assert 1e-4 < ((got - want).norm() / want.norm()).item() < 5e-2
