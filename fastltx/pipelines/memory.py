@@ -314,29 +314,33 @@ class ModelMemory:
         return model
 
     def load_text_encoder(self):
-        """The text encoder in this call's form: plain, or Gemma's layers homed in host memory and
-        streamed (the rest on the device)."""
+        """The text encoder in this call's form: plain (one read onto the device), or layer by layer:
+        fp8 weights converted on the device, and, when models take turns, homes in host memory and
+        streamed layers."""
         from fastltx.models.text_encoder import (GemmaEncoder, TextEncoder, load_text_encoder, load_text_processor,
                                                  read_gemma_directory)
+        from fastltx.models.text_encoder.encoder import to_fp8_weights
         from fastltx.models.text_encoder.gemma import load_tokenizer, open_language_model
 
         c = self.c
         form = self.form("text_encoder")
-        if self.plan is None or not self.plan.shared:
+        shared = self.plan is not None and self.plan.shared  # models take turns: homes in host memory
+        if not form.fp8 and not shared:
             return load_text_encoder(c.files.text_encoder, c.files.checkpoint, c.device, c.dtype)
-        from fastltx.models.text_encoder.encoder import to_fp8_weights
         directory = read_gemma_directory(c.files.text_encoder)
-        processor = load_text_processor(c.files.checkpoint, directory.geometry, c.device if form.fp8 else "cpu",
+        on_device = form.fp8 or not shared  # (the fp8 conversion runs there; a home is made with the rest)
+        processor = load_text_processor(c.files.checkpoint, directory.geometry, c.device if on_device else "cpu",
                                         c.dtype)
-        if form.fp8:  # converted on the device; homed in host memory with the rest below
+        if form.fp8:
             to_fp8_weights(processor)
         reader = open_language_model(directory)
         encoder = TextEncoder(GemmaEncoder(reader.model, load_tokenizer(directory.tokenizer_dir)), processor)
         encoder._fastltx_fp8 = form.fp8
-        off = _offloaded("text_encoder", encoder, c.device, form.ahead)
+        off = _offloaded("text_encoder", encoder, c.device, form.ahead) if shared else None
         load_layered(reader, "layers", c.device, c.dtype, to_fp8_weights if form.fp8 else None, offload=off)
-        self.offloaded["text_encoder"] = off
-        off.admit(form.streamed, form.ahead)
+        if off is not None:
+            self.offloaded["text_encoder"] = off
+            off.admit(form.streamed, form.ahead)
         return encoder
 
 

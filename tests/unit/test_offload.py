@@ -287,11 +287,12 @@ def test_pipeline_under_a_budget(files, checkpoint, weights_only, monkeypatch):
     assert set(low.components.memory.offloaded) >= {"transformer", "text_encoder"}
 
 
-def test_fp8_text_encoder_under_a_budget(files, checkpoint, monkeypatch):
+@pytest.mark.parametrize("turns", [True, False])
+def test_fp8_text_encoder_under_a_budget(files, checkpoint, monkeypatch, turns):
     """A budget whose text stage holds the text encoder only with fp8 weights: the plan picks that
-    form, the encoder loads in it (converted layer by layer, homed in host memory), and the
-    pipeline's result stays near the unbudgeted one (fp8=True: the transformer is fp8 in both runs)
-    and repeats exactly."""
+    form, the encoder loads in it (converted layer by layer; homed in host memory when the models
+    take turns, else simply on the device), and the pipeline's result stays near the unbudgeted one
+    (fp8=True: the transformer is fp8 in both runs) and repeats exactly."""
     from fastltx.layers.linear import Fp8WeightLinear
     from fastltx.pipelines import load_pipeline
     from fastltx.pipelines.memory import ModelMemory
@@ -305,12 +306,13 @@ def test_fp8_text_encoder_under_a_budget(files, checkpoint, monkeypatch):
 
     def needs(self, *args):  # the text stage's activations leave room for the fp8 form only
         return [StageNeed(n.stage, n.models, budget - text.total(fp8=True) - 1000 if n.stage == "text" else 0)
-                for n in real(self, *args) if n.stage in ("text", "stage 1", "upsample", "stage 2")]
+                for n in real(self, *args) if n.stage in (("text", "stage 1", "upsample", "stage 2") if turns else
+                                                          ("text",))]
     monkeypatch.setattr(ModelMemory, "stage_needs", needs)
     low = load_pipeline("distilled", checkpoint, files.text_encoder, files.upsampler, memory=budget, **kwargs)
     got = low("a prompt", **KW)
     plan = low.components.memory.plan
-    assert plan.form("text_encoder").fp8 and plan.form("text_encoder").streamed == 0
+    assert plan.form("text_encoder").fp8 and plan.form("text_encoder").streamed == 0 and plan.shared == turns
     encoder = low.components.__dict__["text_encoder"]
     assert encoder._fastltx_fp8 and any(isinstance(m, Fp8WeightLinear) for m in encoder.processor.modules())
     assert not any(isinstance(m, torch.nn.Linear) for m in [*encoder.processor.modules(), *encoder.gemma.layers.modules()])
