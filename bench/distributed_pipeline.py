@@ -207,7 +207,7 @@ def main(argv=None) -> dict | None:
         return DistilledPipeline(components)
 
     counts = sorted({int(n) for n in args.gpus.split(",")} - {1}) if args.gpus else ([world.size] if world.size > 1 else [])
-    if any(n > world.size for n in counts):
+    if any(n > world.size or n < 1 for n in counts):
         raise SystemExit(f"--gpus {args.gpus}: this world has {world.size} processes")
     worlds = {n: world if n == world.size else world_from_ranks(list(range(n)), device) for n in counts}  # collective
     single = pipeline(None) if main_rank else None

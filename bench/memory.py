@@ -141,6 +141,7 @@ def profiled(fn, path: Path, top: int = 15) -> None:
     """Run ``fn`` under torch.profiler; write to ``path``, for each pipeline stage (its "stage NAME"
     range), the entries that took the most self host time and device time inside it: where a warm
     call's time goes that the stage times do not explain (allocator calls, waits, copies)."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     with profile(activities=activities) as prof:
@@ -154,11 +155,10 @@ def profiled(fn, path: Path, top: int = 15) -> None:
         for e in events:
             if e is st or e.name.startswith("stage ") or not (lo <= e.time_range.start <= hi):
                 continue
-            dev = getattr(e, "self_device_time_total", 0) or 0
-            if dev:
-                device[e.name] = device.get(e.name, 0) + dev
-            else:
+            if e.device_type == DeviceType.CPU:  # operators and runtime calls: their own host time
                 host[e.name] = host.get(e.name, 0) + e.self_cpu_time_total
+            else:  # kernels and copies: their time on the device
+                device[e.name] = device.get(e.name, 0) + e.time_range.elapsed_us()
         lines.append(f"{st.name}: {(hi - lo) / 1e3:.1f} ms")
         for label, table in (("host", host), ("device", device)):
             total = sum(table.values())
@@ -257,6 +257,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.profile and not args.out:
+        raise SystemExit("--profile writes next to memory.json: give --out")
     if args.plan_only:
         print(plans(args.size, args.modes.split(","), args.sizes.split(","), args.frames))
         return {}

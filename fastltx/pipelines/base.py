@@ -36,12 +36,12 @@ class Pipeline:
         try:
             with torch.profiler.record_function(f"stage {name}"):  # (a profile's stage boundaries)
                 yield
+                if self.components.device.type == "cuda":
+                    torch.cuda.synchronize(self.components.device)
         except torch.OutOfMemoryError as e:
             raise self.components.memory.out_of_memory(name, e) from e
         finally:
             self.components.memory.end_stage(name)
-        if self.components.device.type == "cuda":
-            torch.cuda.synchronize(self.components.device)
         self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
 
     def start(self, seed: int, height: int, width: int, num_frames: int, fps: float,

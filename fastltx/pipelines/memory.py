@@ -107,11 +107,13 @@ class ModelMemory:
         self.plan = plan
         self.residency.budget, self.residency.reserves = plan.budget, dict(plan.reserves)
         self.residency.keep = plan.keep
-        for name in on_host:
+        for name in on_host:  # homed now in the form planned, which stays theirs (no file to reload from)
             model = self._models()[name]
             if name == "text_encoder" and self.form(name).fp8:
                 from fastltx.models.text_encoder.encoder import convert_to_fp8
                 convert_to_fp8(model, device)
+            elif name in self._sizes:  # kept in the run dtype: no fp8 form for later plans
+                self._sizes[name] = dataclasses.replace(self._sizes[name], fp8_layer=None, fp8_other=None)
             off = self.offloaded[name] = _offloaded(name, model, device)
             off.home_all()
         for name in list(self._models()):
@@ -341,6 +343,8 @@ class ModelMemory:
         if off is not None:
             self.offloaded["text_encoder"] = off
             off.admit(form.streamed, form.ahead)
+        else:
+            encoder.to(c.device)  # the computed buffers (rotary tables, embedding scale), as load_gemma does
         return encoder
 
 
@@ -366,7 +370,8 @@ def _file_size(memory: ModelMemory, name: str) -> ModelSize | None:
         size = layered_size(loaded, layers, c.dtype) if layers is not None else ModelSize(module_bytes(loaded, c.dtype))
         host = sum(module_bytes(part, c.dtype) for part in host_parts_of(name, loaded))
         size = dataclasses.replace(size, host=host)
-        if name == "text_encoder" and not getattr(loaded, "_fastltx_fp8", False):  # its fp8 form, counted on meta
+        convertible = any(t.device != c.device for t in loaded.parameters())  # on the host: not homed yet
+        if name == "text_encoder" and convertible and not getattr(loaded, "_fastltx_fp8", False):  # fp8 form, on meta
             from fastltx.models.text_encoder.encoder import to_fp8_weights
             fp8_layer = layered_size(loaded, layers, c.dtype, to_fp8_weights).fp8_layer
             other = size.other - module_bytes(loaded.processor, c.dtype)

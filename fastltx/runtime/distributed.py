@@ -5,7 +5,8 @@ gloo on the CPU). Its ranks are laid out as ``G`` guidance replicas times ``S`` 
 (rank = g * S + s): the passes of a guided step are split over the replicas (guidance / CFG
 parallelism) and each pass's video tokens over the shards of a replica (Ulysses sequence
 parallelism). A layout exists for every divisor G of the world size; a step picks the one that
-fits its number of passes (``World.layout``), a single-pass step uses all ranks as shards.
+fits its number of passes (``World.layout``); a single-pass step uses all ranks as shards unless its
+pass is too small for that (``World.sequence_for``).
 
 ``init_distributed`` is the one place that reads the ``torchrun`` environment (RANK, WORLD_SIZE,
 LOCAL_RANK, MASTER_ADDR/PORT); everything else receives the ``World`` or a ``Group`` explicitly.

@@ -130,9 +130,10 @@ class Offloaded:
         self.root, self.device, self.ahead = root, torch.device(device), ahead
         self.layers = list(layers) if layers is not None else []
         self.host = list(host)  # parts that run from host memory: never copied, inputs and outputs moved
+        device = self.device  # (the hook must not hold the Offloaded: a cycle would keep the pinned homes alive)
         for part in self.host:
             part.register_forward_pre_hook(_on_host)
-            part.register_forward_hook(lambda module, args, out: out.to(self.device, non_blocking=True))
+            part.register_forward_hook(lambda module, args, out: out.to(device, non_blocking=True))
         self.pin = self.device.type == "cuda"
         self.arena = _HostArena(self.pin)
         self.groups: dict[int | str, _Group] = {}

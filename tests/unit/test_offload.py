@@ -322,6 +322,17 @@ def test_fp8_text_encoder_under_a_budget(files, checkpoint, monkeypatch, turns):
     assert torch.equal(again.video, got.video) and torch.equal(again.audio, got.audio)
 
 
+def test_a_handed_in_text_encoder_on_the_device_has_no_fp8_form(files):
+    """Only a text encoder still in host memory can be converted (when it is homed); one handed in
+    on the device keeps its form, so the plan must not count it in fp8."""
+    from fastltx.models.text_encoder import load_text_encoder
+    from fastltx.pipelines import Components, ModelFiles
+    components = Components(ModelFiles(files.checkpoint), "cpu", torch.float32, fp8=True, memory="1g")
+    components.__dict__["text_encoder"] = load_text_encoder(files.text_encoder, files.checkpoint, "cpu", torch.float32)
+    size = components.memory.size("text_encoder")
+    assert size.layers > 0 and size.fp8_layer is None and size.fp8_other is None
+
+
 def test_budget_too_small_fails_before_loading(files):
     from fastltx.pipelines import load_pipeline
     pipe = load_pipeline("distilled", files.checkpoint, files.text_encoder, files.upsampler, device="cpu",

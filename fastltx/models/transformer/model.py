@@ -87,7 +87,7 @@ class LTXTransformer(nn.Module):
     def to_fp8(self, weight_only: bool = False) -> int:
         """Store the block linears (attention projections and feed-forwards) in float8_e4m3fn with
         per-channel scales and run them through scaled fp8 matmuls (``weight_only``: matmuls in the
-        run dtype, see ``fp8_form``); returns how many were converted."""
+        run dtype, see ``fp8_weight_only``); returns how many were converted."""
         from fastltx.layers.linear import to_fp8
         return to_fp8(self.transformer_blocks, fp8_linear, weight_only)
 
