@@ -408,8 +408,8 @@ def _add_generate(sub) -> None:
                      help="torch.compile the transformer blocks (first call ~10-20 s longer, then faster steps; "
                           "recommended with --memory 24g/16g, where the fp8 transformer runs eager much slower)")
     run.add_argument("--fp8", action="store_true",
-                     help="fp8 block linears even where the bf16 transformer fits (Hopper / Ada GPUs; fp8 "
-                          "matmuls with --compile, fp8 weights and bf16 matmuls without)")
+                     help="fp8 block linears even where the bf16 transformer fits (fp8 matmuls with --compile "
+                          "on Ada / Hopper GPUs; elsewhere fp8 weights dequantised for bf16 matmuls)")
     run.add_argument("--lossless", action="store_true", help="a folder of PNG frames and audio.wav (float) "
                                                              "instead of an MP4")
     run.add_argument("-o", "--output", required=True, help="the MP4 file (or the folder, with --lossless)")

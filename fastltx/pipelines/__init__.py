@@ -54,8 +54,8 @@ def load_pipeline(name: str, checkpoint: str | os.PathLike, text_encoder: str | 
     others get None). Guidance passes and video tokens are split over the processes.
 
     ``compile`` compiles the transformer blocks on first use (about 10 s at full size on an H100,
-    ~20% faster steps); ``fp8`` stores the block linears in float8 on Hopper/Ada GPUs (compiled: fp8
-    matmuls; eager: the weights dequantised for bf16 matmuls, where unfused activation
+    ~20% faster steps); ``fp8`` stores the block linears in float8 (compiled on Ada / Hopper GPUs:
+    fp8 matmuls; otherwise the weights dequantised for bf16 matmuls, where unfused activation
     quantisation would cost more than it saves).
 
     ``memory``: "auto" (default: fit the device's usable memory, planned per call), "full" (every

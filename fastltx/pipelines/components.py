@@ -40,8 +40,8 @@ class ModelFiles:
 
 class Components:
     """``compile``: torch.compile of the transformer blocks (one graph shared by all blocks);
-    ``fp8``: the block linears in float8 e4m3 (Hopper/Ada GPUs; scaled fp8 matmuls when compiled,
-    the weights dequantised for bf16 matmuls when eager; not together with stage-2 LoRAs, which are
+    ``fp8``: the block linears in float8 e4m3 (scaled fp8 matmuls when compiled on Ada / Hopper
+    GPUs, else the weights dequantised for bf16 matmuls; not together with stage-2 LoRAs, which are
     switched on the bf16 weights); ``memory``: "auto", "full", "24g",
     "16g", ... (fastltx.runtime.memory: which models stay on the device, which come in per stage,
     which stream their layers; every model access goes through it, see pipelines/memory.py)."""

@@ -124,16 +124,18 @@ class ModelMemory:
                     images: int) -> list[StageNeed]:
         return stage_needs(self, height, width, num_frames, fps, two_stage, passes, images)
 
+    def _fp8_any(self) -> bool:
+        """Whether the plan may store weights in fp8: on any GPU (dequantised where it has no fp8
+        matmuls), elsewhere only when asked (``fp8=True``)."""
+        return self.c.fp8 or self.c.device.type == "cuda"
+
     def _fp8_allowed(self) -> bool:
-        from fastltx.layers.linear import fp8_supported
-        return (self.c.fp8 or fp8_supported(self.c.device)) and not self.c.files.stage2_loras
+        return self._fp8_any() and not self.c.files.stage2_loras
 
     def _fp8_models(self) -> list[str]:
-        """The models the plan may give fp8 weights: the transformer (fp8 matmuls: Hopper / Ada, or
-        ``fp8=True``; no stage-2 LoRA) and the text encoder (weights only, under the same device rule)."""
-        from fastltx.layers.linear import fp8_supported
-        text = self.c.fp8 or fp8_supported(self.c.device)
-        return (["transformer"] if self._fp8_allowed() else []) + (["text_encoder"] if text else [])
+        """The models the plan may give fp8 weights: the transformer (not with a stage-2 LoRA, switched
+        on the bf16 weights; ``fp8_weight_only`` says which fp8) and the text encoder (weights only)."""
+        return (["transformer"] if self._fp8_allowed() else []) + (["text_encoder"] if self._fp8_any() else [])
 
     def form(self, name: str) -> Form:
         form = self.plan.form(name) if self.plan is not None else PLAIN
@@ -304,7 +306,7 @@ class ModelMemory:
             with torch.device("meta"):  # every LoRA tensor must land on a weight: checked once, on meta
                 fuse_loras(reader.model.state_dict(), loras)
             adjust = lambda state: fuse_loras(state, _lora_subset(loras, state))  # noqa: E731
-        weight_only = fp8_weight_only(c.compile)
+        weight_only = fp8_weight_only(c.compile, c.device)
         convert = (lambda layer: to_fp8(layer, fp8_linear, weight_only)) if form.fp8 else None  # noqa: E731
         off = Offloaded(reader.model, c.device, reader.model.transformer_blocks, form.ahead) if budgeted else None
         model = load_layered(reader, "transformer_blocks", c.device, c.dtype, convert, adjust, off)

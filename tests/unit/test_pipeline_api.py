@@ -58,13 +58,21 @@ def test_fp8_runs_and_stays_close(files):
     a, b = plain("a prompt", **kw), fp8("a prompt", **kw)
     assert a.video.shape == b.video.shape and not torch.equal(a.video, b.video)
     assert (a.video.float() - b.video.float()).abs().mean() < 20  # quantised, not broken
-    # eager: fp8 weights, matmuls in the run dtype; compiled: scaled fp8 matmuls (the quantisation fuses)
-    from fastltx.layers.linear import Fp8Linear, Fp8WeightLinear
-    ff = fp8.components._transformer.transformer_blocks[0].ff.net[2]
-    assert type(ff) is Fp8WeightLinear
-    compiled = load_pipeline("one-stage", files.checkpoint, files.text_encoder, device="cpu", dtype=torch.float32,
-                             fp8=True, compile=True)
-    assert type(compiled.components._transformer.transformer_blocks[0].ff.net[2]) is Fp8Linear
+    # eager (and wherever fp8 matmuls are missing): fp8 weights, matmuls in the run dtype
+    from fastltx.layers.linear import Fp8WeightLinear
+    assert type(fp8.components._transformer.transformer_blocks[0].ff.net[2]) is Fp8WeightLinear
+
+
+def test_which_fp8_the_transformer_takes(monkeypatch):
+    """Scaled fp8 matmuls only compiled on a GPU that has them (the quantisation fuses); else fp8
+    weights dequantised for matmuls in the run dtype."""
+    import fastltx.layers.linear as linear
+    from fastltx.models.transformer.model import fp8_weight_only
+    assert fp8_weight_only(False, "cpu") and fp8_weight_only(True, "cpu")
+    monkeypatch.setattr(linear, "fp8_supported", lambda device: True)
+    assert fp8_weight_only(False, "cuda") and not fp8_weight_only(True, "cuda")
+    monkeypatch.setattr(linear, "fp8_supported", lambda device: False)  # e.g. an Ampere card
+    assert fp8_weight_only(True, "cuda")
 
 
 def test_fp8_with_switched_lora_is_refused(files):

@@ -234,14 +234,15 @@ class LTXTransformer(nn.Module):
         return (to_denoised(video, v) if v is not None else None, to_denoised(audio, a) if a is not None else None)
 
 
-def fp8_weight_only(compiled: bool) -> bool:
-    """Which fp8 the blocks take: scaled fp8 matmuls when compiled (the per-token activation
-    quantisation fuses into the kernels around them), fp8 weights with matmuls in the run dtype when
-    eager. Unfused, the quantisation passes cost more than the fp8 matmuls save: an H100 stage 2 at
+def fp8_weight_only(compiled: bool, device: torch.device | str) -> bool:
+    """Which fp8 the blocks take: scaled fp8 matmuls when compiled on a GPU that has them (Ada,
+    Hopper: the per-token activation quantisation fuses into the kernels around them), else fp8
+    weights with matmuls in the run dtype (any GPU: half the memory of bf16 weights). Unfused, the quantisation passes cost more than the fp8 matmuls save: an H100 stage 2 at
     1024x1536 took 8.3-8.7 s with eager fp8 matmuls against 6.3 s in bf16; fp8 weights alone add
     one dequantisation per linear, whatever the token count (19B: ~53 GB of extra memory traffic a
     forward, ~18 ms on an H100 by bandwidth; an estimate, not yet measured)."""
-    return not compiled
+    from fastltx.layers.linear import fp8_supported
+    return not (compiled and fp8_supported(device))
 
 
 def fp8_linear(name: str, linear: nn.Linear) -> bool:
