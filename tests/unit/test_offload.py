@@ -12,7 +12,7 @@ from fastltx.checkpoint.mapped import MappedFile
 from fastltx.checkpoint.safetensors_file import CheckpointError
 from fastltx.layers.linear import Fp8Linear, to_fp8
 from fastltx.models.transformer import fp8_linear, load_transformer, open_transformer
-from fastltx.runtime.memory import OutOfMemory, StageNeed
+from fastltx.runtime.memory import Form, OutOfMemory, StageNeed
 from fastltx.runtime.offload import Offloaded, load_layered, streamed_layers
 from tests.parity.test_transformer import inputs
 
@@ -320,6 +320,44 @@ def test_fp8_text_encoder_under_a_budget(files, checkpoint, monkeypatch, turns):
     assert 0 < diff.mean() < 8, diff.mean()  # fp8 text contexts: a nearby video (tiny random model)
     again = low("a prompt", **KW)
     assert torch.equal(again.video, got.video) and torch.equal(again.audio, got.audio)
+
+
+def test_transformer_stays_while_the_fp8_text_encoder_streams_beside_it(files, checkpoint, monkeypatch):
+    """The 24 GiB plan of the 19B set in miniature: the budget holds the transformer, the small models
+    and, beside them, the text encoder only in fp8 with some layers streamed. The transformer is never
+    moved out, across stages and calls; both calls give the same result."""
+    from fastltx.pipelines import load_pipeline
+    from fastltx.pipelines.memory import ModelMemory
+    kwargs = dict(device="cpu", dtype=torch.float32, fp8=True)
+    full = load_pipeline("distilled", checkpoint, files.text_encoder, files.upsampler, memory="full", **kwargs)
+    full("a prompt", **KW)
+    sizes = full.components.memory.plan.sizes
+    transformer, text = sizes["transformer"], sizes["text_encoder"]
+    small = sum(size.total() for name, size in sizes.items() if name not in ("transformer", "text_encoder"))
+    budget = transformer.total(fp8=True) + text.total(fp8=True) + small
+    real = ModelMemory.stage_needs
+    # the steps' activations leave the transformer room for its fp8 form only; the text stage's leave the
+    # text encoder beside it one byte less than its whole fp8 form
+    acts = {"text": small + 1, "stage 1": small + text.total(fp8=True), "stage 2": small + text.total(fp8=True)}
+
+    def needs(self, *args):
+        return [StageNeed(n.stage, n.models, acts.get(n.stage, 0)) for n in real(self, *args)]
+    monkeypatch.setattr(ModelMemory, "stage_needs", needs)
+    moved = []
+    evict = ModelMemory.evict
+
+    def record(self, name):
+        moved.append(name)
+        evict(self, name)
+    monkeypatch.setattr(ModelMemory, "evict", record)
+    low = load_pipeline("distilled", checkpoint, files.text_encoder, files.upsampler, memory=budget, **kwargs)
+    first = low("a prompt", **KW)
+    plan = low.components.memory.plan
+    assert plan.keep == ("transformer",) and plan.form("transformer") == Form(fp8=True)
+    assert plan.form("text_encoder").fp8 and 0 < plan.form("text_encoder").streamed < text.layers
+    second = low("a prompt", **KW)
+    assert "transformer" not in moved and "text_encoder" in moved
+    assert torch.equal(first.video, second.video) and torch.equal(first.audio, second.audio)
 
 
 def test_a_handed_in_text_encoder_on_the_device_has_no_fp8_form(files):
