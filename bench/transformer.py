@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import (full_size_inputs, peak_mib, reference_modality, reference_on_weights,  # noqa: E402
                           rel_l2, time_cuda)
 from fastltx.checkpoint.factory import random_transformer, transformer_config  # noqa: E402
-from fastltx.runtime.compile import compile_blocks  # noqa: E402
+from fastltx.runtime.compile import compile_blocks, uncompile_blocks  # noqa: E402
 
 BATCHES = (1, 2)
 
@@ -110,7 +110,12 @@ def run_fastltx_and_core(args, results: dict, flops: dict) -> None:
     steps = [("fastltx eager", lambda: None), ("+ torch.compile", lambda: (compile_blocks(ours), cold_call())),
              ("+ fused qkv/kv", lambda: (ours.fuse_projections(), cold_call())),
              ("+ cached text k/v", lambda: (use_cache.__setitem__(0, True), torch._dynamo.reset())),
-             ("+ fp8 linears", lambda: (print(f"fp8 linears: {ours.to_fp8()}"), cold_call()))]
+             # eager with the same fusions and cache: the baseline of the two eager fp8 forms below
+             ("eager, fused+cached", lambda: (uncompile_blocks(ours), torch._dynamo.reset())),
+             ("+ fp8 linears", lambda: (print(f"fp8 linears: {ours.to_fp8()}"), compile_blocks(ours), cold_call())),
+             ("eager fp8 matmuls", lambda: (uncompile_blocks(ours), torch._dynamo.reset())),
+             # the same fp8 buffers, dequantised for bf16 matmuls: what eager runs use (fp8_weight_only)
+             ("eager fp8 weights", lambda: weights_only(ours))]
     for name, change in steps:
         try:
             change()
@@ -119,6 +124,14 @@ def run_fastltx_and_core(args, results: dict, flops: dict) -> None:
             print(f"{name}: failed: {type(e).__name__}: {str(e)[:500]}", flush=True)
             break
     torch._dynamo.reset()
+
+
+def weights_only(model) -> None:
+    """Fp8Linear -> Fp8WeightLinear in place (the same buffers; the product in the run dtype)."""
+    from fastltx.layers.linear import Fp8Linear, Fp8WeightLinear
+    for m in model.modules():
+        if type(m) is Fp8Linear:
+            m.__class__ = Fp8WeightLinear
 
 
 def print_table(results: dict, flops: dict, card: str) -> None:
