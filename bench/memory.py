@@ -18,18 +18,22 @@ mean absolute difference of the frames to the ``full`` run's (bf16 vs fp8 sanity
 so only gross errors show).
 
     python bench/memory.py --out DIR             # eager; --compile: compiled blocks in every mode
+    python bench/memory.py --out DIR --devices 0,1,2,3   # the six runs over four GPUs at once
     python bench/memory.py --size tiny --device cpu --modes full,3m --sizes 64x128 --frames 9   # dry run
 """
 
 import argparse
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -239,6 +243,9 @@ def parse_args(argv=None):
     p.add_argument("--sizes", default="512x768,1024x1536", help="output sizes HxW, in this order")
     p.add_argument("--frames", type=int, default=121)
     p.add_argument("--work", default=None, help="folder for the weight files (default: a temporary one)")
+    p.add_argument("--devices", default=None,
+                   help="GPUs to run the (size, mode) processes on at once, e.g. 0,1,2,3 (each sees one GPU; they "
+                        "share the host's copy bandwidth and CPUs). Default: one after the other on --device")
     p.add_argument("--deadline-s", type=float, default=540.0, help="start no new run after this many seconds")
     p.add_argument("--out", default=os.environ.get("OUT"), help="folder for memory.json")
     p.add_argument("--plan-only", action="store_true", help="print the plans from models built on meta (no GPU)")
@@ -282,43 +289,63 @@ def run_modes(args, work: Path, start: float) -> dict:
         torch.cuda.empty_cache()
     print(f"weights written in {time.perf_counter() - start:.0f} s: {ckpt.stat().st_size / GIB:.1f} GiB + "
           f"{up.stat().st_size / GIB:.2f} GiB", flush=True)
-    results = dict(size=args.size, frames=args.frames, runs=[])
-    for size in args.sizes.split(","):
-        base_frames = None
-        for mode in args.modes.split(","):
-            spent = time.perf_counter() - start
-            if spent > args.deadline_s:
-                print(f"skipping {mode} {size}: {spent:.0f} s spent", flush=True)
-                continue
-            frames_to = work / f"frames-{mode}-{size}.pt"
-            cmd = [sys.executable, __file__, "--child", mode, "--child-size", size, "--size", args.size,
-                   "--device", args.device, "--frames", str(args.frames), "--checkpoint", str(ckpt),
-                   "--upsampler", str(up), "--frames-to", str(frames_to)] + (["--compile"] if args.compile else []) \
-                + (["--profile-to", str(Path(args.out or work))] if args.profile else [])
-            env = dict(os.environ)  # as the CLI runs (older torch reads the allocator setting only from here)
-            if "PYTORCH_ALLOC_CONF" not in env:
-                env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-            if proc.returncode != 0 or not lines:
-                err = (proc.stderr.strip().splitlines() or ["?"])[-1]
-                print(f"{mode} {size}: FAILED ({err})", flush=True)
-                results["runs"].append(dict(mode=mode, size=size, error=proc.stderr[-2000:]))
-                save(results, args.out)
-                continue
-            r = json.loads(lines[-1][len("RESULT "):])
-            frames = torch.load(frames_to)
-            if base_frames is None and mode == "full":
-                base_frames = frames
-            elif base_frames is not None:
-                r["frames_vs_full_mean_abs"] = float((frames.float() - base_frames.float()).abs().mean())
+    results = dict(size=args.size, frames=args.frames, runs=[], devices=args.devices)
+    jobs = [(size, mode) for size in args.sizes.split(",") for mode in args.modes.split(",")]
+    devices = args.devices.split(",") if args.devices else [None]
+    free = queue.Queue()
+    for d in devices:
+        free.put(d)
+    lock = threading.Lock()
+
+    def job(size: str, mode: str) -> None:
+        spent = time.perf_counter() - start
+        if spent > args.deadline_s:
+            print(f"skipping {mode} {size}: {spent:.0f} s spent", flush=True)
+            return
+        device = free.get()  # a GPU of its own (--devices), else the one device, one run after the other
+        try:
+            r = run_one(args, work, ckpt, up, size, mode, device)
+        finally:
+            free.put(device)
+        with lock:
             results["runs"].append(r)
-            print_run(r)
+            if "error" not in r:
+                print_run(r)
             save(results, args.out)
+
+    with ThreadPoolExecutor(len(devices)) as pool:
+        for f in [pool.submit(job, size, mode) for size, mode in jobs]:
+            f.result()
+    order = {job: i for i, job in enumerate(jobs)}
+    results["runs"].sort(key=lambda r: order[r["size"], r["mode"]])
+    for r in results["runs"]:  # the frames against the uncapped run of the same size
+        base = work / f"frames-full-{r['size']}.pt"
+        if "error" not in r and r["mode"] != "full" and base.exists():
+            frames, full = torch.load(work / f"frames-{r['mode']}-{r['size']}.pt"), torch.load(base)
+            r["frames_vs_full_mean_abs"] = float((frames.float() - full.float()).abs().mean())
     results["elapsed_s"] = time.perf_counter() - start
     save(results, args.out)
     print_table(results)
     return results
+
+
+def run_one(args, work: Path, ckpt: Path, up: Path, size: str, mode: str, device: str | None) -> dict:
+    """One (output size, memory mode) in a process of its own; ``device``: the GPU it sees alone."""
+    cmd = [sys.executable, __file__, "--child", mode, "--child-size", size, "--size", args.size,
+           "--device", args.device, "--frames", str(args.frames), "--checkpoint", str(ckpt),
+           "--upsampler", str(up), "--frames-to", str(work / f"frames-{mode}-{size}.pt")] \
+        + (["--compile"] if args.compile else []) + (["--profile-to", str(Path(args.out or work))] if args.profile else [])
+    env = dict(os.environ)  # as the CLI runs (older torch reads the allocator setting only from here)
+    if "PYTORCH_ALLOC_CONF" not in env:
+        env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    if device is not None:
+        env["CUDA_VISIBLE_DEVICES"] = device
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        print(f"{mode} {size}: FAILED ({(proc.stderr.strip().splitlines() or ['?'])[-1]})", flush=True)
+        return dict(mode=mode, size=size, error=proc.stderr[-2000:])
+    return json.loads(lines[-1][len("RESULT "):])
 
 
 def print_run(r: dict) -> None:

@@ -21,3 +21,15 @@ def test_memory_bench_dry_run(tmp_path):
     assert runs["16m"]["frames_vs_full_mean_abs"] == 0
     assert set(runs["16m"]["stages"]) == {"text", "stage 1", "upsample", "stage 2", "decode"}
     assert json.loads((tmp_path / "memory.json").read_text())["runs"][1]["mode"] == "16m"
+
+
+def test_memory_bench_runs_modes_at_once(tmp_path, monkeypatch):
+    """--devices: the (size, mode) processes run at once, one per listed device (here on the CPU, where
+    the device names only go to CUDA_VISIBLE_DEVICES); the report is the same as one after the other."""
+    sys.path.insert(0, str(ROOT))
+    from bench.memory import main
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # two processes on the CPU at once
+    result = main(["--size", "tiny", "--device", "cpu", "--modes", "full,16m", "--sizes", "64x128", "--frames", "9",
+                   "--work", str(tmp_path / "work"), "--out", str(tmp_path), "--devices", "0,1"])
+    assert [r["mode"] for r in result["runs"]] == ["full", "16m"] and result["devices"] == "0,1"
+    assert not any("error" in r for r in result["runs"]) and result["runs"][1]["frames_vs_full_mean_abs"] == 0
