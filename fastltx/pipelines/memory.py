@@ -406,9 +406,8 @@ def _size_from_files(c, name: str) -> ModelSize | None:
             return None
         from fastltx.models.text_encoder import read_gemma_directory
         from fastltx.models.text_encoder.gemma import build_language_model
-        from fastltx.models.text_encoder.processor import checkpoint_key
         from fastltx.models.text_encoder.encoder import to_fp8_weights
-        from fastltx.models.text_encoder.processor import read_text_config
+        from fastltx.models.text_encoder.processor import checkpoint_key, read_text_config
         directory = read_gemma_directory(files.text_encoder)
         gemma = build_language_model(directory.text_config)
         size = layered_size(gemma, gemma.layers, dtype, to_fp8_weights)

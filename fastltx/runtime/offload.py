@@ -35,7 +35,7 @@ class _HostArena:
     """Host buffers handed out as slices of a few large chunks. PyTorch's pinned-memory allocator
     rounds every request up to a power of two: one 0.37 GB fp8 block would take 0.5 GB, so the
     chunks are powers of two themselves and each holds many groups. ``expected``: the bytes all
-    groups will take (the model's tensors), so that the last chunk is no larger than what is left:
+    groups will take (the model's tensors), so that no chunk exceeds the power of two above what is left:
     pinning costs time (~2 GB/s; an H100 run lost 4 s pinning 8x oversized chunks of small models)."""
 
     def __init__(self, pin: bool, expected: int = 0):
