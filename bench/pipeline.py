@@ -268,6 +268,28 @@ def compare(ours, ref) -> dict:
                 frame_std_ref=f_r.float().std().item(), audio_absmax_ref=ref["audio"].abs().max().item())
 
 
+def report_foreign_tensors(models: dict, device, top: int = 6) -> None:
+    """Print the largest device tensors alive that are no part of our models (what else holds memory)."""
+    ours = {t.untyped_storage().data_ptr() for m in models.values() if isinstance(m, torch.nn.Module)
+            for t in [*m.parameters(), *m.buffers()] if t.device == device}
+    seen, foreign = set(), []
+    for obj in gc.get_objects():
+        try:
+            if not (isinstance(obj, torch.Tensor) and obj.device == device):
+                continue
+            ptr = obj.untyped_storage().data_ptr()
+        except Exception:  # noqa: BLE001 - gc hands out anything, some of it half-built
+            continue
+        if ptr in ours or ptr in seen:
+            continue
+        seen.add(ptr)
+        foreign.append((obj.untyped_storage().nbytes(), tuple(obj.shape), str(obj.dtype)))
+    foreign.sort(reverse=True)
+    total = sum(f[0] for f in foreign)
+    print(f"device tensors outside our models: {len(foreign)}, {total / GIB:.2f} GiB; largest: "
+          + ", ".join(f"{shape} {dtype} {n / GIB:.2f} GiB" for n, shape, dtype in foreign[:top]), flush=True)
+
+
 def h2d_bandwidth(device) -> float:
     """Host (pageable) to device copy rate in GB/s, best of three 2 GiB copies."""
     if device.type != "cuda":
@@ -343,7 +365,10 @@ def main(argv=None) -> dict:
               f"host->device {bw:.1f} GB/s: the reference's per-call rebuild would cost at least "
               f"{results['ref_rebuild_lower_bound_s']:.1f} s (not counted)", flush=True)
 
-    components = Components(ModelFiles(checkpoint="<built in memory>"), device, torch.bfloat16)
+    # memory="full": the reference's models share our tensors, so a plan that moved ours out to host
+    # memory would leave the device copies held by the reference and bring new ones in (the 2026-11-26
+    # "auto" run ran out of memory that way, with the reference's transformer still on the card)
+    components = Components(ModelFiles(checkpoint="<built in memory>"), device, torch.bfloat16, memory="full")
     components.__dict__.update(ours_models)  # the cached models: nothing is loaded from files
     transformer = ours_models["_transformer"]
     blk = min(29, transformer.cfg.num_layers - 1)  # the official STG block (29); the tiny model has 2 blocks
@@ -449,6 +474,7 @@ def main(argv=None) -> dict:
         torch.cuda.empty_cache()
         print(f"allocated after releasing the reference transformer: "
               f"{torch.cuda.memory_allocated(device) / GIB:.2f} GiB", flush=True)
+        report_foreign_tensors(ours_models, device)
     if hasattr(torch, "_dynamo"):
         for knob in ("recompile_limit", "cache_size_limit"):
             if hasattr(torch._dynamo.config, knob):
@@ -488,9 +514,12 @@ def main(argv=None) -> dict:
         # allocated at the conversion, see docs/benchmarks.md): say so up front instead of failing midway.
         if fp8_supported(device):
             def fp8_change():
+                from fastltx.runtime.compile import compile_blocks
                 torch._dynamo.reset()
                 gc.collect()
                 torch.cuda.empty_cache()
+                if "forward" not in transformer.transformer_blocks[0].__dict__:  # the bf16 compile was skipped
+                    transformer.fuse_projections()
                 linears = sum(m.weight.numel() for m in transformer.transformer_blocks.modules()
                               if isinstance(m, torch.nn.Linear))
                 free = torch.cuda.mem_get_info(device)[0]
@@ -498,6 +527,8 @@ def main(argv=None) -> dict:
                       f"(fp8 copies {linears / GIB:.1f} GiB if nothing is freed on the way)", flush=True)
                 print(f"fp8 linears: {transformer.to_fp8()}; allocated "
                       f"{torch.cuda.memory_allocated(device) / GIB:.2f} GiB", flush=True)
+                report_foreign_tensors(ours_models, device)
+                compile_blocks(transformer)  # scaled fp8 matmuls only pay compiled (fp8_weight_only)
             guarded("fp8", lambda: compiled_variant("compiled fp8", fp8_change))
 
     results["elapsed_s"] = time.perf_counter() - start_all

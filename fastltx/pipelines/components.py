@@ -8,6 +8,7 @@ import torch
 
 from fastltx.checkpoint.lora import LoraSwitch, read_lora
 from fastltx.pipelines.request import InputError
+from fastltx.runtime.memory import concrete_device
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,8 @@ class Components:
     def __init__(self, files: ModelFiles, device: torch.device | str, dtype: torch.dtype,
                  attention_backend: str | None = None, compile: bool = False, fp8: bool = False, world=None,
                  memory="auto"):
-        self.files, self.device, self.dtype, self.attention_backend = files, torch.device(device), dtype, attention_backend
+        self.files, self.dtype, self.attention_backend = files, dtype, attention_backend
+        self.device = concrete_device(device)  # "cuda" -> "cuda:N", as its tensors report it
         # a fastltx.runtime.distributed.World of several processes, or None (one process)
         self.world = world if world is not None and world.size > 1 else None
         self.compile, self.fp8 = compile, fp8

@@ -85,15 +85,23 @@ def parse_memory(value: "str | int | MemorySetting") -> MemorySetting:
     raise ValueError(f"memory must be 'auto', 'full' or a size such as '24g' or '16g', got {value!r}")
 
 
+def concrete_device(device: torch.device | str) -> torch.device:
+    """``device`` with its index: "cuda" names the current CUDA device, and tensors there report
+    "cuda:N" (``torch.device("cuda") != torch.device("cuda:0")``: a check of where models live
+    against an index-less device would find none of them there)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def usable_memory(device: torch.device | str, held: int = 0) -> int | None:
     """Bytes the run may use on ``device``: free memory, PyTorch's cached free blocks, and ``held``
     (bytes of models this run holds and may move out), within the per-process fraction if one is
     set (``torch.cuda.set_per_process_memory_fraction``). None off the GPU (no limit)."""
-    device = torch.device(device)
+    device = concrete_device(device)  # some CUDA queries insist on an index
     if device.type != "cuda":
         return None
-    if device.index is None:  # some CUDA queries insist on an index
-        device = torch.device("cuda", torch.cuda.current_device())
     free, total = torch.cuda.mem_get_info(device)
     reserved, allocated = torch.cuda.memory_reserved(device), torch.cuda.memory_allocated(device)
     usable = free + (reserved - allocated) + held

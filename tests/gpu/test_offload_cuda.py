@@ -129,3 +129,19 @@ def test_handed_in_text_encoder_converted_to_fp8_under_a_budget(demo, monkeypatc
     assert memory.offloaded["text_encoder"].groups["rest"].home.is_pinned()
     got = components.text_encoder.encode(["a fox"]).video.float()
     assert 1e-4 < ((got - want).norm() / want.norm()).item() < 5e-2
+
+
+def test_models_handed_in_on_cuda_are_held_where_they_are(demo):
+    """A pipeline made for "cuda" (no index) finds models handed in on the GPU (whose tensors say
+    "cuda:0") on its device: held, never re-homed. (Compared with the index-less device, bench/pipeline.py's
+    models counted as elsewhere: --memory full then saw no model held, and auto copied them in again.)"""
+    from fastltx.models.text_encoder import load_text_encoder
+    from fastltx.pipelines import Components, ModelFiles
+    model = load_text_encoder(demo.text_encoder, demo.checkpoint, "cuda", torch.bfloat16)
+    ptr = next(model.parameters()).data_ptr()
+    components = Components(ModelFiles(demo.checkpoint), "cuda", torch.bfloat16, memory="full")
+    assert components.device == torch.device("cuda", torch.cuda.current_device())
+    components.__dict__["text_encoder"] = model
+    components.memory.plan_call(64, 64, 9, 24.0, two_stage=False)
+    assert "text_encoder" in components.memory.residency.loaded and not components.memory.offloaded
+    assert components.text_encoder is model and next(model.parameters()).data_ptr() == ptr
