@@ -67,6 +67,9 @@ def parse_args(argv=None):
     p.add_argument("--memory", default="full",
                    help="the Components' memory setting (default full: every model resident, nothing moved; "
                         "two Components share the models, so a setting that moves them is not meaningful here)")
+    p.add_argument("--min-tokens-per-rank", type=int, default=None,
+                   help="split a pass over fewer ranks below this many video tokens a rank "
+                        "(default: fastltx.models.transformer.sharding.MIN_TOKENS_PER_RANK)")
     p.add_argument("--deadline-s", type=float, default=420.0, help="start no new run after this many seconds")
     p.add_argument("--json", default=None, help="write the results there (rank 0)")
     p.add_argument("--smoke", action="store_true", help="tiny float32 models on the CPU over gloo: checks the script")
@@ -177,9 +180,11 @@ def main(argv=None) -> dict | None:
     world = init_distributed(device="cpu" if args.smoke else "cuda")
     device, main_rank = world.device, world.main
     dtype = torch.float32 if args.smoke else torch.bfloat16
+    from fastltx.models.transformer import sharding
     if args.smoke:  # the tiny passes split over the ranks too (the real threshold would keep them whole)
-        from fastltx.models.transformer import sharding
         sharding.MIN_TOKENS_PER_RANK = 1
+    if args.min_tokens_per_rank is not None:  # to measure the threshold itself
+        sharding.MIN_TOKENS_PER_RANK = args.min_tokens_per_rank
     say = (lambda s: print(s, flush=True)) if main_rank else (lambda s: None)
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     say(f"{card} x{world.size}, torch {torch.__version__}; building the models on every rank ...")

@@ -115,7 +115,9 @@ def run_fastltx_and_core(args, results: dict, flops: dict) -> None:
              ("+ fp8 linears", lambda: (print(f"fp8 linears: {ours.to_fp8()}"), compile_blocks(ours), cold_call())),
              ("eager fp8 matmuls", lambda: (uncompile_blocks(ours), torch._dynamo.reset())),
              # the same fp8 buffers, dequantised for bf16 matmuls: what eager runs use (fp8_weight_only)
-             ("eager fp8 weights", lambda: weights_only(ours))]
+             ("eager fp8 weights", lambda: weights_only(ours)),
+             # the same, dequantised by PyTorch's two passes instead of the one-pass Triton kernel
+             ("eager fp8 w 2-pass", two_pass_dequantisation)]
     for name, change in steps:
         try:
             change()
@@ -124,6 +126,11 @@ def run_fastltx_and_core(args, results: dict, flops: dict) -> None:
             print(f"{name}: failed: {type(e).__name__}: {str(e)[:500]}", flush=True)
             break
     torch._dynamo.reset()
+
+
+def two_pass_dequantisation() -> None:
+    from fastltx.layers import linear
+    linear._dequant_kernel = lambda: None  # the last variant: not restored
 
 
 def weights_only(model) -> None:

@@ -11,6 +11,7 @@ copy, the activations untouched (for models whose compute is small next to movin
 such as the text encoder taking turns with the transformer on a small card).
 """
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -70,7 +71,37 @@ class Fp8Linear(nn.Module):
         return y.view(*shape[:-1], self.out_features)
 
 
-WEIGHT_CHUNK = 2**25  # weight elements dequantised at once by Fp8WeightLinear (64 MiB in bf16)
+# weight elements dequantised at once by Fp8WeightLinear (128 MiB in bf16): the largest block linear
+# of the 19B transformer (16,384 x 4,096) and every one of Gemma 3 12B's in one piece
+WEIGHT_CHUNK = 2**26
+DEQUANT_BLOCK = 2048  # elements of a row per Triton program
+
+
+@functools.cache
+def _dequant_kernel():
+    try:
+        from fastltx.layers.fp8_kernels import dequantize_rows_kernel
+    except ImportError:  # no Triton: PyTorch's two passes
+        return None
+    return dequantize_rows_kernel
+
+
+def dequantize_rows(weight: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``weight`` (rows, cols; e4m3) times its per-row ``scale`` (rows,), in ``dtype``.
+
+    One fused pass (Triton) on GPUs that convert e4m3 natively (Ada, Hopper), bit-identical to the
+    two PyTorch passes used elsewhere and inside torch.compile (which fuses them itself). The two
+    passes move 7 bytes a weight against 3: on an H100 they made an eager 19B forward with fp8
+    weights 114 ms slower than with bf16 weights (521 vs 407 ms, 18.5 G weights)."""
+    kernel = _dequant_kernel() if weight.is_cuda and not torch.compiler.is_compiling() else None
+    if kernel is None or not fp8_supported(weight.device) or not weight.is_contiguous():
+        return weight.to(dtype).mul_(scale[:, None].to(dtype))
+    rows, cols = weight.shape
+    out = torch.empty(rows, cols, dtype=dtype, device=weight.device)
+    if out.numel():
+        with torch.cuda.device(weight.device):
+            kernel[(rows, -(-cols // DEQUANT_BLOCK))](weight, scale.contiguous(), out, cols, BLOCK=DEQUANT_BLOCK)
+    return out
 
 
 class Fp8WeightLinear(Fp8Linear):
@@ -89,7 +120,7 @@ class Fp8WeightLinear(Fp8Linear):
 
     def _dequantized(self, i: int, j: int, dtype: torch.dtype) -> torch.Tensor:
         # e4m3 -> the run dtype is exact; the scale's rounding to it (bf16: 2^-9) is far below e4m3's (2^-4)
-        return self.weight[i:j].to(dtype).mul_(self.weight_scale[0, i:j, None].to(dtype))
+        return dequantize_rows(self.weight[i:j], self.weight_scale[0, i:j], dtype)
 
 
 def to_fp8(module: nn.Module, select: Callable[[str, nn.Linear], bool], weight_only: bool = False) -> int:
@@ -115,4 +146,4 @@ def fp8_supported(device: torch.device | str) -> bool:
     return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
 
 
-__all__ = ["Fp8Linear", "Fp8WeightLinear", "fp8_supported", "quantize_rows", "to_fp8"]
+__all__ = ["Fp8Linear", "Fp8WeightLinear", "dequantize_rows", "fp8_supported", "quantize_rows", "to_fp8"]

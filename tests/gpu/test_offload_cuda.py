@@ -103,6 +103,22 @@ def test_fp8_weight_linear_on_cuda():
     assert torch.allclose(gpu(x.cuda()).float().cpu(), cpu(x).float(), rtol=2e-2, atol=2e-2)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available() or not fp8_supported("cuda"), reason="needs e4m3 on the GPU")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape", [(37, 3000), (5, 4096), (1, 1)])
+def test_fused_dequantisation_is_bit_identical(shape, dtype):
+    """The one-pass Triton dequantisation gives exactly PyTorch's two passes (the CPU's path and
+    torch.compile's), at widths that are and are not a multiple of its block."""
+    pytest.importorskip("triton")
+    from fastltx.layers.linear import dequantize_rows, quantize_rows
+    w, scale = quantize_rows(torch.randn(*shape, generator=torch.Generator().manual_seed(1)).cuda() * 3)
+    got = dequantize_rows(w, scale[:, 0], dtype)
+    want = w.to(dtype).mul_(scale.to(dtype))
+    assert got.dtype == dtype and torch.equal(got, want)
+    rows = dequantize_rows(w[2:4] if shape[0] > 3 else w, scale[2:4, 0] if shape[0] > 3 else scale[:, 0], dtype)
+    assert torch.equal(rows, want[2:4] if shape[0] > 3 else want)
+
+
 def test_handed_in_text_encoder_converted_to_fp8_under_a_budget(demo, monkeypatch):
     """A text encoder handed in from host memory (as bench/memory.py does) is converted to its fp8
     form on the device when the plan gives it that form (a text stage that fits no other), homed in

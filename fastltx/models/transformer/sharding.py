@@ -18,10 +18,11 @@ from fastltx.runtime.distributed import Group
 
 
 # Fewest video tokens a rank keeps of a pass: below it, the fixed cost of the collectives (and, eager,
-# of the kernel launches) outweighs the work split. 4 x H200, distilled stage 1 (one pass), ms per
-# step with 4 / 2 / 1 GPU(s): 3,840 tokens (960 a rank on 4) compiled 165 / 130 / 210, eager 337 /
-# 222 / 254; 6,144 tokens (1,536 a rank on 4) compiled 125 / 199 / 335, eager 237 / 251 / 395.
-MIN_TOKENS_PER_RANK = 1024
+# of the kernel launches) outweighs the work split. 4 x H200, distilled stage 1 (one pass), compiled,
+# heads sent in one piece, ms per step with 4 / 2 / 1 GPU(s): 3,840 tokens (960 a rank on 4) 86 / 124
+# / 212. (With the heads in 4 pieces it was 165 / 130 / 210, and a threshold of 1,024 kept that pass
+# on 2 ranks; eager in one piece is not measured.) 6,144 tokens (1,536 a rank) split over 4 either way.
+MIN_TOKENS_PER_RANK = 512
 
 
 def sequence_group(world, video: ModalityInput | None) -> Group:
