@@ -13,17 +13,23 @@ from fastltx.models.transformer.block import AVBlock
 
 
 @functools.cache
-def _compiled_block_forward(mode: str | None, dynamic: bool | None):
+def _compiled_block_forward(mode: str | None, dynamic: bool | None, tune: bool):
+    if tune:  # Inductor benchmarks block sizes of its own kernels (norms, modulation, quantisation)
+        return torch.compile(AVBlock.forward, dynamic=dynamic, options={"coordinate_descent_tuning": True})
     return torch.compile(AVBlock.forward, mode=mode, dynamic=dynamic)
 
 
-def compile_blocks(model: torch.nn.Module, mode: str | None = None, dynamic: bool | None = False) -> None:
+def compile_blocks(model: torch.nn.Module, mode: str | None = None, dynamic: bool | None = False,
+                   tune: bool = False) -> None:
     """Route every transformer block through one compiled forward (compiled lazily, at the first call).
 
     ``dynamic=False`` specialises on shapes (a new token count compiles once more); pass None to let
-    Dynamo generalise after the first recompile.
+    Dynamo generalise after the first recompile. ``tune``: Inductor's coordinate-descent tuning of
+    its generated kernels (a longer first call; not together with ``mode``).
     """
-    fn = _compiled_block_forward(mode, dynamic)
+    if tune and mode is not None:
+        raise ValueError("compile_blocks: tune and mode are exclusive")
+    fn = _compiled_block_forward(mode, dynamic, tune)
     for block in model.transformer_blocks:
         block.forward = functools.partial(fn, block)
 
