@@ -51,6 +51,9 @@ class Components:
                  attention_backend: str | None = None, compile: bool = False, fp8: bool = False, world=None,
                  memory="auto"):
         self.files, self.dtype, self.attention_backend = files, dtype, attention_backend
+        device = torch.device(device)
+        if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
+            raise InputError(f"device {device} asked for, but {torch.cuda.device_count()} CUDA device(s) are available here")
         self.device = concrete_device(device)  # "cuda" -> "cuda:N", as its tensors report it
         # a fastltx.runtime.distributed.World of several processes, or None (one process)
         self.world = world if world is not None and world.size > 1 else None

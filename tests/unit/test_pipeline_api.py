@@ -37,6 +37,14 @@ def test_missing_path(files, tmp_path):
         load_pipeline("one-stage", tmp_path / "nope.safetensors", files.text_encoder)
 
 
+def test_a_cuda_device_that_is_not_there(files):
+    """A CUDA device this machine lacks is refused by name, before anything loads (not a bare
+    assertion from torch.cuda)."""
+    missing = f"cuda:{torch.cuda.device_count()}"  # the first index past the GPUs (cuda:0 on a CPU machine)
+    with pytest.raises(InputError, match=f"device {missing} asked for, but {torch.cuda.device_count()} CUDA"):
+        load_pipeline("one-stage", files.checkpoint, files.text_encoder, device=missing)
+
+
 @pytest.mark.parametrize("call,message", [
     (dict(height=100, width=192), "multiples of 64"),
     (dict(num_frames=16), "8k\\+1"),
