@@ -94,11 +94,9 @@ def text_encoder_on_host(size: str, device, tokenizer_dir: Path):
 def run_mode(args) -> dict:
     from fastltx.models.text_encoder.tiny import write_tokenizer
     from fastltx.pipelines import Components, DistilledPipeline, ModelFiles
-    from fastltx.runtime.memory import parse_memory, peak_rss
-    device = torch.device(args.device)
+    from fastltx.runtime.memory import concrete_device, parse_memory, peak_rss
+    device = concrete_device(args.device)  # set_per_process_memory_fraction insists on an index
     cuda = device.type == "cuda"
-    if cuda and device.index is None:  # set_per_process_memory_fraction insists on an index
-        device = torch.device("cuda", torch.cuda.current_device())
     setting = parse_memory(args.child)
     height, width = (int(v) for v in args.child_size.split("x"))
     start = time.perf_counter()

@@ -57,6 +57,7 @@ from bench.video_vae import reference_decoder_on_weights  # noqa: E402
 from fastltx.checkpoint.factory import random_state, transformer_config  # noqa: E402
 from fastltx.checkpoint.tiny_audio import audio_vae_config, vocoder_config  # noqa: E402
 from fastltx.models.video_vae.layouts import vae_config  # noqa: E402
+from fastltx.runtime.memory import concrete_device  # noqa: E402
 
 GIB = 2**30
 STAGES = ("text", "stage 1", "upsample", "stage 2", "decode")
@@ -328,7 +329,7 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     start_all = time.perf_counter()
-    device = torch.device(args.device)
+    device = concrete_device(args.device)  # "cuda:N": what the tensors report (report_foreign_tensors compares)
     cuda = device.type == "cuda"
     skip = set(filter(None, args.skip.split(",")))
     card = torch.cuda.get_device_name(device) if cuda else "cpu (dry run)"

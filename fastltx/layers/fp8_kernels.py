@@ -3,14 +3,14 @@
 One pass over an e4m3 weight block: each element read once (1 byte), multiplied by its row's scale,
 written once in the run dtype (2 bytes). The scale is rounded to the run dtype first and the
 product (exact in float32: 4 x 8 significant bits) rounded once, so the result is bit-identical to
-``weight.to(dtype) * scale.to(dtype)`` in PyTorch, which takes two passes and 7 bytes an element.
+eager PyTorch's ``weight.to(dtype) * scale.to(dtype)``, which takes two passes and 7 bytes an element.
 """
 
 import triton
 import triton.language as tl
 
 
-@triton.jit  # specialised on cols (a few widths a model; their alignment vectorises the loads)
+@triton.jit  # cols is specialised on divisibility by 16 (Triton's default): aligned, vectorised loads
 def dequantize_rows_kernel(w_ptr, scale_ptr, out_ptr, cols, BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)

@@ -52,8 +52,9 @@ class Components:
                  memory="auto"):
         self.files, self.dtype, self.attention_backend = files, dtype, attention_backend
         device = torch.device(device)
-        if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
-            raise InputError(f"device {device} asked for, but {torch.cuda.device_count()} CUDA device(s) are available here")
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if device.type == "cuda" and (device.index or 0) >= gpus:
+            raise InputError(f"device {device} asked for, but {gpus} CUDA device(s) are available here")
         self.device = concrete_device(device)  # "cuda" -> "cuda:N", as its tensors report it
         # a fastltx.runtime.distributed.World of several processes, or None (one process)
         self.world = world if world is not None and world.size > 1 else None

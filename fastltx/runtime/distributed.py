@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+from fastltx.runtime.memory import concrete_device
+
 DEFAULT_TIMEOUT = datetime.timedelta(minutes=10)
 
 
@@ -148,7 +150,7 @@ def world_from_ranks(ranks: list[int] | None = None, device: torch.device | str 
         else:  # one replica of all ranks, or one replica per rank
             layouts[g] = Layout(guidance=whole if g == size else SINGLE, sequence=whole if g == 1 else SINGLE)
     if device is None:
-        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" else "cpu"
+        device = concrete_device("cuda") if dist.get_backend(group) == "nccl" else "cpu"
     return World(rank, size, torch.device(device), group, layouts)
 
 

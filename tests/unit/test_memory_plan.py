@@ -245,3 +245,13 @@ def test_module_sizes_on_meta():
         converted = LTXTransformer(transformer_config("v1", "tiny", num_layers=3)).to(torch.bfloat16)
     converted.to_fp8()
     assert size.total(fp8=True) == module_bytes(converted)  # the fp8 estimate is what conversion gives
+
+
+def test_concrete_device_names_the_current_gpu(monkeypatch):
+    """"cuda" becomes "cuda:N" (what tensors there report; the plan compares the two), N the current
+    device; an indexed or CPU device stays as it is."""
+    from fastltx.runtime.memory import concrete_device
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    assert concrete_device("cuda") == torch.device("cuda", 3)
+    assert concrete_device(torch.device("cuda", 1)) == torch.device("cuda", 1)
+    assert concrete_device("cpu") == torch.device("cpu")

@@ -115,6 +115,14 @@ def test_compiled_blocks_share_one_graph():
     assert dataclasses.is_dataclass(v)
 
 
+def test_tuning_and_a_compile_mode_are_exclusive():
+    from fastltx.runtime.compile import compile_blocks
+    model = random_transformer(transformer_config("v1", num_layers=1), seed=5, dtype=torch.float32)
+    with pytest.raises(ValueError, match="tune and mode are exclusive"):
+        compile_blocks(model, mode="max-autotune", tune=True)
+    assert "forward" not in model.transformer_blocks[0].__dict__  # nothing routed before the refusal
+
+
 def test_quantize_rows_in_blocks_equals_at_once(monkeypatch):
     """Large eager inputs are quantised in row blocks (bounded temporaries): the same bits."""
     import fastltx.layers.linear as linear

@@ -29,6 +29,8 @@ class TextEncoder(nn.Module):
 
 
 HIDDEN_COPIES = 4  # all hidden states: the per-layer list, their stack, a normalised temporary, the flat features
+# cuBLAS workspace and allocator slack; with fp8 weights also one dequantised weight (Gemma 3 12B's
+# largest linear: 15,360 x 3,840, 113 MiB in bf16; fastltx.layers.linear.WEIGHT_CHUNK)
 WORKSPACE = 256 * 2**20
 
 

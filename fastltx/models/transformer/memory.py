@@ -13,7 +13,8 @@ from fastltx.models.transformer.config import TransformerConfig
 
 ACTIVATIONS_LIVE = 14  # activation-sized buffers alive at the peak of a block (13 measured, rounded up)
 # cuBLAS / cuDNN workspaces and allocator slack (256 MiB), and the float32 temporaries of one fp8
-# quantisation block (fastltx.layers.linear.QUANT_CHUNK elements: abs, float, quotient; 384 MiB)
+# quantisation block (fastltx.layers.linear.QUANT_CHUNK elements: abs, float, quotient; 384 MiB), or,
+# with fp8 weights only, one dequantised weight (fastltx.layers.linear.WEIGHT_CHUNK: 128 MiB in bf16)
 WORKSPACE = 640 * 2**20
 
 

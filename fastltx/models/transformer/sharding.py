@@ -21,7 +21,8 @@ from fastltx.runtime.distributed import Group
 # of the kernel launches) outweighs the work split. 4 x H200, distilled stage 1 (one pass), compiled,
 # heads sent in one piece, ms per step with 4 / 2 / 1 GPU(s): 3,840 tokens (960 a rank on 4) 86 / 124
 # / 212. (With the heads in 4 pieces it was 165 / 130 / 210, and a threshold of 1,024 kept that pass
-# on 2 ranks; eager in one piece is not measured.) 6,144 tokens (1,536 a rank) split over 4 either way.
+# on 2 ranks.) 6,144 tokens (1,536 a rank) split over 4 either way. Not measured: eager in one piece,
+# and passes below 960 tokens a rank (512x768's stage 1, 1,536 tokens, now splits over 2 ranks).
 MIN_TOKENS_PER_RANK = 512
 
 
