@@ -69,7 +69,8 @@ def parse_args(argv=None):
                         "two Components share the models, so a setting that moves them is not meaningful here)")
     p.add_argument("--min-tokens-per-rank", type=int, default=None,
                    help="split a pass over fewer ranks below this many video tokens a rank "
-                        "(default: fastltx.models.transformer.sharding.MIN_TOKENS_PER_RANK)")
+                        "(compiled and eager; default: fastltx.models.transformer.sharding's MIN_TOKENS_PER_RANK, "
+                        "MIN_TOKENS_PER_RANK_EAGER)")
     p.add_argument("--deadline-s", type=float, default=420.0, help="start no new run after this many seconds")
     p.add_argument("--json", default=None, help="write the results there (rank 0)")
     p.add_argument("--smoke", action="store_true", help="tiny float32 models on the CPU over gloo: checks the script")
@@ -182,9 +183,9 @@ def main(argv=None) -> dict | None:
     dtype = torch.float32 if args.smoke else torch.bfloat16
     from fastltx.models.transformer import sharding
     if args.smoke:  # the tiny passes split over the ranks too (the real threshold would keep them whole)
-        sharding.MIN_TOKENS_PER_RANK = 1
+        sharding.MIN_TOKENS_PER_RANK = sharding.MIN_TOKENS_PER_RANK_EAGER = 1
     if args.min_tokens_per_rank is not None:  # to measure the threshold itself
-        sharding.MIN_TOKENS_PER_RANK = args.min_tokens_per_rank
+        sharding.MIN_TOKENS_PER_RANK = sharding.MIN_TOKENS_PER_RANK_EAGER = args.min_tokens_per_rank
     say = (lambda s: print(s, flush=True)) if main_rank else (lambda s: None)
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     say(f"{card} x{world.size}, torch {torch.__version__}; building the models on every rank ...")

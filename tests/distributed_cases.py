@@ -165,7 +165,8 @@ def pipeline_case(world: World, prefix: str, demo: str) -> dict:
     from fastltx.pipelines.demo import demo_files
 
     from fastltx.models.transformer import sharding
-    sharding.MIN_TOKENS_PER_RANK = 1  # the tiny passes split over the ranks too (the real threshold keeps them whole)
+    # the tiny passes split over the ranks too (the real thresholds keep them whole)
+    sharding.MIN_TOKENS_PER_RANK = sharding.MIN_TOKENS_PER_RANK_EAGER = 1
     files = demo_files(demo)
     call = dict(prompt="a fox", seed=3, height=128, width=128, num_frames=9, steps=2, progress=False,
                 tiling=Tiling(SpatialTiling(64, 32)))

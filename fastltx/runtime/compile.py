@@ -34,6 +34,12 @@ def compile_blocks(model: torch.nn.Module, mode: str | None = None, dynamic: boo
         block.forward = functools.partial(fn, block)
 
 
+def blocks_compiled(model) -> bool:
+    """Whether ``compile_blocks`` routed the model's blocks through the compiled forward."""
+    blocks = getattr(model, "transformer_blocks", None)
+    return bool(blocks) and "forward" in blocks[0].__dict__
+
+
 def uncompile_blocks(model: torch.nn.Module) -> None:
     for block in model.transformer_blocks:
         block.__dict__.pop("forward", None)

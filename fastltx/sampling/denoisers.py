@@ -15,6 +15,7 @@ import torch
 
 from fastltx.models.transformer import LTXTransformer, ModalityInput, Perturbation, Skip
 from fastltx.models.transformer.sharding import sequence_group
+from fastltx.runtime.compile import blocks_compiled
 from fastltx.runtime.distributed import Group, World, all_gather
 from fastltx.sampling.guidance import GuidanceSchedule, GuiderParams
 from fastltx.sampling.state import TokenState
@@ -50,7 +51,7 @@ class SimpleDenoiser:
         a = modality(audio, self.audio_context, sigma) if audio is not None else None
         if self._text_cache is None and not self.model.cfg.cross_attention_adaln:
             self._text_cache = self.model.cache_text(v, a)  # the text is fixed for the whole generation
-        parallel = {} if self.world is None else {"sequence": sequence_group(self.world, v)}
+        parallel = {} if self.world is None else {"sequence": sequence_group(self.world, v, blocks_compiled(self.model))}
         return self.model(v, a, None, self._text_cache, **parallel)
 
 

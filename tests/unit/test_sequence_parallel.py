@@ -42,3 +42,31 @@ def test_partial_attentions_combine_to_the_whole():
     weights = torch.exp(lses - lses.max(dim=0).values)
     combined = (outs * weights).sum(0) / weights.sum(0)
     assert max_rel_error(combined, sdpa(q, k, v)) < 1e-6
+
+
+def test_small_passes_split_by_the_threshold_of_their_blocks():
+    """Compiled blocks split a one-pass step down to MIN_TOKENS_PER_RANK video tokens a rank, eager
+    ones only to MIN_TOKENS_PER_RANK_EAGER (their kernel launches do not shrink with the tokens);
+    a model's blocks count as compiled once compile_blocks routed them."""
+    import types
+
+    from fastltx.checkpoint.factory import random_transformer, transformer_config
+    from fastltx.models.transformer import sharding
+    from fastltx.runtime.compile import blocks_compiled, compile_blocks, uncompile_blocks
+
+    class World:  # records the minimum asked for
+        sequence = "whole"
+
+        def sequence_for(self, tokens, minimum):
+            return tokens, minimum
+    video = types.SimpleNamespace(latent=torch.zeros(1, 1536, 8))
+    assert sharding.sequence_group(World(), video, compiled=True) == (1536, sharding.MIN_TOKENS_PER_RANK)
+    assert sharding.sequence_group(World(), video, compiled=False) == (1536, sharding.MIN_TOKENS_PER_RANK_EAGER)
+    assert sharding.sequence_group(World(), None, compiled=True) == "whole"
+    assert sharding.MIN_TOKENS_PER_RANK < sharding.MIN_TOKENS_PER_RANK_EAGER
+    model = random_transformer(transformer_config("v1", num_layers=1), seed=5, dtype=torch.float32)
+    assert not blocks_compiled(model)
+    compile_blocks(model)
+    assert blocks_compiled(model) and blocks_compiled(sharding.SequenceParallel(model, World()))
+    uncompile_blocks(model)
+    assert not blocks_compiled(model)

@@ -18,19 +18,22 @@ from fastltx.runtime.distributed import Group
 
 
 # Fewest video tokens a rank keeps of a pass: below it, the fixed cost of the collectives (and, eager,
-# of the kernel launches) outweighs the work split. 4 x H200, distilled stage 1 (one pass), compiled,
-# heads sent in one piece, ms per step with 4 / 2 / 1 GPU(s): 3,840 tokens (960 a rank on 4) 86 / 124
-# / 212. (With the heads in 4 pieces it was 165 / 130 / 210, and a threshold of 1,024 kept that pass
-# on 2 ranks.) 6,144 tokens (1,536 a rank) split over 4 either way. Not measured: eager in one piece,
-# and passes below 960 tokens a rank (512x768's stage 1, 1,536 tokens, now splits over 2 ranks).
-MIN_TOKENS_PER_RANK = 512
+# of the kernel launches) outweighs the work split. 4 x H200, distilled stage 1 (one pass), ms per
+# step with 4 / 2 / 1 GPU(s), 3,840 tokens (960 a rank on 4): compiled, heads sent in one piece, 86
+# / 124 / 212; eager, heads then in 4 pieces, 337 / 222 / 254 (compiled in 4 pieces: 165 / 130 /
+# 210). 6,144 tokens (1,536 a rank on 4) split over 4 either way. Not measured: eager in one piece,
+# and compiled passes below 960 tokens a rank (512x768's stage 1, 1,536 tokens, splits over 2).
+MIN_TOKENS_PER_RANK = 512  # compiled blocks
+MIN_TOKENS_PER_RANK_EAGER = 1024  # eager blocks: each rank still launches every kernel
 
 
-def sequence_group(world, video: ModalityInput | None) -> Group:
-    """The group a one-pass forward splits its video tokens over (``World.sequence_for``)."""
+def sequence_group(world, video: ModalityInput | None, compiled: bool) -> Group:
+    """The group a one-pass forward splits its video tokens over (``World.sequence_for``), by the
+    threshold of compiled or eager blocks."""
     if video is None:
         return world.sequence
-    return world.sequence_for(video.latent.shape[1], MIN_TOKENS_PER_RANK)
+    minimum = MIN_TOKENS_PER_RANK if compiled else MIN_TOKENS_PER_RANK_EAGER
+    return world.sequence_for(video.latent.shape[1], minimum)
 
 
 def plan(video: ModalityInput, group: Group, heads: int) -> SequenceShard:
@@ -83,7 +86,8 @@ class SequenceParallel:
 
     def __call__(self, *args, sequence: Group | None = None, **kwargs):
         if sequence is None:
-            sequence = sequence_group(self.world, args[0] if args else kwargs.get("video"))
+            from fastltx.runtime.compile import blocks_compiled
+            sequence = sequence_group(self.world, args[0] if args else kwargs.get("video"), blocks_compiled(self.model))
         return self.model(*args, sequence=sequence, **kwargs)
 
     def __getattr__(self, name: str):
