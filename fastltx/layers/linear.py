@@ -102,8 +102,15 @@ def dequantize_rows(weight: torch.Tensor, scale: torch.Tensor, dtype: torch.dtyp
     with a warning, on its first launch."""
     fused = weight.is_cuda and not _KERNEL["broken"] and not torch.compiler.is_compiling()
     kernel = _dequant_kernel() if fused else None
-    if kernel is None or not fp8_supported(weight.device) or not weight.is_contiguous():
-        return weight.to(dtype).mul_(scale[:, None].to(dtype))
+    if kernel is not None and fp8_supported(weight.device) and weight.is_contiguous():
+        out = _dequantize_fused(kernel, weight, scale, dtype)
+        if out is not None:
+            return out
+    return weight.to(dtype).mul_(scale[:, None].to(dtype))
+
+
+def _dequantize_fused(kernel, weight: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+    """The Triton pass; None (after a warning, once) when its first launch fails."""
     rows, cols = weight.shape
     out = torch.empty(rows, cols, dtype=dtype, device=weight.device)
     if not out.numel():
@@ -116,8 +123,8 @@ def dequantize_rows(weight: torch.Tensor, scale: torch.Tensor, dtype: torch.dtyp
             raise
         _KERNEL["broken"] = True
         warnings.warn(f"fp8 weights: the Triton dequantisation kernel could not run here ({type(e).__name__}: "
-                      f"{str(e)[:200]}); using PyTorch's two passes (slower)", RuntimeWarning, stacklevel=2)
-        return weight.to(dtype).mul_(scale[:, None].to(dtype))
+                      f"{str(e)[:200]}); using PyTorch's two passes (slower)", RuntimeWarning, stacklevel=3)
+        return None
     _KERNEL["ran"] = True
     return out
 

@@ -302,14 +302,13 @@ class _LayerStream:
         return hook
 
     def _part(self, position: int):
-        """A part of a streamed layer about to run: its layer onto a slot unless it is there (the
-        layer's own forward put it there; inside a compiled layer the parts never need it)."""
+        """A part of a streamed layer about to run: its layer onto a slot unless it is there (``_before``
+        checks; the layer's own forward put it there; inside a compiled layer the parts never need it)."""
         before = self._before(position)
 
         def hook(module, args):
-            if torch.compiler.is_compiling() or (self.current is not None and self.current[0] == position):
-                return
-            before(module, args)
+            if not torch.compiler.is_compiling():
+                before(module, args)
         return hook
 
     def _after(self, position: int):
