@@ -1,13 +1,21 @@
 """Transformer steps on several GPUs: sequence parallel (Ulysses) and guidance (CFG) parallel vs one GPU.
 
-    torchrun --standalone --nproc_per_node 4 bench/distributed.py [--reps 3] [--sizes 768x1280,1024x1536]
+    torchrun --standalone --nproc_per_node 4 bench/distributed.py [--reps 3] [--sizes 384x640,768x1280]
+        [--compile] [--profile-dir DIR [--profile-gpus N]] [--no-guided] [--json PATH]
+    torchrun --standalone --nproc_per_node 2 bench/distributed.py --smoke [--compile]   # CPU, gloo, tiny model
 
 Every rank builds the same random full-size LTX-2 19B transformer (bf16, fused projections, text K/V
-cached per generation, eager). For each size (121 frames: 16 latent frames; 126 audio tokens, 1,024
-text tokens) a distilled step (one forward, batch 1) runs on 1, 2, 4, ... GPUs (the first n ranks),
-then a guided step (4 passes: positive, negative, STG, isolated modality) at the first size.
-Median of ``--reps`` timed with CUDA events on rank 0, all in one session; the n-GPU outputs are
+cached per generation; eager, or with ``--compile`` the blocks compiled as the pipelines do). For
+each size (multiples of 32; 121 frames: 16 latent frames; 126 audio tokens, 1,024 text tokens) a
+distilled step (one forward, batch 1) runs on 1, 2, 4, ... GPUs (the first n ranks, all of them in
+the sequence group whatever the token count), then a guided step (4 passes: positive, negative, STG,
+isolated modality) at the first size. The first call of each (step, GPUs) is timed on its own (with
+``--compile`` it compiles, and is printed as "first"), then one more warm-up call when compiled, then
+the median of ``--reps`` timed with CUDA events on rank 0, all in one session; the n-GPU outputs are
 compared with the 1-GPU output (relative L2; bf16, so rounding-level differences are expected).
+``--profile-dir``: at every size rank 0 writes the CUDA-time table of one 1-GPU and one N-GPU
+distilled step (``--profile-gpus``, default the most GPUs) to DIR/prof_{h}x{w}_{n}gpu.txt and sums
+the kernels' self CUDA time into NCCL, GEMM, attention and the rest (printed, and in the JSON row).
 Results go to stdout and, as JSON, to ``--json``.
 """
 
@@ -19,6 +27,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch.autograd import DeviceType
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import full_size_inputs, rel_l2, time_cuda  # noqa: E402
@@ -40,41 +49,83 @@ def sub_worlds(world) -> dict:
     return out
 
 
-def measure(world, worlds, label: str, make_step, reps: int, rows: list, profile: str | None = None) -> None:
-    """Time ``make_step(sub_world or None)()`` on 1 GPU and on each sub-world; rank 0 records rows
-    (and, with ``profile``, writes the CUDA-time table of one 2-GPU step there)."""
+def measure(world, worlds, label: str, make_step, reps: int, rows: list, compiled: bool = False,
+            profile: dict | None = None) -> None:
+    """Time ``make_step(sub_world or None)()`` on 1 GPU and on each sub-world; rank 0 records rows.
+    ``profile``: {n: path} of the GPU counts whose step to profile (rank 0 writes the table there)."""
     ref = None
+    cuda = world.device.type == "cuda"
     for n, sub in [(1, None), *worlds.items()]:
         if world.rank < n:
             step = make_step(sub)
-            ms = time_cuda(step, warmup=1, reps=reps) if world.device.type == "cuda" else time_cpu(step, reps)
+            first_s = first_call(step, cuda)  # compiles, when compiled
+            warmup = 1 if compiled else 0  # the second call may still recompile
+            ms = time_cuda(step, warmup=warmup, reps=reps) if cuda else time_cpu(step, reps, warmup)
             out = [t.float() for t in step() if t is not None]
-            if profile and n == 2:
-                profiled(step, profile if world.rank == 0 else None)
+            kernels = None
+            if profile and n in profile:
+                kernels = profiled(step, profile[n] if world.rank == 0 else None)
             if world.rank == 0:
                 ref = ref or out
                 err = max(rel_l2(o, r) for o, r in zip(out, ref))
-                peak = torch.cuda.max_memory_allocated() / 2**30 if world.device.type == "cuda" else 0.0
+                peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0
                 rows.append(dict(step=label, gpus=n, ms=ms, speedup=rows_base(rows, label, ms), rel_l2=err,
-                                 peak_gib=peak))
+                                 peak_gib=peak, compiled=compiled, first_s=first_s))
                 print(f"{label:<34} {n} GPU  {ms:9.1f} ms  x{rows[-1]['speedup']:.2f}  rel L2 {err:.1e}  "
-                      f"peak {peak:.1f} GiB", flush=True)
+                      f"peak {peak:.1f} GiB" + (f"  first {first_s:.1f} s" if compiled else ""), flush=True)
+                if kernels is not None:
+                    rows[-1]["kernels_ms"] = kernels
+                    kinds = "  ".join(f"{k} {v:.1f}" for k, v in kernels.items())
+                    print(f"    {n} GPU kernels, self CUDA ms: {kinds}  (step {ms:.1f} ms)", flush=True)
             del step, out
-            if world.device.type == "cuda":
+            if cuda:
                 torch.cuda.empty_cache()
         dist.barrier()
 
 
-def profiled(step, path: str | None) -> None:
+def first_call(step, cuda: bool) -> float:
+    """Seconds of the first call (with --compile: Dynamo and Inductor compiling the block)."""
+    start = time.perf_counter()
+    step()
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def profiled(step, path: str | None) -> dict | None:
+    """One call of ``step``; on rank 0 (``path`` given) under the CUDA profiler: writes its kernel table
+    there and returns ``kernel_summary`` of it. Without CUDA, just the call."""
     if path is None or not torch.cuda.is_available():
         step()
-        return
+        return None
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         step()
         torch.cuda.synchronize()
-    Path(path).write_text(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30,
-                                                    max_name_column_width=70))
+    events = prof.key_averages()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(events.table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=90))
+    return kernel_summary(events)
+
+
+# kernel kinds by (lower-case) name, first match wins: flash kernels' names may mention cutlass
+KINDS = {"nccl": ("nccl",), "attention": ("sdpa", "flash", "fmha", "attention"),
+         "gemm": ("gemm", "nvjet", "cutlass", "sm90_xmma")}
+
+
+def kernel_summary(events) -> dict:
+    """Milliseconds of self device time of the profiled kernels by kind (``KINDS``, then "other"), and
+    their "total". Host-side events and annotations (ranges spanning kernels) are left out."""
+    out = dict.fromkeys([*KINDS, "other"], 0.0)
+    for e in events:
+        if getattr(e, "device_type", None) == DeviceType.CPU or getattr(e, "is_user_annotation", False):
+            continue
+        us = getattr(e, "self_device_time_total", None)
+        us = e.self_cuda_time_total if us is None else us
+        name = e.key.lower()
+        out[next((k for k, words in KINDS.items() if any(w in name for w in words)), "other")] += us / 1000
+    out["total"] = sum(out.values())
+    return out
 
 
 def check_partial_attention(device) -> float:
@@ -86,8 +137,9 @@ def check_partial_attention(device) -> float:
     return max(((o1 - o2).abs().max() / o2.abs().max()).item(), ((l1 - l2).abs().max() / l2.abs().max()).item())
 
 
-def time_cpu(fn, reps: int) -> float:
-    fn()
+def time_cpu(fn, reps: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(reps):
         t = time.perf_counter()
@@ -101,20 +153,38 @@ def rows_base(rows: list, label: str, ms: float) -> float:
     return base / ms
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--sizes", default="768x1280,1024x1536")
+    parser.add_argument("--sizes", default="768x1280,1024x1536", help="HxW,... (multiples of 32)")
     parser.add_argument("--no-guided", action="store_true")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--compile", action="store_true", help="torch.compile of the blocks (compile_blocks)")
     parser.add_argument("--pipelined", action="store_true",
                         help="also time the distilled step at the last size with the Ulysses heads in 4 pipelined pieces")
-    parser.add_argument("--profile", default=None, help="write the CUDA-time table of a 2-GPU step at the last size")
+    parser.add_argument("--profile-dir", default=None,
+                        help="write the CUDA-time tables of a 1-GPU and an N-GPU distilled step at each size here")
+    parser.add_argument("--profile-gpus", type=int, default=None, help="N of --profile-dir (default: the most GPUs)")
     parser.add_argument("--smoke", action="store_true", help="a tiny model on the CPU (gloo): checks the script")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    try:
+        args.sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    except ValueError:
+        parser.error(f"--sizes: HxW,... expected, got {args.sizes!r}")
+    if any(len(s) != 2 or s[0] % 32 or s[1] % 32 or min(s) <= 0 for s in args.sizes):
+        parser.error(f"--sizes: positive multiples of 32 expected, got {args.sizes}")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
     start = time.perf_counter()
     world = init_distributed(device="cpu" if args.smoke else "cuda")
     worlds = sub_worlds(world)
+    counts = [1, *worlds]
+    profile_gpus = args.profile_gpus or counts[-1]
+    if args.profile_dir and profile_gpus not in counts:
+        raise SystemExit(f"--profile-gpus {profile_gpus}: not one of the measured GPU counts {counts}")
     cfg = transformer_config("v1", "19b")
     if args.smoke:
         import dataclasses
@@ -122,15 +192,20 @@ def main() -> None:
         cfg = dataclasses.replace(cfg, video=dataclasses.replace(cfg.video, heads=4, head_dim=8, context_dim=32))
     model = random_transformer(cfg, seed=0, device=world.device, dtype=torch.bfloat16)
     model.fuse_projections()
+    if args.compile:
+        from fastltx.runtime.compile import compile_blocks
+        for knob in ("recompile_limit", "cache_size_limit"):  # one graph per token count and group
+            if hasattr(torch._dynamo.config, knob):
+                setattr(torch._dynamo.config, knob, 64)
+        compile_blocks(model)
     name = torch.cuda.get_device_name() if world.device.type == "cuda" else "cpu"
     if world.main:
         weights = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
-        print(f"{name} x{world.size}, torch {torch.__version__}; weights {weights:.1f} GiB per GPU; setup "
-              f"{time.perf_counter() - start:.0f} s; fused partial attention vs float32: "
-              f"{check_partial_attention(world.device):.1e}", flush=True)
+        print(f"{name} x{world.size}, torch {torch.__version__}; weights {weights:.1f} GiB per GPU; "
+              f"{'compiled' if args.compile else 'eager'}; setup {time.perf_counter() - start:.0f} s; "
+              f"fused partial attention vs float32: {check_partial_attention(world.device):.1e}", flush=True)
     rows: list = []
-    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
-    for i, (h, w) in enumerate(sizes):
+    for i, (h, w) in enumerate(args.sizes):
         grid = (16, h // 32, w // 32)
         video, audio = full_size_inputs(cfg, 1, world.device, grid=grid)
         cache = model.cache_text(video, audio)
@@ -139,7 +214,9 @@ def main() -> None:
         def simple(sub, video=video, audio=audio, cache=cache):
             extra = {} if sub is None else {"sequence": sub.sequence}
             return lambda: model(video, audio, None, cache, **extra)
-        measure(world, worlds, label, simple, args.reps, rows, args.profile if i == len(sizes) - 1 else None)
+        profile = {n: str(Path(args.profile_dir) / f"prof_{h}x{w}_{n}gpu.txt")
+                   for n in {1, profile_gpus}} if args.profile_dir else None
+        measure(world, worlds, label, simple, args.reps, rows, args.compile, profile)
         if i == 0 and not args.no_guided:
             gen = torch.Generator(device=world.device).manual_seed(1)
             negative = [torch.randn(m.context.shape, generator=gen, device=world.device).to(m.context.dtype)
@@ -153,23 +230,23 @@ def main() -> None:
                                    GuidanceSchedule.constant(LTX2.video), GuidanceSchedule.constant(LTX2.audio),
                                    world=sub)
                 return lambda: d(states[0], states[1], sigma, 0)
-            measure(world, worlds, f"guided step {h}x{w} (4 passes)", guided, max(2, args.reps - 1), rows)
+            measure(world, worlds, f"guided step {h}x{w} (4 passes)", guided, max(2, args.reps - 1), rows, args.compile)
         del video, audio, cache
         torch.cuda.empty_cache()
     if args.pipelined:
         from fastltx.layers import sequence_parallel
         sequence_parallel.PIECES = 4
-        h, w = sizes[-1]
+        h, w = args.sizes[-1]
         video, audio = full_size_inputs(cfg, 1, world.device, grid=(16, h // 32, w // 32))
         cache = model.cache_text(video, audio)
         measure(world, worlds, f"distilled {h}x{w}, 4 pieces", lambda sub: (
             lambda: model(video, audio, None, cache, **({} if sub is None else {"sequence": sub.sequence}))),
-            args.reps, rows)
+            args.reps, rows, args.compile)
     if world.main:
         print(f"total {time.perf_counter() - start:.0f} s")
         if args.json:
-            Path(args.json).write_text(json.dumps(dict(device=name, world=world.size,
-                                                       torch=torch.__version__, rows=rows), indent=1))
+            Path(args.json).write_text(json.dumps(dict(device=name, world=world.size, torch=torch.__version__,
+                                                       compiled=args.compile, smoke=args.smoke, rows=rows), indent=1))
     dist.destroy_process_group()
 
 

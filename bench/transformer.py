@@ -4,11 +4,12 @@ Random bf16 weights, 121 frames at 512x768 (6,144 video tokens), 126 audio token
 tokens; batch 1 and 2. ltx-core runs on the very same weight tensors and inputs, and every fastltx
 variant is checked against it (relative L2) so that speed never costs correctness. The variants are
 applied cumulatively, each timed on its own: eager, + torch.compile of the blocks (cold compile
-time printed), + fused projections, + text K/V cached per generation, + fp8 linears. Diffusers runs last on its own random
-weights (two 38 GB copies do not fit one card). Prints the card, median times, ratios, peak memory
+time printed), + fused projections, + text K/V cached per generation, + fp8 linears (the feed-forward
+middle as one op; then as composed ops fused by Inductor, to compare), then the eager fp8 forms.
+Diffusers runs last on its own random weights (two 38 GB copies do not fit one card). Prints the card, median times, ratios, peak memory
 above the weights and achieved TFLOP/s.
 
-    python bench/transformer.py [--reps 7] [--no-diffusers] [--backend cudnn]
+    python bench/transformer.py [--reps 7] [--no-diffusers] [--tuned] [--backend cudnn] [--profile-dir DIR]
 """
 
 import argparse
@@ -116,11 +117,15 @@ def run_fastltx_and_core(args, results: dict, flops: dict) -> None:
              ("eager, fused+cached", lambda: (uncompile_blocks(ours), torch._dynamo.reset())),
              ("+ fp8 linears", lambda: (print(f"fp8 linears: {ours.to_fp8()}"), compile_blocks(ours), cold_call())),
              ("+ fp8, tuned kernels", lambda: (compile_blocks(ours, tune=True), cold_call())),
-             ("eager fp8 matmuls", lambda: (uncompile_blocks(ours), torch._dynamo.reset())),
+             # the FF middle as composed ops (fused by Inductor) instead of the one-pass GELU + quantisation op
+             ("fp8, Inductor's GELU", lambda: (composed_feed_forward(True), compile_blocks(ours), cold_call())),
+             ("eager fp8 matmuls", lambda: (composed_feed_forward(False), uncompile_blocks(ours), torch._dynamo.reset())),
              # the same fp8 buffers, dequantised for bf16 matmuls: what eager runs use (fp8_weight_only)
              ("eager fp8 weights", lambda: weights_only(ours)),
              # the same, dequantised by PyTorch's two passes instead of the one-pass Triton kernel
              ("eager fp8 w 2-pass", two_pass_dequantisation)]
+    if not args.tuned:
+        steps = [step for step in steps if "tuned" not in step[0]]
     for name, change in steps:
         try:
             change()
@@ -131,9 +136,17 @@ def run_fastltx_and_core(args, results: dict, flops: dict) -> None:
     torch._dynamo.reset()
 
 
+def composed_feed_forward(on: bool) -> None:
+    """The fp8 feed-forward as its modules (``on``) or with its one-op middle (the default)."""
+    import torch.nn.functional as F
+    from fastltx.layers import fp8_gelu, mlp
+    mlp.fp8_feed_forward = ((lambda x, first, last: last(F.gelu(first(x), approximate="tanh"))) if on
+                            else fp8_gelu.fp8_feed_forward)
+
+
 def two_pass_dequantisation() -> None:
     from fastltx.layers import linear
-    linear._dequant_kernel = lambda: None  # the last variant: not restored
+    linear.DEQUANT.enabled = False  # the last variant: not restored
 
 
 def weights_only(model) -> None:
@@ -165,6 +178,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--no-diffusers", action="store_true")
     parser.add_argument("--backend", default=None, help="attention backend for fastltx (default: PyTorch's choice)")
+    parser.add_argument("--tuned", action="store_true", help="also the coordinate-descent tuned variants (+1-2 min)")
     parser.add_argument("--profile-dir", default=None, help="write a CUDA kernel table per variant (batch 1) here")
     args = parser.parse_args()
     card = torch.cuda.get_device_name()

@@ -11,12 +11,12 @@ copy, the activations untouched (for models whose compute is small next to movin
 such as the text encoder taking turns with the transformer on a small card).
 """
 
-import functools
-import warnings
 from collections.abc import Callable
 
 import torch
 from torch import nn
+
+from fastltx.layers.optional_kernel import OptionalKernel
 
 E4M3 = torch.float8_e4m3fn
 E4M3_MAX = torch.finfo(E4M3).max  # 448
@@ -62,32 +62,22 @@ class Fp8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        xq, xs = quantize_rows(x.reshape(-1, shape[-1]))
-        if x.is_cuda:
-            y = torch._scaled_mm(xq, self.weight.t(), scale_a=xs, scale_b=self.weight_scale, out_dtype=x.dtype)
-        else:
-            y = ((xq.float() * xs) @ (self.weight.float() * self.weight_scale.t()).t()).to(x.dtype)
-        if self.bias is not None:
-            y = y + self.bias
-        return y.view(*shape[:-1], self.out_features)
+        y = self.product(*quantize_rows(x.reshape(-1, shape[-1])), x.dtype)
+        return (y if self.bias is None else y + self.bias).view(*shape[:-1], self.out_features)
+
+    def product(self, xq: torch.Tensor, xs: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """(rows, out_features) in ``dtype``, without the bias, from already quantised rows (e4m3 and
+        their (rows, 1) float32 scales)."""
+        if xq.is_cuda:
+            return torch._scaled_mm(xq, self.weight.t(), scale_a=xs, scale_b=self.weight_scale, out_dtype=dtype)
+        return ((xq.float() * xs) @ (self.weight.float() * self.weight_scale.t()).t()).to(dtype)
 
 
 # weight elements dequantised at once by Fp8WeightLinear (128 MiB in bf16): the largest block linear
 # of the 19B transformer (16,384 x 4,096) and every one of Gemma 3 12B's in one piece
 WEIGHT_CHUNK = 2**26
 DEQUANT_BLOCK = 2048  # elements of a row per Triton program
-
-
-@functools.cache
-def _dequant_kernel():
-    try:
-        from fastltx.layers.fp8_kernels import dequantize_rows_kernel
-    except ImportError:  # no Triton: PyTorch's two passes
-        return None
-    return dequantize_rows_kernel
-
-
-_KERNEL = {"ran": False, "broken": False}  # the Triton kernel has run / failed to build, in this process
+DEQUANT = OptionalKernel("dequantize_rows_kernel", "fp8 weights, dequantisation")
 
 
 def dequantize_rows(weight: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -97,36 +87,14 @@ def dequantize_rows(weight: torch.Tensor, scale: torch.Tensor, dtype: torch.dtyp
     PyTorch's two eager passes, ``weight.to(dtype).mul_(scale.to(dtype))``, used elsewhere (inside
     torch.compile Inductor fuses those itself, and may skip the scale's rounding to ``dtype``). The
     two passes move 7 bytes a weight against 3: on an H100 an eager 19B forward with fp8 weights
-    took 500 ms with them against 417-423 ms with the kernel (bf16 weights: 405-408 ms). A Triton
-    that cannot build the kernel here (no compiler, no e4m3 support) falls back to the two passes,
-    with a warning, on its first launch."""
-    fused = weight.is_cuda and not _KERNEL["broken"] and not torch.compiler.is_compiling()
-    kernel = _dequant_kernel() if fused else None
-    if kernel is not None and fp8_supported(weight.device) and weight.is_contiguous():
-        out = _dequantize_fused(kernel, weight, scale, dtype)
-        if out is not None:
+    took 500 ms with them against 417-423 ms with the kernel (bf16 weights: 405-408 ms)."""
+    if weight.is_cuda and weight.is_contiguous() and DEQUANT.usable() and fp8_supported(weight.device):
+        rows, cols = weight.shape
+        out = torch.empty(rows, cols, dtype=dtype, device=weight.device)
+        if not out.numel() or DEQUANT.launch(weight.device, (rows, -(-cols // DEQUANT_BLOCK)), weight,
+                                             scale.contiguous(), out, cols, BLOCK=DEQUANT_BLOCK):
             return out
     return weight.to(dtype).mul_(scale[:, None].to(dtype))
-
-
-def _dequantize_fused(kernel, weight: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
-    """The Triton pass; None (after a warning, once) when its first launch fails."""
-    rows, cols = weight.shape
-    out = torch.empty(rows, cols, dtype=dtype, device=weight.device)
-    if not out.numel():
-        return out
-    try:
-        with torch.cuda.device(weight.device):
-            kernel[(rows, -(-cols // DEQUANT_BLOCK))](weight, scale.contiguous(), out, cols, BLOCK=DEQUANT_BLOCK)
-    except Exception as e:  # noqa: BLE001 - only before the kernel ever ran: its build failed
-        if _KERNEL["ran"]:
-            raise
-        _KERNEL["broken"] = True
-        warnings.warn(f"fp8 weights: the Triton dequantisation kernel could not run here ({type(e).__name__}: "
-                      f"{str(e)[:200]}); using PyTorch's two passes (slower)", RuntimeWarning, stacklevel=3)
-        return None
-    _KERNEL["ran"] = True
-    return out
 
 
 class Fp8WeightLinear(Fp8Linear):

@@ -1,11 +1,15 @@
 """GELU(tanh) feed-forward: Linear(d -> mult*d) -> GELU(tanh) -> Linear(mult*d -> d_out).
 
-Parameter names follow the official checkpoints: ``net.0.proj`` and ``net.2``.
+Parameter names follow the official checkpoints: ``net.0.proj`` and ``net.2``. With both linears in
+fp8 (``Fp8Linear``), the GELU and the second linear's quantisation run as one op (fp8_gelu.py).
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from fastltx.layers.fp8_gelu import fp8_feed_forward
+from fastltx.layers.linear import Fp8Linear
 
 
 class _GeluProj(nn.Module):
@@ -25,4 +29,7 @@ class FeedForward(nn.Module):
         self.net = nn.Sequential(_GeluProj(dim, hidden), nn.Identity(), nn.Linear(hidden, dim_out or dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first, last = self.net[0].proj, self.net[2]
+        if type(first) is Fp8Linear and type(last) is Fp8Linear:  # not Fp8WeightLinear: bf16 matmuls
+            return fp8_feed_forward(x, first, last)
         return self.net(x)

@@ -103,51 +103,6 @@ def test_fp8_weight_linear_on_cuda():
     assert torch.allclose(gpu(x.cuda()).float().cpu(), cpu(x).float(), rtol=2e-2, atol=2e-2)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available() or not fp8_supported("cuda"), reason="needs e4m3 on the GPU")
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("shape", [(37, 3000), (5, 4096), (1, 1)])
-def test_fused_dequantisation_is_bit_identical(shape, dtype):
-    """The one-pass Triton dequantisation gives exactly PyTorch's two eager passes (the CPU's path),
-    at widths that are and are not a multiple of its block, for a zero row and rows so small that
-    their scale is subnormal or zero in float16."""
-    pytest.importorskip("triton")
-    from fastltx.layers import linear
-    assert linear._dequant_kernel() is not None  # the kernel, not the fallback, is under test
-    x = torch.randn(*shape, generator=torch.Generator().manual_seed(1)) * 3
-    if shape[0] > 3:
-        x[0], x[1], x[2] = 0.0, x[1] * 1e-6, x[2] * 1e-30
-    w, scale = linear.quantize_rows(x.cuda())
-    got = linear.dequantize_rows(w, scale[:, 0], dtype)
-    want = w.to(dtype).mul_(scale.to(dtype))
-    assert got.dtype == dtype and torch.equal(got, want)
-    if shape[0] > 3:  # a block of rows (a view at an offset), as Fp8WeightLinear passes them
-        assert torch.equal(linear.dequantize_rows(w[2:4], scale[2:4, 0], dtype), want[2:4])
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_a_kernel_that_cannot_build_falls_back_once(monkeypatch):
-    """A Triton that fails at the first launch (no compiler, say): a warning, PyTorch's passes, and
-    no further attempts."""
-    from fastltx.layers import linear
-    calls = []
-
-    class Broken:
-        def __getitem__(self, grid):
-            def launch(*args, **kwargs):
-                calls.append(grid)
-                raise RuntimeError("no C compiler")
-            return launch
-    monkeypatch.setattr(linear, "_dequant_kernel", lambda: Broken())
-    monkeypatch.setattr(linear, "fp8_supported", lambda device: True)
-    monkeypatch.setitem(linear._KERNEL, "ran", False)
-    monkeypatch.setitem(linear._KERNEL, "broken", False)
-    w, scale = linear.quantize_rows(torch.randn(8, 16, device="cuda"))
-    want = w.to(torch.bfloat16).mul_(scale.to(torch.bfloat16))
-    with pytest.warns(RuntimeWarning, match="no C compiler"):
-        assert torch.equal(linear.dequantize_rows(w, scale[:, 0], torch.bfloat16), want)
-    assert torch.equal(linear.dequantize_rows(w, scale[:, 0], torch.bfloat16), want) and len(calls) == 1
-
-
 def test_handed_in_text_encoder_converted_to_fp8_under_a_budget(demo, monkeypatch):
     """A text encoder handed in from host memory (as bench/memory.py does) is converted to its fp8
     form on the device when the plan gives it that form (a text stage that fits no other), homed in
