@@ -1,7 +1,7 @@
 """Transformer steps on several GPUs: sequence parallel (Ulysses) and guidance (CFG) parallel vs one GPU.
 
     torchrun --standalone --nproc_per_node 4 bench/distributed.py [--reps 3] [--sizes 384x640,768x1280]
-        [--compile] [--profile-dir DIR [--profile-gpus N]] [--no-guided] [--json PATH]
+        [--compile [--mode MODE]] [--profile-dir DIR [--profile-gpus N]] [--no-guided] [--json PATH]
     torchrun --standalone --nproc_per_node 2 bench/distributed.py --smoke [--compile]   # CPU, gloo, tiny model
 
 Every rank builds the same random full-size LTX-2 19B transformer (bf16, fused projections, text K/V
@@ -93,18 +93,21 @@ def first_call(step, cuda: bool) -> float:
 
 
 def profiled(step, path: str | None) -> dict | None:
-    """One call of ``step``; on rank 0 (``path`` given) under the CUDA profiler: writes its kernel table
-    there and returns ``kernel_summary`` of it. Without CUDA, just the call."""
+    """One call of ``step``; on rank 0 (``path`` given) under the profiler: writes its kernel table
+    there, and the host's (ops by self CPU time) beside it (``*_host.txt``), and returns
+    ``kernel_summary`` of it. Without CUDA, just the call."""
     if path is None or not torch.cuda.is_available():
         step()
         return None
     from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         step()
         torch.cuda.synchronize()
     events = prof.key_averages()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(events.table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=90))
+    Path(path).with_name(Path(path).stem + "_host.txt").write_text(
+        events.table(sort_by="self_cpu_time_total", row_limit=40, max_name_column_width=90))
     return kernel_summary(events)
 
 
@@ -160,6 +163,7 @@ def parse_args(argv=None):
     parser.add_argument("--no-guided", action="store_true")
     parser.add_argument("--json", default=None)
     parser.add_argument("--compile", action="store_true", help="torch.compile of the blocks (compile_blocks)")
+    parser.add_argument("--mode", default=None, help="with --compile: torch.compile's mode (e.g. reduce-overhead: CUDA graphs)")
     parser.add_argument("--pipelined", action="store_true",
                         help="also time the distilled step at the last size with the Ulysses heads in 4 pipelined pieces")
     parser.add_argument("--profile-dir", default=None,
@@ -197,7 +201,7 @@ def main(argv=None) -> None:
         for knob in ("recompile_limit", "cache_size_limit"):  # one graph per token count and group
             if hasattr(torch._dynamo.config, knob):
                 setattr(torch._dynamo.config, knob, 64)
-        compile_blocks(model)
+        compile_blocks(model, mode=args.mode)
     name = torch.cuda.get_device_name() if world.device.type == "cuda" else "cpu"
     if world.main:
         weights = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30

@@ -71,6 +71,8 @@ def parse_args(argv=None):
                    help="split a pass over fewer ranks below this many video tokens a rank "
                         "(compiled and eager; default: fastltx.models.transformer.sharding's MIN_TOKENS_PER_RANK, "
                         "MIN_TOKENS_PER_RANK_EAGER)")
+    p.add_argument("--min-tokens-to-split", type=int, default=None,
+                   help="run a pass of fewer video tokens whole on every rank (default: sharding's MIN_TOKENS_TO_SPLIT)")
     p.add_argument("--deadline-s", type=float, default=420.0, help="start no new run after this many seconds")
     p.add_argument("--json", default=None, help="write the results there (rank 0)")
     p.add_argument("--smoke", action="store_true", help="tiny float32 models on the CPU over gloo: checks the script")
@@ -184,6 +186,9 @@ def main(argv=None) -> dict | None:
     from fastltx.models.transformer import sharding
     if args.smoke:  # the tiny passes split over the ranks too (the real threshold would keep them whole)
         sharding.MIN_TOKENS_PER_RANK = sharding.MIN_TOKENS_PER_RANK_EAGER = 1
+        sharding.MIN_TOKENS_TO_SPLIT = 0
+    if args.min_tokens_to_split is not None:
+        sharding.MIN_TOKENS_TO_SPLIT = args.min_tokens_to_split
     if args.min_tokens_per_rank is not None:  # to measure the threshold itself
         sharding.MIN_TOKENS_PER_RANK = sharding.MIN_TOKENS_PER_RANK_EAGER = args.min_tokens_per_rank
     say = (lambda s: print(s, flush=True)) if main_rank else (lambda s: None)

@@ -167,6 +167,7 @@ def pipeline_case(world: World, prefix: str, demo: str) -> dict:
     from fastltx.models.transformer import sharding
     # the tiny passes split over the ranks too (the real thresholds keep them whole)
     sharding.MIN_TOKENS_PER_RANK = sharding.MIN_TOKENS_PER_RANK_EAGER = 1
+    sharding.MIN_TOKENS_TO_SPLIT = 0
     files = demo_files(demo)
     call = dict(prompt="a fox", seed=3, height=128, width=128, num_frames=9, steps=2, progress=False,
                 tiling=Tiling(SpatialTiling(64, 32)))

@@ -46,7 +46,8 @@ def test_partial_attentions_combine_to_the_whole():
 
 def test_small_passes_split_by_the_threshold_of_their_blocks():
     """Compiled blocks split a one-pass step down to MIN_TOKENS_PER_RANK video tokens a rank, eager
-    ones only to MIN_TOKENS_PER_RANK_EAGER (their kernel launches do not shrink with the tokens);
+    ones only to MIN_TOKENS_PER_RANK_EAGER (their kernel launches do not shrink with the tokens); a
+    pass under MIN_TOKENS_TO_SPLIT stays whole (the smallest shard count that keeps all its tokens);
     a model's blocks count as compiled once compile_blocks routed them."""
     import types
 
@@ -60,8 +61,11 @@ def test_small_passes_split_by_the_threshold_of_their_blocks():
         def sequence_for(self, tokens, minimum):
             return tokens, minimum
     video = types.SimpleNamespace(latent=torch.zeros(1, 1536, 8))
-    assert sharding.sequence_group(World(), video, compiled=True) == (1536, sharding.MIN_TOKENS_PER_RANK)
-    assert sharding.sequence_group(World(), video, compiled=False) == (1536, sharding.MIN_TOKENS_PER_RANK_EAGER)
+    assert sharding.sequence_group(World(), video, compiled=True) == (1536, 1536)  # below MIN_TOKENS_TO_SPLIT
+    assert sharding.MIN_TOKENS_TO_SPLIT == 2048
+    video = types.SimpleNamespace(latent=torch.zeros(1, 3840, 8))  # 768x1280's stage 1
+    assert sharding.sequence_group(World(), video, compiled=True) == (3840, sharding.MIN_TOKENS_PER_RANK)
+    assert sharding.sequence_group(World(), video, compiled=False) == (3840, sharding.MIN_TOKENS_PER_RANK_EAGER)
     assert sharding.sequence_group(World(), None, compiled=True) == "whole"
     assert sharding.MIN_TOKENS_PER_RANK < sharding.MIN_TOKENS_PER_RANK_EAGER
     model = random_transformer(transformer_config("v1", num_layers=1), seed=5, dtype=torch.float32)

@@ -20,20 +20,25 @@ from fastltx.runtime.distributed import Group
 # Fewest video tokens a rank keeps of a pass: below it, the fixed cost of the collectives (and, eager,
 # of the kernel launches) outweighs the work split. 4 x H200, distilled stage 1 (one pass), ms per
 # step with 4 / 2 / 1 GPU(s), 3,840 tokens (960 a rank on 4): compiled, heads sent in one piece, 86
-# / 124 / 212; eager, heads then in 4 pieces, 337 / 222 / 254 (compiled in 4 pieces: 165 / 130 /
-# 210). 6,144 tokens (1,536 a rank on 4) split over 4 either way. Not measured: eager in one piece,
-# and compiled passes below 960 tokens a rank (512x768's stage 1, 1,536 tokens, splits over 2).
+# / 124 / 212 (2026-11-26, fourth session) and 106 / 133 / 210 (fifth session, another machine);
+# eager, heads then in 4 pieces, 337 / 222 / 254. Not measured: eager in one piece.
 MIN_TOKENS_PER_RANK = 512  # compiled blocks
 MIN_TOKENS_PER_RANK_EAGER = 1024  # eager blocks: each rank still launches every kernel
+# Fewest video tokens of a pass that splits at all. A split step costs ~50-60 ms more than its share
+# of the work, whatever the token count (the collectives' waits: the step is launch-bound), which a
+# small pass does not win back: 512x768's stage 1, 1,536 tokens, compiled, took 109 ms a step on 2
+# GPUs (768 a rank) against 85 on one (4 x H200, fifth session); 3,840 tokens gain (above).
+MIN_TOKENS_TO_SPLIT = 2048
 
 
 def sequence_group(world, video: ModalityInput | None, compiled: bool) -> Group:
     """The group a one-pass forward splits its video tokens over (``World.sequence_for``), by the
-    threshold of compiled or eager blocks."""
+    threshold of compiled or eager blocks; a pass under ``MIN_TOKENS_TO_SPLIT`` runs whole on every rank."""
     if video is None:
         return world.sequence
+    tokens = video.latent.shape[1]
     minimum = MIN_TOKENS_PER_RANK if compiled else MIN_TOKENS_PER_RANK_EAGER
-    return world.sequence_for(video.latent.shape[1], minimum)
+    return world.sequence_for(tokens, minimum if tokens >= MIN_TOKENS_TO_SPLIT else max(tokens, 1))
 
 
 def plan(video: ModalityInput, group: Group, heads: int) -> SequenceShard:
