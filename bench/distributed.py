@@ -1,6 +1,6 @@
 """Transformer steps on several GPUs: sequence parallel (Ulysses) and guidance (CFG) parallel vs one GPU.
 
-    torchrun --standalone --nproc_per_node 4 bench/distributed.py [--reps 3] [--sizes 384x640,768x1280]
+    torchrun --standalone --nproc_per_node 4 bench/distributed.py [--reps 3] [--sizes 768x1280,1024x1536]
         [--compile [--mode MODE]] [--profile-dir DIR [--profile-gpus N]] [--no-guided] [--json PATH]
     torchrun --standalone --nproc_per_node 2 bench/distributed.py --smoke [--compile]   # CPU, gloo, tiny model
 
@@ -111,8 +111,9 @@ def profiled(step, path: str | None) -> dict | None:
     return kernel_summary(events)
 
 
-# kernel kinds by (lower-case) name, first match wins: flash kernels' names may mention cutlass
-KINDS = {"nccl": ("nccl",), "attention": ("sdpa", "flash", "fmha", "attention"),
+# kernel kinds by (lower-case) name, first match wins: flash kernels' names may mention cutlass, and
+# Inductor's fused elementwise kernels (triton_*) the attention ops they were fused with
+KINDS = {"nccl": ("nccl",), "other": ("triton_",), "attention": ("sdpa", "flash", "fmha", "attention"),
          "gemm": ("gemm", "nvjet", "cutlass", "sm90_xmma")}
 
 
@@ -171,6 +172,8 @@ def parse_args(argv=None):
     parser.add_argument("--profile-gpus", type=int, default=None, help="N of --profile-dir (default: the most GPUs)")
     parser.add_argument("--smoke", action="store_true", help="a tiny model on the CPU (gloo): checks the script")
     args = parser.parse_args(argv)
+    if args.mode and not args.compile:
+        parser.error("--mode needs --compile")
     try:
         args.sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     except ValueError:
@@ -251,6 +254,7 @@ def main(argv=None) -> None:
         if args.json:
             Path(args.json).write_text(json.dumps(dict(device=name, world=world.size, torch=torch.__version__,
                                                        compiled=args.compile, smoke=args.smoke, rows=rows), indent=1))
+    dist.barrier()  # every rank done before any tears down (gloo aborted a rank that left early)
     dist.destroy_process_group()
 
 

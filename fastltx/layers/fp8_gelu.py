@@ -4,12 +4,13 @@ With both feed-forward linears in fp8 (``Fp8Linear``), the 16,384-wide hidden of
 goes from the first fp8 matmul to the second only to be biased, put through the GELU and quantised
 per row. Composed (eager, or fused by Inductor) that reads the hidden twice, for the row maximum
 and for the cast, and evaluates the tanh twice: 354-394 us a call on an H100 at 6,144 tokens,
-19 ms of a 265 ms forward. One Triton program per row reads it once (``fp8_kernels.py``): 144 us,
+19 ms of a 263-265 ms forward. One Triton program per row reads it once (``fp8_kernels.py``): 144 us,
 and the compiled fp8 forward went from 263.3 to 254.5 ms (docs/benchmarks.md).
 
 ``gelu_quantize_rows`` is a custom op, so that torch.compile calls it as one opaque kernel instead
-of tracing into it. Its other path, on CPUs, for widths beyond ``MAX_COLS`` or without Triton, is
-the composed ops, which is also what the kernel is tested against.
+of tracing into it. Its other path is the composed ops (also what the kernel is tested against): on
+CPUs, on GPUs without e4m3, for widths beyond ``MAX_COLS``, for a non-contiguous hidden or a bias of
+another dtype, without Triton, or when the kernel is disabled or failed to build.
 """
 
 import torch

@@ -47,6 +47,9 @@ def gelu_quantize_rows_kernel(h_ptr, bias_ptr, out_ptr, scale_ptr, cols, HAS_BIA
     g = tl.fdiv(x, 1.0 + e).to(dtype)  # exp overflow (x < -10): x / inf = -0, as gelu's 0
     amax = tl.maximum(tl.max(tl.abs(g), axis=0).to(tl.float32), 1e-12)
     scale = tl.div_rn(amax, 448.0)
-    q = tl.minimum(tl.maximum(g.to(tl.float32) * (1.0 / scale), -448.0), 448.0)
+    # a NaN in the row stays NaN (its code), as in the composed ops; an inf makes the scale inf and
+    # its own code NaN, as there
+    q = tl.minimum(tl.maximum(g.to(tl.float32) * (1.0 / scale), -448.0, propagate_nan=tl.PropagateNan.ALL),
+                   448.0, propagate_nan=tl.PropagateNan.ALL)
     tl.store(out_ptr + row * cols + offs, q.to(tl.float8e4nv), mask=ok)
     tl.store(scale_ptr + row, scale)

@@ -1,7 +1,9 @@
 """GELU(tanh) feed-forward: Linear(d -> mult*d) -> GELU(tanh) -> Linear(mult*d -> d_out).
 
 Parameter names follow the official checkpoints: ``net.0.proj`` and ``net.2``. With both linears in
-fp8 (``Fp8Linear``), the GELU and the second linear's quantisation run as one op (fp8_gelu.py).
+fp8 (``Fp8Linear``), the GELU and the second linear's quantisation run as one op (fp8_gelu.py),
+which calls the two linears' products directly, not their modules: hooks on those modules (the
+streamed layers' part hooks) do not fire, only the hooks of the FeedForward and of the layers around it.
 """
 
 import torch

@@ -60,11 +60,18 @@ def test_compiled_fp8_feed_forward_keeps_the_op_whole():
     ff = fp8_ff(torch.float32, seed=2)
     x = torch.randn(3, 11, 48) * 2
     want = ff(x)
+    targets = []
+
+    def backend(gm, example_inputs):  # records the graph's calls, then runs it as Inductor would
+        from torch._inductor.compile_fx import compile_fx
+        targets.extend(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
+        return compile_fx(gm, example_inputs)
     dynamo.reset()
     try:
-        got = torch.compile(ff, fullgraph=True)(x)
+        got = torch.compile(ff, fullgraph=True, backend=backend)(x)
     finally:
         dynamo.reset()
+    assert any("gelu_quantize_rows" in t for t in targets), targets
     assert torch.allclose(got, want, rtol=1e-6, atol=1e-6)
 
 

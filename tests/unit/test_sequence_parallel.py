@@ -63,6 +63,9 @@ def test_small_passes_split_by_the_threshold_of_their_blocks():
     video = types.SimpleNamespace(latent=torch.zeros(1, 1536, 8))
     assert sharding.sequence_group(World(), video, compiled=True) == (1536, 1536)  # below MIN_TOKENS_TO_SPLIT
     assert sharding.MIN_TOKENS_TO_SPLIT == 2048
+    for tokens, minimum in ((2047, 2047), (2048, sharding.MIN_TOKENS_PER_RANK)):  # the boundary
+        video = types.SimpleNamespace(latent=torch.zeros(1, tokens, 8))
+        assert sharding.sequence_group(World(), video, compiled=True) == (tokens, minimum)
     video = types.SimpleNamespace(latent=torch.zeros(1, 3840, 8))  # 768x1280's stage 1
     assert sharding.sequence_group(World(), video, compiled=True) == (3840, sharding.MIN_TOKENS_PER_RANK)
     assert sharding.sequence_group(World(), video, compiled=False) == (3840, sharding.MIN_TOKENS_PER_RANK_EAGER)

@@ -215,12 +215,36 @@ class LTXTransformer(nn.Module):
         as_ = self._stream(audio, video, True, cached) if audio is not None else None
         first = video if video is not None else audio
         plans = self._skip_plan(perturbations, first.latent.shape[0], first.latent.device, first.latent.dtype)
-        for i, (block, plan) in enumerate(zip(self.transformer_blocks, plans)):
-            block(vs, as_, plan, text_cache[i] if cached else (None, None))
+        run = self.__dict__.get("graphed_blocks") or self.run_blocks
+        xv, xa = run(vs, as_, plans, text_cache if cached else None)
+        if vs is not None:
+            vs.x = xv
+        if as_ is not None:
+            as_.x = xa
         v = self._output(vs, False) if vs is not None else None
         if shard is not None:
             v = shard.gather(v)
         return v, self._output(as_, True) if as_ is not None else None
+
+    def run_blocks(self, vs: Stream | None, as_: Stream | None, plans: list[dict], text_cache: list | None):
+        """Every block over the two streams; their final activations (video, audio)."""
+        for i, (block, plan) in enumerate(zip(self.transformer_blocks, plans)):
+            block(vs, as_, plan, text_cache[i] if text_cache is not None else (None, None))
+        return (vs.x if vs is not None else None), (as_.x if as_ is not None else None)
+
+    def graph_blocks(self, on: bool = True) -> None:
+        """Run the blocks through CUDA graphs (``fastltx.runtime.cuda_graph``), one per input signature:
+        the host launches one graph a step instead of every kernel (for host-bound steps: small
+        sequence-parallel ones; docs/benchmarks.md). Opt-in, not yet used by the pipelines: the graphs
+        hold the weights' addresses, so the weights must stay where they are (no streaming, refused
+        here; no memory plan moving the model between host and device); call again after replacing
+        modules (to_fp8, say). Sequence-parallel steps (NCCL inside the graph) are untested."""
+        from fastltx.runtime.cuda_graph import GraphedCall
+        self.__dict__.pop("graphed_blocks", None)
+        if on and any(block._forward_pre_hooks for block in self.transformer_blocks):
+            raise ValueError("CUDA graphs need the blocks' weights resident: these blocks are streamed")
+        if on:
+            self.__dict__["graphed_blocks"] = GraphedCall(self.run_blocks)
 
     def forward(self, video: ModalityInput | None, audio: ModalityInput | None,
                 perturbations: Sequence[Perturbation] | None = None, text_cache: list | None = None,
@@ -239,8 +263,9 @@ def fp8_weight_only(compiled: bool, device: torch.device | str) -> bool:
     Hopper: the per-token activation quantisation fuses into the kernels around them), else fp8
     weights with matmuls in the run dtype (any GPU: half the memory of bf16 weights). Measured on
     an H100, one 19B forward at 6,144 tokens: eager bf16 407 ms, eager fp8 weights 417-423 ms (one
-    dequantisation pass a linear), eager fp8 matmuls 521 ms (the unfused quantisation costs more
-    than the fp8 matmuls save), compiled fp8 matmuls 265 ms against compiled bf16 332 ms."""
+    dequantisation pass a linear), eager fp8 matmuls 521 ms (451 ms since the feed-forward's GELU and
+    quantisation run as one op: still more than fp8 weights), compiled fp8 matmuls 254.5 ms against
+    compiled bf16 329 ms (fifth session)."""
     from fastltx.layers.linear import fp8_supported
     return not (compiled and fp8_supported(device))
 

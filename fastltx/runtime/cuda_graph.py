@@ -1,0 +1,116 @@
+"""CUDA graphs of a function over nested inputs: the kernels of a call launched by one graph replay.
+
+A compiled transformer step split over several GPUs at a few thousand tokens is bound by the host:
+launching the 48 blocks' kernels (the compiled graphs' wrappers, Dynamo's guards, the collectives)
+takes longer than the GPU needs to run them (docs/benchmarks.md, the multi-GPU fifth session: 60 ms
+of GPU work in a 106-168 ms step). ``GraphedCall`` records the kernels of one call and replays them.
+
+The inputs are nested tuples, lists, dicts, named tuples and dataclasses of tensors and plain values.
+Each distinct signature (the structure, every tensor's shape, dtype, device and strides, every plain
+value, every other object by identity) gets its own graph: the first call with it runs ``fn`` as is
+(compiling, when ``fn`` is compiled), the second warms up once more and records into the graph, and
+every later call copies its tensors into the graph's own input buffers (skipping a tensor that is
+the very one, unmodified, that the call before copied, such as a text cache passed at every step;
+inference-mode tensors keep no version counter and are always copied), replays and returns the
+graph's outputs. Those outputs are overwritten by the next replay of that graph: consume or clone
+them before the next call. ``fn`` must not read a tensor's value on the host (no ``.item()``, no
+data-dependent shapes) nor change its inputs' structure in a way its result depends on; modules it
+uses may change their weights in place (LoRA switching), not replace them. At most ``keep``
+signatures hold a graph (and its memory); the least recently used one is dropped.
+"""
+
+import copy
+import dataclasses
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+
+import torch
+
+
+def _signature(obj, leaves: list) -> tuple:
+    """A hashable description of ``obj``'s structure and values; appends its tensors to ``leaves``."""
+    if isinstance(obj, torch.Tensor):
+        leaves.append(obj)
+        return ("t", tuple(obj.shape), obj.dtype, obj.device, obj.stride())
+    if isinstance(obj, (list, tuple)):
+        return (type(obj), tuple(_signature(o, leaves) for o in obj))
+    if isinstance(obj, dict):
+        return (dict, tuple((k, _signature(v, leaves)) for k, v in obj.items()))
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return (type(obj), tuple((f.name, _signature(getattr(obj, f.name), leaves)) for f in dataclasses.fields(obj)))
+    if obj is None or isinstance(obj, (bool, int, float, str, torch.dtype, torch.device)):
+        return ("v", obj)
+    return ("id", id(obj))  # process groups and other objects: by identity
+
+
+def _rebuild(obj, leaves):
+    """A copy of ``obj`` whose tensors are taken, in ``_signature``'s order, from the iterator ``leaves``."""
+    if isinstance(obj, torch.Tensor):
+        return next(leaves)
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # named tuple
+        return type(obj)(*(_rebuild(o, leaves) for o in obj))
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_rebuild(o, leaves) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _rebuild(v, leaves) for k, v in obj.items()}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out = copy.copy(obj)
+        for f in dataclasses.fields(obj):
+            object.__setattr__(out, f.name, _rebuild(getattr(obj, f.name), leaves))
+        return out
+    return obj
+
+
+class _Graph:
+    def __init__(self, fn: Callable, args: tuple, leaves: list[torch.Tensor]):
+        self.inputs = [t.clone() for t in leaves]  # the graph's own input buffers
+        self.sources = [None] * len(leaves)  # (weak reference, version) of what each buffer last copied
+        self.template = args
+        device = leaves[0].device if leaves else torch.device("cuda")
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):  # a warm-up on a side stream, as graph capture wants
+            fn(*_rebuild(args, iter(self.inputs)))
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.outputs = fn(*_rebuild(args, iter(self.inputs)))
+
+    def __call__(self, leaves: list[torch.Tensor]):
+        for i, (buffer, t) in enumerate(zip(self.inputs, leaves)):
+            seen = self.sources[i]
+            version = None if t.is_inference() else t._version  # inference tensors keep no version
+            if seen is None or seen[0]() is not t or version is None or seen[1] != version:
+                buffer.copy_(t)
+                self.sources[i] = (weakref.ref(t), version)
+        self.graph.replay()
+        return self.outputs
+
+
+class GraphedCall:
+    def __init__(self, fn: Callable, keep: int = 4):
+        self.fn, self.keep = fn, keep
+        self.graphs: OrderedDict[tuple, _Graph | None] = OrderedDict()  # None: seen once, not recorded yet
+
+    def __call__(self, *args):
+        leaves: list[torch.Tensor] = []
+        key = _signature(args, leaves)
+        if not leaves or not all(t.is_cuda for t in leaves):
+            return self.fn(*args)
+        if key not in self.graphs:  # first call: as is (compiles)
+            self.graphs[key] = None
+            self._trim()
+            return self.fn(*args)
+        self.graphs.move_to_end(key)
+        if self.graphs[key] is None:
+            self.graphs[key] = _Graph(self.fn, args, leaves)
+        return self.graphs[key](leaves)
+
+    def _trim(self) -> None:
+        while len(self.graphs) > self.keep:
+            self.graphs.popitem(last=False)
+
+    def reset(self) -> None:
+        """Drop every graph (after weights were replaced, say)."""
+        self.graphs.clear()

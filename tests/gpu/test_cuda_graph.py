@@ -1,0 +1,43 @@
+"""The transformer's blocks through CUDA graphs (model.graph_blocks) give what the plain blocks give,
+eager and compiled, bf16 and fp8 (skipped without CUDA)."""
+
+import pytest
+import torch
+
+from fastltx.checkpoint.factory import random_transformer, transformer_config
+from fastltx.layers.linear import fp8_supported
+from tests.gpu.test_offload_cuda import cuda_inputs
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def model_on_cuda(fp8=False):
+    model = random_transformer(transformer_config("v1", num_layers=3), seed=6, device="cuda", dtype=torch.bfloat16)
+    model.fuse_projections()
+    if fp8:
+        model.to_fp8()
+    return model
+
+
+@pytest.mark.parametrize("compiled,fp8", [(False, False), (True, False), (True, True)])
+def test_graphed_blocks_equal_plain_blocks(compiled, fp8):
+    if fp8 and not fp8_supported("cuda"):
+        pytest.skip("needs fp8 matmuls")
+    import torch._dynamo as dynamo
+    from fastltx.runtime.compile import compile_blocks
+    model = model_on_cuda(fp8)
+    calls = [cuda_inputs(model, sigmas=(0.8,), seed=s) for s in (1, 2, 3)] + [cuda_inputs(model, sigmas=(0.5, 0.3))]
+    dynamo.reset()
+    if compiled:
+        compile_blocks(model)
+    with torch.no_grad():
+        caches = [model.cache_text(v, a) for v, a in calls]
+        want = [model(v, a, None, c) for (v, a), c in zip(calls, caches)]
+        model.graph_blocks()
+        got = [model(v, a, None, c) for _ in range(3) for (v, a), c in zip(calls, caches)]  # records, then replays
+    graphs = model.__dict__["graphed_blocks"].graphs
+    assert len(graphs) == 2 and all(g is not None for g in graphs.values())  # one per shape, both recorded
+    for i, g in enumerate(got):
+        w = want[i % len(calls)]
+        assert torch.equal(g[0], w[0]) and torch.equal(g[1], w[1]), i
+    dynamo.reset()

@@ -1,0 +1,65 @@
+"""CUDA-graph plumbing (fastltx/runtime/cuda_graph.py) on the CPU: input signatures, rebuilt
+structures, and the model's graphed-blocks path falling through to the plain one without CUDA. The
+graphs themselves run in tests/gpu/test_cuda_graph.py."""
+
+import pytest
+import torch
+
+from fastltx.checkpoint.factory import random_transformer, transformer_config
+from fastltx.layers.rope import Rope, RopeLayout
+from fastltx.models.transformer.block import BlockSkips
+from fastltx.runtime.cuda_graph import GraphedCall, _rebuild, _signature
+from tests.parity.test_transformer import inputs
+
+L = RopeLayout.SPLIT
+
+
+def test_signature_tells_shapes_values_and_objects_apart():
+    a, b = torch.zeros(2, 3), torch.ones(2, 3)
+    group = object()
+    base = ([a, {"k": BlockSkips(keep=b)}], Rope(a, b, L), 3, group)
+    leaves = []
+    key = _signature(base, leaves)
+    assert [id(t) for t in leaves] == [id(a), id(b), id(a), id(b)]
+    assert _signature(([b, {"k": BlockSkips(keep=a)}], Rope(b, a, L), 3, group), []) == key  # values don't count
+    for other in [([a.T, {"k": BlockSkips(keep=b)}], Rope(a, b, L), 3, group),          # strides
+                  ([a, {"k": BlockSkips(all=True)}], Rope(a, b, L), 3, group),           # plain values
+                  ([a, {"k": BlockSkips(keep=b)}], Rope(a, b, L), 4, group),
+                  ([a, {"k": BlockSkips(keep=b.half())}], Rope(a, b, L), 3, group),      # dtypes
+                  ([a, {"k": BlockSkips(keep=b)}], Rope(a, b, L), 3, object())]:         # objects by identity
+        assert _signature(other, []) != key
+
+
+def test_rebuild_puts_new_tensors_in_the_same_structure():
+    a, b = torch.zeros(2, 3), torch.ones(2, 3)
+    base = ([a, {"k": BlockSkips(keep=b)}], Rope(a, b, L), 3)
+    fresh = [torch.full((2, 3), float(i)) for i in range(4)]
+    out = _rebuild(base, iter(fresh))
+    assert out[0][0] is fresh[0] and out[0][1]["k"].keep is fresh[1] and isinstance(out[1], Rope)
+    assert out[1].cos is fresh[2] and out[1].sin is fresh[3] and out[2] == 3
+    assert base[0][1]["k"].keep is b  # the template is untouched
+
+
+@torch.no_grad()
+def test_graphed_blocks_without_cuda_run_the_plain_path():
+    model = random_transformer(transformer_config("v1", num_layers=2), seed=3, dtype=torch.float32)
+    v, a = inputs(model, torch.float32, sigmas=(0.7,))
+    want = model(v, a)
+    model.graph_blocks()
+    assert isinstance(model.__dict__["graphed_blocks"], GraphedCall)
+    for _ in range(3):
+        got = model(v, a)
+        assert all(torch.equal(g, w) for g, w in zip(got, want))
+    model.graph_blocks(False)
+    assert "graphed_blocks" not in model.__dict__
+
+
+def test_streamed_blocks_are_refused():
+    model = random_transformer(transformer_config("v1", num_layers=1), seed=3, dtype=torch.float32)
+    handle = model.transformer_blocks[0].register_forward_pre_hook(lambda module, args: None)
+    try:
+        with pytest.raises(ValueError, match="resident"):
+            model.graph_blocks()
+        assert "graphed_blocks" not in model.__dict__
+    finally:
+        handle.remove()
