@@ -1,7 +1,7 @@
 """Transformer steps on several GPUs: sequence parallel (Ulysses) and guidance (CFG) parallel vs one GPU.
 
     torchrun --standalone --nproc_per_node 4 bench/distributed.py [--reps 3] [--sizes 768x1280,1024x1536]
-        [--compile [--mode MODE]] [--profile-dir DIR [--profile-gpus N]] [--no-guided] [--json PATH]
+        [--compile [--mode MODE]] [--graphs] [--profile-dir DIR [--profile-gpus N]] [--no-guided] [--json PATH]
     torchrun --standalone --nproc_per_node 2 bench/distributed.py --smoke [--compile]   # CPU, gloo, tiny model
 
 Every rank builds the same random full-size LTX-2 19B transformer (bf16, fused projections, text K/V
@@ -164,6 +164,8 @@ def parse_args(argv=None):
     parser.add_argument("--no-guided", action="store_true")
     parser.add_argument("--json", default=None)
     parser.add_argument("--compile", action="store_true", help="torch.compile of the blocks (compile_blocks)")
+    parser.add_argument("--graphs", action="store_true",
+                        help="the blocks through CUDA graphs (model.graph_blocks(); untested with NCCL inside)")
     parser.add_argument("--mode", default=None, help="with --compile: torch.compile's mode (e.g. reduce-overhead: CUDA graphs)")
     parser.add_argument("--pipelined", action="store_true",
                         help="also time the distilled step at the last size with the Ulysses heads in 4 pipelined pieces")
@@ -205,6 +207,8 @@ def main(argv=None) -> None:
             if hasattr(torch._dynamo.config, knob):
                 setattr(torch._dynamo.config, knob, 64)
         compile_blocks(model, mode=args.mode)
+    if args.graphs:
+        model.graph_blocks()
     name = torch.cuda.get_device_name() if world.device.type == "cuda" else "cpu"
     if world.main:
         weights = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
