@@ -13,6 +13,9 @@ isolated modality) at the first size. The first call of each (step, GPUs) is tim
 ``--compile`` it compiles, and is printed as "first"), then one more warm-up call when compiled, then
 the median of ``--reps`` timed with CUDA events on rank 0, all in one session; the n-GPU outputs are
 compared with the 1-GPU output (relative L2; bf16, so rounding-level differences are expected).
+``--graphs``: each distilled step then runs again with the blocks through CUDA graphs
+(``model.graph_blocks()``: recorded on the second call, replayed after), timed and compared with
+the plain step at the same GPU count (time ratio; bit-identical or not).
 ``--profile-dir``: at every size rank 0 writes the CUDA-time table of one 1-GPU and one N-GPU
 distilled step (``--profile-gpus``, default the most GPUs) to DIR/prof_{h}x{w}_{n}gpu.txt and sums
 the kernels' self CUDA time into NCCL, GEMM, attention and the rest (printed, and in the JSON row).
@@ -50,10 +53,13 @@ def sub_worlds(world) -> dict:
 
 
 def measure(world, worlds, label: str, make_step, reps: int, rows: list, compiled: bool = False,
-            profile: dict | None = None) -> None:
-    """Time ``make_step(sub_world or None)()`` on 1 GPU and on each sub-world; rank 0 records rows.
-    ``profile``: {n: path} of the GPU counts whose step to profile (rank 0 writes the table there)."""
+            profile: dict | None = None, plain: dict | None = None) -> dict:
+    """Time ``make_step(sub_world or None)()`` on 1 GPU and on each sub-world; rank 0 records rows
+    and returns {n: (ms, outputs)}. ``profile``: {n: path} of the GPU counts whose step to profile
+    (rank 0 writes the table there). ``plain``: such a result of the same step without CUDA graphs,
+    to compare with (time ratio, and whether the outputs are bit-identical)."""
     ref = None
+    kept = {}
     cuda = world.device.type == "cuda"
     for n, sub in [(1, None), *worlds.items()]:
         if world.rank < n:
@@ -71,8 +77,16 @@ def measure(world, worlds, label: str, make_step, reps: int, rows: list, compile
                 peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0
                 rows.append(dict(step=label, gpus=n, ms=ms, speedup=rows_base(rows, label, ms), rel_l2=err,
                                  peak_gib=peak, compiled=compiled, first_s=first_s))
+                versus = ""
+                if plain is not None and n in plain:
+                    base_ms, base_out = plain[n]
+                    same = all(torch.equal(o, b) for o, b in zip(out, base_out))
+                    diff = max(rel_l2(o, b) for o, b in zip(out, base_out))
+                    rows[-1].update(vs_plain=ms / base_ms, identical_to_plain=same, rel_l2_to_plain=diff)
+                    versus = f"  {ms / base_ms:.3f}x plain, " + ("identical" if same else f"rel L2 {diff:.1e} to plain")
+                kept[n] = (ms, out)
                 print(f"{label:<34} {n} GPU  {ms:9.1f} ms  x{rows[-1]['speedup']:.2f}  rel L2 {err:.1e}  "
-                      f"peak {peak:.1f} GiB" + (f"  first {first_s:.1f} s" if compiled else ""), flush=True)
+                      f"peak {peak:.1f} GiB" + (f"  first {first_s:.1f} s" if compiled else "") + versus, flush=True)
                 if kernels is not None:
                     rows[-1]["kernels_ms"] = kernels
                     kinds = "  ".join(f"{k} {v:.1f}" for k, v in kernels.items())
@@ -81,6 +95,7 @@ def measure(world, worlds, label: str, make_step, reps: int, rows: list, compile
             if cuda:
                 torch.cuda.empty_cache()
         dist.barrier()
+    return kept
 
 
 def first_call(step, cuda: bool) -> float:
@@ -165,7 +180,8 @@ def parse_args(argv=None):
     parser.add_argument("--json", default=None)
     parser.add_argument("--compile", action="store_true", help="torch.compile of the blocks (compile_blocks)")
     parser.add_argument("--graphs", action="store_true",
-                        help="the blocks through CUDA graphs (model.graph_blocks(); untested with NCCL inside)")
+                        help="also time each distilled step with the blocks through CUDA graphs (model.graph_blocks(); "
+                             "with the Ulysses collectives inside), against the plain step")
     parser.add_argument("--mode", default=None, help="with --compile: torch.compile's mode (e.g. reduce-overhead: CUDA graphs)")
     parser.add_argument("--pipelined", action="store_true",
                         help="also time the distilled step at the last size with the Ulysses heads in 4 pipelined pieces")
@@ -207,8 +223,6 @@ def main(argv=None) -> None:
             if hasattr(torch._dynamo.config, knob):
                 setattr(torch._dynamo.config, knob, 64)
         compile_blocks(model, mode=args.mode)
-    if args.graphs:
-        model.graph_blocks()
     name = torch.cuda.get_device_name() if world.device.type == "cuda" else "cpu"
     if world.main:
         weights = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
@@ -227,7 +241,12 @@ def main(argv=None) -> None:
             return lambda: model(video, audio, None, cache, **extra)
         profile = {n: str(Path(args.profile_dir) / f"prof_{h}x{w}_{n}gpu.txt")
                    for n in {1, profile_gpus}} if args.profile_dir else None
-        measure(world, worlds, label, simple, args.reps, rows, args.compile, profile)
+        plain = measure(world, worlds, label, simple, args.reps, rows, args.compile, profile)
+        if args.graphs:  # the same steps through CUDA graphs (compiled code reused), against the plain ones
+            model.graph_blocks()
+            measure(world, worlds, label.replace("step", "step graphed"), simple, args.reps, rows, args.compile, plain=plain)
+            model.graph_blocks(False)
+            del plain
         if i == 0 and not args.no_guided:
             gen = torch.Generator(device=world.device).manual_seed(1)
             negative = [torch.randn(m.context.shape, generator=gen, device=world.device).to(m.context.dtype)

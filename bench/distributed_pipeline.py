@@ -28,7 +28,10 @@ difference, audio max): bf16, so small differences are expected.
 
 ``--compile``: fused q/k/v projections and torch.compile of the blocks (as bench/pipeline.py's
 compiled variant), shared by both runs; the N-GPU graphs, with the Ulysses collectives inside,
-compile in their own cold call. ``--deadline-s``: no new (size, GPUs) run starts after that many
+compile in their own cold call. ``--graphs``: each (size, GPUs) run again with the blocks through
+CUDA graphs (``LTXTransformer.graph_blocks``, as ``Components(cuda_graphs=True)`` sets; recorded
+in the warm-up call, which then also captures), its steps' time against the plain run's
+("steps_vs_plain"; its speed-up over the 1-GPU graphed run). ``--deadline-s``: no new (size, GPUs) run starts after that many
 seconds. ``--smoke``: tiny models in float32 on the CPU over gloo (the N-process frames then agree
 with the one-process frames within one level). Only rank 0 prints and writes ``--json``.
 """
@@ -73,6 +76,9 @@ def parse_args(argv=None):
                         "MIN_TOKENS_PER_RANK_EAGER)")
     p.add_argument("--min-tokens-to-split", type=int, default=None,
                    help="run a pass of fewer video tokens whole on every rank (default: sharding's MIN_TOKENS_TO_SPLIT)")
+    p.add_argument("--graphs", action="store_true",
+                   help="also run each (size, GPUs) with the transformer blocks through CUDA graphs "
+                        "(graph_blocks, recorded in the warm-up call); table rows 'Ng'")
     p.add_argument("--deadline-s", type=float, default=420.0, help="start no new run after this many seconds")
     p.add_argument("--json", default=None, help="write the results there (rank 0)")
     p.add_argument("--smoke", action="store_true", help="tiny float32 models on the CPU over gloo: checks the script")
@@ -141,7 +147,7 @@ def steps(r: dict) -> float:
 
 
 def line(row: dict) -> str:
-    head = f"{row['size']} {row['gpus']} GPU(s): "
+    head = f"{row['size']} {row['gpus']} GPU(s){' graphed' if row.get('graphs') else ''}: "
     if "error" in row:
         return head + "FAILED " + row["error"].strip().splitlines()[-1]
     st = " ".join(f"{k} {v * 1e3:.0f}" for k, v in row["stages"].items())
@@ -152,26 +158,33 @@ def line(row: dict) -> str:
          f"{', '.join(f'{t * 1e3:.0f}' for t in row['totals'])}; {st}"
          + ("" if row["peak_gib"] != row["peak_gib"] else f"; peak +{row['peak_gib']:.2f} GiB on rank 0") + ")")
     c = row.get("vs_1_gpu")
+    if row.get("steps_vs_plain") is not None:
+        s += f"; steps {row['steps_vs_plain']:.3f}x plain"
     if c is not None:
         s += "; vs 1 GPU: " + (c["error"] if "error" in c else f"frames max {c['frames_max']:.0f} mean "
                                f"{c['frames_mean']:.3f}, audio max {c['audio_max']:.2e}")
     return s
 
 
+def gpus(row: dict) -> str:
+    """The table's GPU column: the count, "g" added for CUDA graphs."""
+    return f"{row['gpus']}{'g' if row.get('graphs') else ''}"
+
+
 def table(results: dict) -> str:
-    head = f"{'size':<11}{'GPUs':>5}" + "".join(f"{s:>10}" for s in (*STAGES, "other")) + \
+    head = f"{'size':<11}{'GPUs':>7}" + "".join(f"{s:>10}" for s in (*STAGES, "other")) + \
         f"{'total':>9}{'x':>6}{'steps x':>8}{'cold s':>8}{'frames max/mean':>17}{'audio max':>11}"
     lines = [f"distilled, {results['frames']} frames, ms (median of {results['reps']}):", head]
     for row in results["rows"]:
         if "error" in row:
-            lines.append(f"{row['size']:<11}{row['gpus']:>5}  failed: {row['error'].strip().splitlines()[-1]}")
+            lines.append(f"{row['size']:<11}{gpus(row):>7}  failed: {row['error'].strip().splitlines()[-1]}")
             continue
         c = row.get("vs_1_gpu", {})
         diff = f"{c['frames_max']:.0f} / {c['frames_mean']:.3f}" if "frames_max" in c else "-"
         audio = f"{c['audio_max']:.1e}" if "audio_max" in c else "-"
         x = "-" if row["speedup"] is None else f"{row['speedup']:.2f}"
         sx = "-" if row.get("steps_speedup") is None else f"{row['steps_speedup']:.2f}"
-        lines.append(f"{row['size']:<11}{row['gpus']:>5}" + "".join(f"{row['stages'].get(s, 0) * 1e3:>10.0f}"
+        lines.append(f"{row['size']:<11}{gpus(row):>7}" + "".join(f"{row['stages'].get(s, 0) * 1e3:>10.0f}"
                                                                     for s in (*STAGES, "other"))
                      + f"{row['total'] * 1e3:>9.0f}{x:>6}{sx:>8}{row['cold_s']:>8.1f}{diff:>17}{audio:>11}")
     return "\n".join(lines)
@@ -238,29 +251,37 @@ def main(argv=None) -> dict | None:
             say(f"skipping {what}: {spent:.0f} s spent (deadline {args.deadline_s:.0f} s)")
         return ok
 
+    variants = (False, True) if args.graphs else (False,)
     for size in args.sizes.split(","):
         h, w = (int(v) for v in size.split("x"))
         kwargs = dict(prompt=POSITIVE, seed=10, height=h, width=w, num_frames=args.frames, fps=24.0, progress=False)
-        base = None
+        base = {}  # graphs or not -> the 1-GPU result
         for gpus in (1, *counts):
-            if not go_on(f"{size} on {gpus} GPU(s)"):
-                break
-            r = None
-            if gpus == 1:  # rank 0 alone; the others wait here
-                r = single_run(single, device, kwargs, args.reps) if main_rank else None
-            elif gpus in several:  # the first ``gpus`` ranks; a failure here ends the script (a rank left
-                r = measure(several[gpus], device, kwargs, args.reps, together=worlds[gpus])  # behind would hang)
-            dist.barrier()
-            if main_rank:
-                row = dict(size=size, gpus=gpus)
-                record(row, r, base)
-                if gpus == 1 and "error" not in r:
-                    base = r
-                results["rows"].append(row)
-                say(f"[{time.perf_counter() - start:5.0f} s] {line(row)}")
-                save()
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+            plain = None
+            for graphs in variants:
+                if not go_on(f"{size} on {gpus} GPU(s)" + (" with CUDA graphs" if graphs else "")):
+                    break
+                transformer.graph_blocks(graphs)  # new graphs, recorded in the warm-up call
+                r = None
+                if gpus == 1:  # rank 0 alone; the others wait here
+                    r = single_run(single, device, kwargs, args.reps) if main_rank else None
+                elif gpus in several:  # the first ``gpus`` ranks; a failure here ends the script (a rank left
+                    r = measure(several[gpus], device, kwargs, args.reps, together=worlds[gpus])  # behind would hang)
+                transformer.graph_blocks(False)
+                dist.barrier()
+                if main_rank:
+                    row = dict(size=size, gpus=gpus, graphs=graphs)
+                    record(row, r, base.get(graphs))
+                    if gpus == 1 and "error" not in r:
+                        base[graphs] = r
+                    if graphs and plain is not None and "error" not in r and "error" not in plain:
+                        row["steps_vs_plain"] = steps(r) / steps(plain)
+                    plain = r
+                    results["rows"].append(row)
+                    say(f"[{time.perf_counter() - start:5.0f} s] {line(row)}")
+                    save()
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
     results["elapsed_s"] = time.perf_counter() - start
     save()
     say("\n" + table(results) + f"\nelapsed {results['elapsed_s']:.0f} s")

@@ -298,6 +298,8 @@ def _generate(args) -> int | None:
     check_output(output, args.lossless)
     check_call(cls, kwargs)
     device, dtype = device_and_dtype(args, demo)
+    if args.cuda_graphs and (device.type != "cuda" or not args.memory.full):
+        raise InputError(f"--cuda-graphs needs a CUDA device and --memory full (got {device}, {args.memory.name})")
     launched = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun in each process it starts
     gpus = process_count(args.gpus, launched, device)
     checkpoint, text_encoder, upsampler, distilled, loras, note = model_files(args, name)  # (demo set written once)
@@ -313,7 +315,8 @@ def _generate(args) -> int | None:
     if note and (world is None or world.main):
         print(note, flush=True)
     pipe = load_pipeline(name, checkpoint, text_encoder, upsampler, distilled, loras, device=device, dtype=dtype,
-                         world=world, memory=args.memory, compile=args.compile, fp8=args.fp8)
+                         world=world, memory=args.memory, compile=args.compile, fp8=args.fp8,
+                         cuda_graphs=args.cuda_graphs)
     setup = time.perf_counter() - start
     result = pipe(**kwargs)
     if result is None:  # not rank 0: rank 0 writes the output
@@ -410,6 +413,9 @@ def _add_generate(sub) -> None:
     run.add_argument("--fp8", action="store_true",
                      help="fp8 block linears even where the bf16 transformer fits (fp8 matmuls with --compile "
                           "on Ada / Hopper GPUs; elsewhere fp8 weights dequantised for bf16 matmuls)")
+    run.add_argument("--cuda-graphs", action="store_true",
+                     help="the transformer blocks through CUDA graphs (with --memory full on a GPU): one launch a step "
+                          "instead of every kernel, for host-bound steps such as small ones over several GPUs")
     run.add_argument("--lossless", action="store_true", help="a folder of PNG frames and audio.wav (float) "
                                                              "instead of an MP4")
     run.add_argument("-o", "--output", required=True, help="the MP4 file (or the folder, with --lossless)")

@@ -45,7 +45,7 @@ def load_pipeline(name: str, checkpoint: str | os.PathLike, text_encoder: str | 
                   loras: Sequence[tuple[str | os.PathLike, float]] = (), device: torch.device | str | None = None,
                   dtype: torch.dtype = torch.bfloat16, attention_backend: str | None = None,
                   compile: bool = False, fp8: bool = False, world_size: int | None = None, world=None,
-                  memory: str | int = "auto") -> Pipeline:
+                  memory: str | int = "auto", cuda_graphs: bool = False) -> Pipeline:
     """A pipeline by name over local official files. Models load on first use and stay loaded.
 
     Several GPUs: start one process per GPU with ``torchrun --nproc_per_node N script.py`` and pass
@@ -62,7 +62,12 @@ def load_pipeline(name: str, checkpoint: str | os.PathLike, text_encoder: str | 
     model resident, nothing moved), or a budget such as "24g" / "16g": models then take turns on the
     device by stage, the transformer may run with fp8 weights, and layers that do not fit stream from
     host memory (fastltx.runtime.memory). A request that cannot fit fails before loading, naming the
-    stage, the memory it needs and the setting that would fit."""
+    stage, the memory it needs and the setting that would fit.
+
+    ``cuda_graphs`` (with memory "full" on a CUDA device) runs the transformer blocks through CUDA
+    graphs, recorded at a step's second call and replayed after: the host launches one graph a step
+    instead of every kernel, which helps where the host is the bottleneck (small steps split over
+    several GPUs; docs/benchmarks.md)."""
     if name not in PIPELINES:
         raise InputError(f"unknown pipeline {name!r}; choose one of {', '.join(PIPELINES)}")
     if isinstance(distilled_lora, (str, os.PathLike)):
@@ -81,7 +86,8 @@ def load_pipeline(name: str, checkpoint: str | os.PathLike, text_encoder: str | 
     if world is not None:
         device = world.device
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return PIPELINES[name](Components(files, device, dtype, attention_backend, compile, fp8, world, memory))
+    components = Components(files, device, dtype, attention_backend, compile, fp8, world, memory, cuda_graphs)
+    return PIPELINES[name](components)
 
 
 __all__ = ["Components", "GenerationResult", "ImageInput", "InputError", "ModelFiles", "PIPELINES", "Pipeline",

@@ -45,11 +45,15 @@ class Components:
     GPUs, else the weights dequantised for bf16 matmuls; not together with stage-2 LoRAs, which are
     switched on the bf16 weights); ``memory``: "auto", "full", "24g",
     "16g", ... (fastltx.runtime.memory: which models stay on the device, which come in per stage,
-    which stream their layers; every model access goes through it, see pipelines/memory.py)."""
+    which stream their layers; every model access goes through it, see pipelines/memory.py);
+    ``cuda_graphs``: the transformer blocks through CUDA graphs (``LTXTransformer.graph_blocks``: the
+    host launches one graph a step; for host-bound steps, such as small ones split over several
+    GPUs), with memory "full" only (the graphs keep their activations' memory, which the plans do
+    not count)."""
 
     def __init__(self, files: ModelFiles, device: torch.device | str, dtype: torch.dtype,
                  attention_backend: str | None = None, compile: bool = False, fp8: bool = False, world=None,
-                 memory="auto"):
+                 memory="auto", cuda_graphs: bool = False):
         self.files, self.dtype, self.attention_backend = files, dtype, attention_backend
         device = torch.device(device)
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -67,6 +71,10 @@ class Components:
             self.memory = ModelMemory(self, memory)
         except ValueError as e:
             raise InputError(str(e)) from None
+        if cuda_graphs and (self.device.type != "cuda" or not self.memory.setting.full):
+            raise InputError("CUDA graphs need a CUDA device and memory 'full' (every model resident), got "
+                             f"device {self.device} and memory {self.memory.setting.name!r}")
+        self.cuda_graphs = cuda_graphs
 
     MODELS = ("text_encoder", "_transformer", "video_encoder", "video_decoder", "audio_encoder", "audio_decoder",
               "vocoder", "upsampler", "_latent_statistics")
@@ -111,6 +119,8 @@ class Components:
         if self.compile:
             from fastltx.runtime.compile import compile_blocks
             compile_blocks(model)
+        if self.cuda_graphs:
+            model.graph_blocks()
         return model
 
     def transformer(self, stage2_strengths: tuple[float, ...] | None = None):

@@ -15,15 +15,18 @@ inference-mode tensors keep no version counter and are always copied), replays a
 graph's outputs. Those outputs are overwritten by the next replay of that graph: consume or clone
 them before the next call. ``fn`` must not read a tensor's value on the host (no ``.item()``, no
 data-dependent shapes) nor change its inputs' structure in a way its result depends on; modules it
-uses may change their weights in place (LoRA switching), not replace them. At most ``keep``
-signatures hold a graph (and its memory); the least recently used one is dropped.
+uses may change their weights in place (LoRA switching). ``weights`` (a function returning the
+tensors ``fn`` reads besides its inputs, such as a module's parameters and buffers) adds where they
+lie to the signature: weights moved (out to host memory and back, say) or replaced get a new graph
+instead of a replay that would read freed memory. At most ``keep`` signatures hold a graph (and its
+memory); the least recently used one is dropped.
 """
 
 import copy
 import dataclasses
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -89,8 +92,8 @@ class _Graph:
 
 
 class GraphedCall:
-    def __init__(self, fn: Callable, keep: int = 4):
-        self.fn, self.keep = fn, keep
+    def __init__(self, fn: Callable, keep: int = 4, weights: Callable[[], Iterable[torch.Tensor]] | None = None):
+        self.fn, self.keep, self.weights = fn, keep, weights
         self.graphs: OrderedDict[tuple, _Graph | None] = OrderedDict()  # None: seen once, not recorded yet
 
     def __call__(self, *args):
@@ -98,6 +101,8 @@ class GraphedCall:
         key = _signature(args, leaves)
         if not leaves or not all(t.is_cuda for t in leaves):
             return self.fn(*args)
+        if self.weights is not None:
+            key = (key, tuple(t.data_ptr() for t in self.weights()))
         if key not in self.graphs:  # first call: as is (compiles)
             self.graphs[key] = None
             self._trim()

@@ -40,4 +40,13 @@ def test_graphed_blocks_equal_plain_blocks(compiled, fp8):
     for i, g in enumerate(got):
         w = want[i % len(calls)]
         assert torch.equal(g[0], w[0]) and torch.equal(g[1], w[1]), i
+    # weights moved away and back (as a memory plan does): new graphs, not replays reading freed memory
+    model.to("cpu")
+    model.to("cuda")
+    with torch.no_grad():
+        moved = [model(v, a, None, c) for _ in range(3) for (v, a), c in zip(calls, caches)]
+    assert len(graphs) == 4 and all(g is not None for g in graphs.values())
+    for i, g in enumerate(moved):
+        w = want[i % len(calls)]
+        assert torch.equal(g[0], w[0]) and torch.equal(g[1], w[1]), i
     dynamo.reset()

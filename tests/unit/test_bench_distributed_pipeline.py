@@ -24,19 +24,34 @@ def test_arguments():
 def test_smoke_run_under_torchrun(tmp_path):
     out = tmp_path / "results.json"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=3",
-           str(ROOT / "bench" / "distributed_pipeline.py"), "--smoke", "--gpus", "2", "--json", str(out)]
+           str(ROOT / "bench" / "distributed_pipeline.py"), "--smoke", "--gpus", "2", "--graphs",
+           "--json", str(out)]
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
         pytest.fail(f"the smoke run did not finish in {TIMEOUT_S} s")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for n in (1, 2):
-        assert proc.stdout.count(f"64x128 {n} GPU(s)") == 1, proc.stdout
+        assert proc.stdout.count(f"64x128 {n} GPU(s):") == 1, proc.stdout
+        assert proc.stdout.count(f"64x128 {n} GPU(s) graphed:") == 1, proc.stdout
     results = json.loads(out.read_text())
     assert results["world"] == 3 and results["smoke"] and results["frames"] == 9
-    one, *several = results["rows"]
-    assert [(r["size"], r["gpus"]) for r in results["rows"]] == [("64x128", 1), ("64x128", 2)]
-    for row in results["rows"]:
+    assert [(r["size"], r["gpus"], r["graphs"]) for r in results["rows"]] == [
+        ("64x128", 1, False), ("64x128", 1, True), ("64x128", 2, False), ("64x128", 2, True)]
+    # no CUDA graphs on the CPU (the plain path): each graphed row is its own series, against its plain twin
+    for graphs in (False, True):
+        check_series([r for r in results["rows"] if r["graphs"] == graphs])
+    for plain, graphed in zip(results["rows"][::2], results["rows"][1::2]):
+        steps = plain["stages"]["stage 1"] + plain["stages"]["stage 2"]
+        assert graphed["steps_vs_plain"] == pytest.approx((graphed["stages"]["stage 1"] + graphed["stages"]["stage 2"])
+                                                          / steps)
+        assert "steps_vs_plain" not in plain
+
+
+def check_series(rows: list) -> None:
+    one, *several = rows
+    assert [r["gpus"] for r in rows] == [1, 2]
+    for row in rows:
         assert set(row["stages"]) == {"text", "stage 1", "upsample", "stage 2", "decode", "other"}
         assert len(row["totals"]) == 1 and row["total"] > 0 and row["cold_s"] > 0
         assert row["total"] >= sum(v for k, v in row["stages"].items() if k != "other")

@@ -117,6 +117,9 @@ BAD = {
     "model file without checkpoint": (["--lora", f"{D}/distilled-lora.safetensors"], "--lora needs --checkpoint"),
     "dtype": (["--dtype", "float16"], "invalid choice: 'float16'"),
     "steps": (["--pipeline", "one-stage", "--steps", "0"], "steps must be at least 1"),
+    "cuda graphs without a GPU": (["--cuda-graphs", "--device", "cpu", "--memory", "full"],
+                                  "--cuda-graphs needs a CUDA device and --memory full (got cpu, full)"),
+    "cuda graphs with a budget": (["--cuda-graphs", "--device", "cpu", "--memory", "24g"], "--memory full (got cpu, 24g)"),
 }
 
 

@@ -63,3 +63,17 @@ def test_streamed_blocks_are_refused():
         assert "graphed_blocks" not in model.__dict__
     finally:
         handle.remove()
+
+
+def test_graph_weights_follow_replaced_modules():
+    model = random_transformer(transformer_config("v1", num_layers=2), seed=3, dtype=torch.float32)
+    model.graph_blocks()
+    before = model.__dict__["graphed_blocks"]
+    model.fuse_projections()  # replaces the q/k/v linears: the graphs must read the fused weights
+    after = model.__dict__["graphed_blocks"]
+    assert after is not before
+    blocks = model.transformer_blocks
+    assert {id(t) for t in after.weights()} == {id(t) for t in [*blocks.parameters(), *blocks.buffers()]}
+    model.graph_blocks(False)
+    model.to_fp8(weight_only=True)
+    assert "graphed_blocks" not in model.__dict__  # not graphed: stays so

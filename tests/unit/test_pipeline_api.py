@@ -45,6 +45,20 @@ def test_a_cuda_device_that_is_not_there(files):
         load_pipeline("one-stage", files.checkpoint, files.text_encoder, device=missing)
 
 
+def test_cuda_graphs_need_a_gpu_and_every_model_resident(files):
+    with pytest.raises(InputError, match="CUDA graphs need a CUDA device and memory 'full'.*cpu and memory 'full'"):
+        load_pipeline("one-stage", files.checkpoint, files.text_encoder, device="cpu", memory="full", cuda_graphs=True)
+    with pytest.raises(InputError, match="memory 'auto'"):
+        load_pipeline("one-stage", files.checkpoint, files.text_encoder, device="cpu", cuda_graphs=True)
+
+
+def test_cuda_graphs_reach_the_transformer(files):
+    from fastltx.runtime.cuda_graph import GraphedCall
+    pipe = load_pipeline("one-stage", files.checkpoint, files.text_encoder, device="cpu", memory="full")
+    pipe.components.cuda_graphs = True  # (refused on the CPU at load: set after, to see the wiring)
+    assert isinstance(pipe.components.transformer().__dict__["graphed_blocks"], GraphedCall)
+
+
 @pytest.mark.parametrize("call,message", [
     (dict(height=100, width=192), "multiples of 64"),
     (dict(num_frames=16), "8k\\+1"),

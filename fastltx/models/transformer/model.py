@@ -4,6 +4,7 @@
 network predicts a velocity v and x0 = x - v * t per token, computed in float32.
 """
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -83,13 +84,16 @@ class LTXTransformer(nn.Module):
                     module.fuse_projections(self_attention=True)
                 elif name.endswith(("attn2", "_attn")):
                     module.fuse_projections(self_attention=False)
+        self._regraph()
 
     def to_fp8(self, weight_only: bool = False) -> int:
         """Store the block linears (attention projections and feed-forwards) in float8_e4m3fn with
         per-channel scales and run them through scaled fp8 matmuls (``weight_only``: matmuls in the
         run dtype, see ``fp8_weight_only``); returns how many were converted."""
         from fastltx.layers.linear import to_fp8
-        return to_fp8(self.transformer_blocks, fp8_linear, weight_only)
+        converted = to_fp8(self.transformer_blocks, fp8_linear, weight_only)
+        self._regraph()
+        return converted
 
     # ----------------------------------------------------------------------------- preprocessing
     def _timestep(self, adaln: AdaLNSingle, t: torch.Tensor, batch: int, dtype: torch.dtype):
@@ -215,7 +219,8 @@ class LTXTransformer(nn.Module):
         as_ = self._stream(audio, video, True, cached) if audio is not None else None
         first = video if video is not None else audio
         plans = self._skip_plan(perturbations, first.latent.shape[0], first.latent.device, first.latent.dtype)
-        run = self.__dict__.get("graphed_blocks") or self.run_blocks
+        graphed = self.__dict__.get("graphed_blocks")
+        run = graphed if graphed is not None and not self._streamed() else self.run_blocks
         xv, xa = run(vs, as_, plans, text_cache if cached else None)
         if vs is not None:
             vs.x = xv
@@ -235,16 +240,28 @@ class LTXTransformer(nn.Module):
     def graph_blocks(self, on: bool = True) -> None:
         """Run the blocks through CUDA graphs (``fastltx.runtime.cuda_graph``), one per input signature:
         the host launches one graph a step instead of every kernel (for host-bound steps: small
-        sequence-parallel ones; docs/benchmarks.md). Opt-in, not yet used by the pipelines: the graphs
-        hold the weights' addresses, so the weights must stay where they are (no streaming, refused
-        here; no memory plan moving the model between host and device); call again after replacing
-        modules (to_fp8, say). Sequence-parallel steps (NCCL inside the graph) are untested."""
+        sequence-parallel ones; docs/benchmarks.md). The graphs hold the weights' addresses: the blocks
+        must not be streamed (refused here), and weights that move (a memory plan taking the model
+        to host memory and back) get new graphs, found by their addresses, as do modules replaced by
+        ``fuse_projections`` and ``to_fp8`` (others: call again); in-place changes (LoRA switching) are
+        seen by the graphs as they are. Streamed blocks at call time take the plain path."""
         from fastltx.runtime.cuda_graph import GraphedCall
         self.__dict__.pop("graphed_blocks", None)
-        if on and any(block._forward_pre_hooks for block in self.transformer_blocks):
+        if on and self._streamed():
             raise ValueError("CUDA graphs need the blocks' weights resident: these blocks are streamed")
         if on:
-            self.__dict__["graphed_blocks"] = GraphedCall(self.run_blocks)
+            weights = list(itertools.chain(self.transformer_blocks.parameters(), self.transformer_blocks.buffers()))
+            self.__dict__["graphed_blocks"] = GraphedCall(self.run_blocks, weights=lambda: weights)
+
+    def _streamed(self) -> bool:
+        """Whether the blocks' weights come in as they run (pre-hooks: streamed layers); a call then
+        takes the plain path, graphed or not."""
+        return any(block._forward_pre_hooks for block in self.transformer_blocks)
+
+    def _regraph(self) -> None:
+        """After modules were replaced: graphs for the new weights (when graphed)."""
+        if "graphed_blocks" in self.__dict__:
+            self.graph_blocks()
 
     def forward(self, video: ModalityInput | None, audio: ModalityInput | None,
                 perturbations: Sequence[Perturbation] | None = None, text_cache: list | None = None,
