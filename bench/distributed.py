@@ -188,6 +188,8 @@ def parse_args(argv=None):
     parser.add_argument("--profile-dir", default=None,
                         help="write the CUDA-time tables of a 1-GPU and an N-GPU distilled step at each size here")
     parser.add_argument("--profile-gpus", type=int, default=None, help="N of --profile-dir (default: the most GPUs)")
+    parser.add_argument("--hang-s", type=float, default=None,
+                        help="after this many seconds, print every thread's Python stack and exit (to locate a hang)")
     parser.add_argument("--smoke", action="store_true", help="a tiny model on the CPU (gloo): checks the script")
     args = parser.parse_args(argv)
     if args.mode and not args.compile:
@@ -204,6 +206,9 @@ def parse_args(argv=None):
 def main(argv=None) -> None:
     args = parse_args(argv)
     start = time.perf_counter()
+    if args.hang_s:
+        import faulthandler
+        faulthandler.dump_traceback_later(args.hang_s, exit=True)
     world = init_distributed(device="cpu" if args.smoke else "cuda")
     worlds = sub_worlds(world)
     counts = [1, *worlds]

@@ -1,0 +1,88 @@
+"""Collectives inside CUDA graphs (``fastltx.runtime.cuda_graph.GraphedCall``), one case per torchrun
+launch: ``torchrun --nproc_per_node N tests/gpu/graph_collectives.py CASE [--group 2]``.
+
+Cases: ``all_to_all`` (our functional all-to-all, eager), ``compiled`` (the same under torch.compile),
+``model`` (a tiny float32 transformer split over the group, compiled blocks, ``graph_blocks``). Each graphed
+call is compared with the plain call on the same inputs; rank 0 prints ``CASE ok <max abs diff>``.
+``--group G``: the first G ranks take part, the others wait at a barrier (as bench/distributed.py's
+sub-worlds do). A hang dumps every thread's stack after ``--hang-s`` seconds and exits.
+"""
+
+import argparse
+import dataclasses
+import faulthandler
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from fastltx.runtime.cuda_graph import GraphedCall  # noqa: E402
+from fastltx.runtime.distributed import all_to_all, init_distributed, world_from_ranks  # noqa: E402
+
+
+def exchange(x: torch.Tensor, group) -> torch.Tensor:
+    return all_to_all(x * 2, group) + 1
+
+
+def run_case(case: str, world, sub, rows: int = 64, layers: int = 3, grid=(2, 3, 5)) -> float:
+    device = world.device
+    gen = torch.Generator(device=device).manual_seed(world.rank)
+    if case in ("all_to_all", "compiled"):
+        fn = (lambda x: exchange(x, sub.sequence)) if case == "all_to_all" else \
+            torch.compile(lambda x: exchange(x, sub.sequence), fullgraph=True)
+        graphed = GraphedCall(fn)
+        xs = [torch.randn(sub.size * rows, 256, generator=gen, device=device) for _ in range(4)]
+        want = [fn(x).clone() for x in xs]
+        got = [graphed(x).clone() for _ in range(2) for x in xs]
+        assert device.type != "cuda" or (len(graphed.graphs) == 1 and None not in graphed.graphs.values())
+        return max((g - w).abs().max().item() for g, w in zip(got, want * 2))
+    from fastltx.checkpoint.factory import random_transformer, transformer_config
+    from fastltx.runtime.compile import compile_blocks
+    from tests.distributed_cases import inputs
+    cfg = transformer_config("v1", "tiny", num_layers=layers)
+    cfg = dataclasses.replace(cfg, video=dataclasses.replace(cfg.video, heads=4, head_dim=8, context_dim=32))
+    model = random_transformer(cfg, seed=6, device=device, dtype=torch.float32)
+    model.fuse_projections()
+    compile_blocks(model)
+    calls = [tuple(dataclasses.replace(m, **{f.name: getattr(m, f.name).to(device) for f in dataclasses.fields(m)
+                                             if isinstance(getattr(m, f.name), torch.Tensor)})
+                   for m in inputs(model, grid=grid, seed=s)) for s in (1, 2, 3)]
+    with torch.no_grad():
+        caches = [model.cache_text(v, a) for v, a in calls]
+        want = [model(v, a, None, c, sequence=sub.sequence) for (v, a), c in zip(calls, caches)]
+        model.graph_blocks()
+        got = [model(v, a, None, c, sequence=sub.sequence) for _ in range(3) for (v, a), c in zip(calls, caches)]
+    graphs = model.__dict__["graphed_blocks"].graphs
+    assert device.type != "cuda" or (len(graphs) == 1 and None not in graphs.values())
+    return max((g[i].float() - w[i].float()).abs().max().item()
+               for g, w in zip(got, want * 3) for i in range(2))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("case", choices=("all_to_all", "compiled", "model"))
+    p.add_argument("--group", type=int, default=None)
+    p.add_argument("--hang-s", type=float, default=60)
+    p.add_argument("--rows", type=int, default=64, help="all_to_all, compiled: rows of 256 floats sent to each rank")
+    p.add_argument("--layers", type=int, default=3, help="model: blocks")
+    p.add_argument("--grid", default="2x3x5", help="model: latent frames x height x width")
+    p.add_argument("--device", default="cuda", help="cpu: gloo, no graphs (checks this script)")
+    args = p.parse_args()
+    faulthandler.dump_traceback_later(args.hang_s, exit=True)
+    world = init_distributed(device=args.device)
+    size = args.group or world.size
+    sub = world if size == world.size else world_from_ranks(list(range(size)), world.device)
+    if world.rank < size:
+        grid = tuple(int(v) for v in args.grid.split("x"))
+        diff = run_case(args.case, world, sub, args.rows, args.layers, grid)
+        if world.rank == 0:
+            print(f"{args.case} ok {diff:.3e} (group of {size} of {world.size})", flush=True)
+    dist.barrier()
+    faulthandler.cancel_dump_traceback_later()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
