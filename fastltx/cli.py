@@ -302,6 +302,9 @@ def _generate(args) -> int | None:
         raise InputError(f"--cuda-graphs needs a CUDA device and --memory full (got {device}, {args.memory.name})")
     launched = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun in each process it starts
     gpus = process_count(args.gpus, launched, device)
+    if args.cuda_graphs and gpus > 1:
+        raise InputError("--cuda-graphs is not offered with several GPUs yet (full-size steps with NCCL inside the "
+                         "graphs stalled)")
     checkpoint, text_encoder, upsampler, distilled, loras, note = model_files(args, name)  # (demo set written once)
     if gpus > 1 and launched == 1:  # all checked: run this same command in one process per GPU
         from fastltx.runtime.distributed import launch_torchrun
@@ -414,8 +417,8 @@ def _add_generate(sub) -> None:
                      help="fp8 block linears even where the bf16 transformer fits (fp8 matmuls with --compile "
                           "on Ada / Hopper GPUs; elsewhere fp8 weights dequantised for bf16 matmuls)")
     run.add_argument("--cuda-graphs", action="store_true",
-                     help="the transformer blocks through CUDA graphs (with --memory full on a GPU): one launch a step "
-                          "instead of every kernel, for host-bound steps such as small ones over several GPUs")
+                     help="the transformer blocks through CUDA graphs (one GPU, --memory full): one launch a step "
+                          "instead of every kernel, for host-bound steps (compiled fp8 at small sizes)")
     run.add_argument("--lossless", action="store_true", help="a folder of PNG frames and audio.wav (float) "
                                                              "instead of an MP4")
     run.add_argument("-o", "--output", required=True, help="the MP4 file (or the folder, with --lossless)")

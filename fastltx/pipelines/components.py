@@ -47,9 +47,9 @@ class Components:
     "16g", ... (fastltx.runtime.memory: which models stay on the device, which come in per stage,
     which stream their layers; every model access goes through it, see pipelines/memory.py);
     ``cuda_graphs``: the transformer blocks through CUDA graphs (``LTXTransformer.graph_blocks``: the
-    host launches one graph a step; for host-bound steps, such as small ones split over several
-    GPUs), with memory "full" only (the graphs keep their activations' memory, which the plans do
-    not count)."""
+    host launches one graph a step; for host-bound steps: fp8 at a few thousand tokens), on one
+    process with memory "full" only (the graphs keep their activations' memory, which the plans do
+    not count; split over several processes, with NCCL inside the graphs, full-size steps stalled)."""
 
     def __init__(self, files: ModelFiles, device: torch.device | str, dtype: torch.dtype,
                  attention_backend: str | None = None, compile: bool = False, fp8: bool = False, world=None,
@@ -71,6 +71,9 @@ class Components:
             self.memory = ModelMemory(self, memory)
         except ValueError as e:
             raise InputError(str(e)) from None
+        if cuda_graphs and self.world is not None:  # NCCL inside the graphs: see docs/benchmarks.md
+            raise InputError("CUDA graphs are not offered with several processes yet: at full size the steps "
+                             "with the collectives inside the graphs stalled (4 x H200, 2026-11-26)")
         if cuda_graphs and (self.device.type != "cuda" or not self.memory.setting.full):
             raise InputError("CUDA graphs need a CUDA device and memory 'full' (every model resident), got "
                              f"device {self.device} and memory {self.memory.setting.name!r}")

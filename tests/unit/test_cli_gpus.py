@@ -55,6 +55,17 @@ def test_bad_request_fails_before_any_process_starts(tmp_path, monkeypatch, caps
     assert "height and width must be positive multiples" in capsys.readouterr().err
 
 
+def test_cuda_graphs_with_several_gpus_are_refused_before_any_process_starts(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(distributed, "launch_torchrun", lambda n, argv: pytest.fail("processes were started"))
+    monkeypatch.setattr(cli, "device_and_dtype", lambda args, demo: (torch.device("cuda"), torch.bfloat16))
+    monkeypatch.setattr(cli, "process_count", lambda gpus, launched, device: gpus)  # as if 2 GPUs were there
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    argv = ["generate", "--prompt", "a fox", "--gpus", "2", "--cuda-graphs", "--memory", "full",
+            "-o", str(tmp_path / "o.mp4")]
+    assert main(argv) == 2
+    assert "--cuda-graphs is not offered with several GPUs yet" in capsys.readouterr().err
+
+
 def test_world_size_without_torchrun_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     for name in ("checkpoint.safetensors", "upsampler.safetensors"):  # only their presence is checked first

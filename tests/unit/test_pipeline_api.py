@@ -52,6 +52,13 @@ def test_cuda_graphs_need_a_gpu_and_every_model_resident(files):
         load_pipeline("one-stage", files.checkpoint, files.text_encoder, device="cpu", cuda_graphs=True)
 
 
+def test_cuda_graphs_are_refused_over_several_processes(files):
+    from types import SimpleNamespace
+    world = SimpleNamespace(size=2, device=torch.device("cpu"))
+    with pytest.raises(InputError, match="not offered with several processes"):
+        load_pipeline("one-stage", files.checkpoint, files.text_encoder, world=world, memory="full", cuda_graphs=True)
+
+
 def test_cuda_graphs_reach_the_transformer(files):
     from fastltx.runtime.cuda_graph import GraphedCall
     pipe = load_pipeline("one-stage", files.checkpoint, files.text_encoder, device="cpu", memory="full")

@@ -5,6 +5,7 @@ network predicts a velocity v and x0 = x - v * t per token, computed in float32.
 """
 
 import itertools
+import weakref
 from collections.abc import Sequence
 
 import torch
@@ -251,7 +252,9 @@ class LTXTransformer(nn.Module):
             raise ValueError("CUDA graphs need the blocks' weights resident: these blocks are streamed")
         if on:
             weights = list(itertools.chain(self.transformer_blocks.parameters(), self.transformer_blocks.buffers()))
-            self.__dict__["graphed_blocks"] = GraphedCall(self.run_blocks, weights=lambda: weights)
+            model = weakref.ref(self)  # no cycle: the graphs (and their memory) go when they are dropped
+            self.__dict__["graphed_blocks"] = GraphedCall(lambda *args: model().run_blocks(*args),
+                                                          weights=lambda: weights)
 
     def _streamed(self) -> bool:
         """Whether the blocks' weights come in as they run (pre-hooks: streamed layers); a call then
