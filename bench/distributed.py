@@ -2,6 +2,7 @@
 
     torchrun --standalone --nproc_per_node 4 bench/distributed.py [--reps 3] [--sizes 768x1280,1024x1536]
         [--compile [--mode MODE]] [--graphs] [--profile-dir DIR [--profile-gpus N]] [--no-guided] [--json PATH]
+        [--graph-capture-mode MODE] [--hang-s S [--hang-dir DIR]]
     torchrun --standalone --nproc_per_node 2 bench/distributed.py --smoke [--compile]   # CPU, gloo, tiny model
 
 Every rank builds the same random full-size LTX-2 19B transformer (bf16, fused projections, text K/V
@@ -15,7 +16,9 @@ the median of ``--reps`` timed with CUDA events on rank 0, all in one session; t
 compared with the 1-GPU output (relative L2; bf16, so rounding-level differences are expected).
 ``--graphs``: each distilled step then runs again with the blocks through CUDA graphs
 (``model.graph_blocks()``: recorded on the second call, replayed after), timed and compared with
-the plain step at the same GPU count (time ratio; bit-identical or not).
+the plain step at the same GPU count (time ratio; bit-identical or not). With several GPUs (NCCL
+inside the graphs) full-size steps stalled (docs/benchmarks.md, sixth session): ``--hang-s`` dumps
+every thread's stack and exits after that many seconds.
 ``--profile-dir``: at every size rank 0 writes the CUDA-time table of one 1-GPU and one N-GPU
 distilled step (``--profile-gpus``, default the most GPUs) to DIR/prof_{h}x{w}_{n}gpu.txt and sums
 the kernels' self CUDA time into NCCL, GEMM, attention and the rest (printed, and in the JSON row).
@@ -188,8 +191,12 @@ def parse_args(argv=None):
     parser.add_argument("--profile-dir", default=None,
                         help="write the CUDA-time tables of a 1-GPU and an N-GPU distilled step at each size here")
     parser.add_argument("--profile-gpus", type=int, default=None, help="N of --profile-dir (default: the most GPUs)")
+    parser.add_argument("--graph-capture-mode", default="global", choices=("global", "thread_local", "relaxed"),
+                        help="with --graphs: torch.cuda.graph's capture_error_mode")
     parser.add_argument("--hang-s", type=float, default=None,
-                        help="after this many seconds, print every thread's Python stack and exit (to locate a hang)")
+                        help="after this many seconds, write every thread's Python stack and exit (to locate a hang): "
+                             "to stderr, or with --hang-dir to DIR/stack_rank{r}.txt, one file a rank")
+    parser.add_argument("--hang-dir", default=None)
     parser.add_argument("--smoke", action="store_true", help="a tiny model on the CPU (gloo): checks the script")
     args = parser.parse_args(argv)
     if args.mode and not args.compile:
@@ -206,10 +213,14 @@ def parse_args(argv=None):
 def main(argv=None) -> None:
     args = parse_args(argv)
     start = time.perf_counter()
+    world = init_distributed(device="cpu" if args.smoke else "cuda")
     if args.hang_s:
         import faulthandler
-        faulthandler.dump_traceback_later(args.hang_s, exit=True)
-    world = init_distributed(device="cpu" if args.smoke else "cuda")
+        stacks = sys.stderr
+        if args.hang_dir:
+            Path(args.hang_dir).mkdir(parents=True, exist_ok=True)
+            stacks = open(Path(args.hang_dir) / f"stack_rank{world.rank}.txt", "w")  # noqa: SIM115 (open until exit)
+        faulthandler.dump_traceback_later(args.hang_s, exit=True, file=stacks)
     worlds = sub_worlds(world)
     counts = [1, *worlds]
     profile_gpus = args.profile_gpus or counts[-1]
@@ -248,7 +259,7 @@ def main(argv=None) -> None:
                    for n in {1, profile_gpus}} if args.profile_dir else None
         plain = measure(world, worlds, label, simple, args.reps, rows, args.compile, profile)
         if args.graphs:  # the same steps through CUDA graphs (compiled code reused), against the plain ones
-            model.graph_blocks()
+            model.graph_blocks(capture_error_mode=args.graph_capture_mode)
             measure(world, worlds, label.replace("step", "step graphed"), simple, args.reps, rows, args.compile, plain=plain)
             model.graph_blocks(False)
             del plain

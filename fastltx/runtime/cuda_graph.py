@@ -19,7 +19,8 @@ uses may change their weights in place (LoRA switching). ``weights`` (a function
 tensors ``fn`` reads besides its inputs, such as a module's parameters and buffers) adds where they
 lie to the signature: weights moved (out to host memory and back, say) or replaced get a new graph
 instead of a replay that would read freed memory. At most ``keep`` signatures hold a graph (and its
-memory); the least recently used one is dropped.
+memory); the least recently used one is dropped. ``capture_error_mode``: torch.cuda.graph's
+(``"thread_local"`` lets other threads, such as NCCL's watchdog, make CUDA calls during a capture).
 """
 
 import copy
@@ -66,7 +67,7 @@ def _rebuild(obj, leaves):
 
 
 class _Graph:
-    def __init__(self, fn: Callable, args: tuple, leaves: list[torch.Tensor]):
+    def __init__(self, fn: Callable, args: tuple, leaves: list[torch.Tensor], capture_error_mode: str = "global"):
         self.inputs = [t.clone() for t in leaves]  # the graph's own input buffers
         self.sources = [None] * len(leaves)  # (weak reference, version) of what each buffer last copied
         self.template = args
@@ -77,7 +78,7 @@ class _Graph:
             fn(*_rebuild(args, iter(self.inputs)))
         torch.cuda.current_stream(device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        with torch.cuda.graph(self.graph, capture_error_mode=capture_error_mode):
             self.outputs = fn(*_rebuild(args, iter(self.inputs)))
 
     def __call__(self, leaves: list[torch.Tensor]):
@@ -92,8 +93,9 @@ class _Graph:
 
 
 class GraphedCall:
-    def __init__(self, fn: Callable, keep: int = 4, weights: Callable[[], Iterable[torch.Tensor]] | None = None):
-        self.fn, self.keep, self.weights = fn, keep, weights
+    def __init__(self, fn: Callable, keep: int = 4, weights: Callable[[], Iterable[torch.Tensor]] | None = None,
+                 capture_error_mode: str = "global"):
+        self.fn, self.keep, self.weights, self.capture_error_mode = fn, keep, weights, capture_error_mode
         self.graphs: OrderedDict[tuple, _Graph | None] = OrderedDict()  # None: seen once, not recorded yet
 
     def __call__(self, *args):
@@ -109,7 +111,7 @@ class GraphedCall:
             return self.fn(*args)
         self.graphs.move_to_end(key)
         if self.graphs[key] is None:
-            self.graphs[key] = _Graph(self.fn, args, leaves)
+            self.graphs[key] = _Graph(self.fn, args, leaves, self.capture_error_mode)
         return self.graphs[key](leaves)
 
     def _trim(self) -> None:

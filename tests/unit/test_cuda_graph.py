@@ -67,11 +67,11 @@ def test_streamed_blocks_are_refused():
 
 def test_graph_weights_follow_replaced_modules():
     model = random_transformer(transformer_config("v1", num_layers=2), seed=3, dtype=torch.float32)
-    model.graph_blocks()
+    model.graph_blocks(capture_error_mode="thread_local")
     before = model.__dict__["graphed_blocks"]
     model.fuse_projections()  # replaces the q/k/v linears: the graphs must read the fused weights
     after = model.__dict__["graphed_blocks"]
-    assert after is not before
+    assert after is not before and after.capture_error_mode == "thread_local"
     blocks = model.transformer_blocks
     assert {id(t) for t in after.weights()} == {id(t) for t in [*blocks.parameters(), *blocks.buffers()]}
     model.graph_blocks(False)

@@ -238,14 +238,15 @@ class LTXTransformer(nn.Module):
             block(vs, as_, plan, text_cache[i] if text_cache is not None else (None, None))
         return (vs.x if vs is not None else None), (as_.x if as_ is not None else None)
 
-    def graph_blocks(self, on: bool = True) -> None:
+    def graph_blocks(self, on: bool = True, capture_error_mode: str = "global") -> None:
         """Run the blocks through CUDA graphs (``fastltx.runtime.cuda_graph``), one per input signature:
         the host launches one graph a step instead of every kernel (for host-bound steps: small
         sequence-parallel ones; docs/benchmarks.md). The graphs hold the weights' addresses: the blocks
         must not be streamed (refused here), and weights that move (a memory plan taking the model
         to host memory and back) get new graphs, found by their addresses, as do modules replaced by
         ``fuse_projections`` and ``to_fp8`` (others: call again); in-place changes (LoRA switching) are
-        seen by the graphs as they are. Streamed blocks at call time take the plain path."""
+        seen by the graphs as they are. Streamed blocks at call time take the plain path.
+        ``capture_error_mode``: see ``GraphedCall``."""
         from fastltx.runtime.cuda_graph import GraphedCall
         self.__dict__.pop("graphed_blocks", None)
         if on and self._streamed():
@@ -254,7 +255,8 @@ class LTXTransformer(nn.Module):
             weights = list(itertools.chain(self.transformer_blocks.parameters(), self.transformer_blocks.buffers()))
             model = weakref.ref(self)  # no cycle: the graphs (and their memory) go when they are dropped
             self.__dict__["graphed_blocks"] = GraphedCall(lambda *args: model().run_blocks(*args),
-                                                          weights=lambda: weights)
+                                                          weights=lambda: weights,
+                                                          capture_error_mode=capture_error_mode)
 
     def _streamed(self) -> bool:
         """Whether the blocks' weights come in as they run (pre-hooks: streamed layers); a call then
@@ -263,8 +265,9 @@ class LTXTransformer(nn.Module):
 
     def _regraph(self) -> None:
         """After modules were replaced: graphs for the new weights (when graphed)."""
-        if "graphed_blocks" in self.__dict__:
-            self.graph_blocks()
+        graphed = self.__dict__.get("graphed_blocks")
+        if graphed is not None:
+            self.graph_blocks(capture_error_mode=graphed.capture_error_mode)
 
     def forward(self, video: ModalityInput | None, audio: ModalityInput | None,
                 perturbations: Sequence[Perturbation] | None = None, text_cache: list | None = None,
