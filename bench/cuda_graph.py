@@ -51,6 +51,8 @@ def main() -> None:
     p.add_argument("--tokens", default="1536,6144", help="which sizes: 1536 and/or 6144")
     args = p.parse_args()
     from fastltx.layers import mlp
+    from fastltx.models.transformer import model as transformer_module
+    transformer_module.GRAPH_MAX_TOKENS = 1 << 30  # graphs at every size here (the model: small passes only)
     ours = mlp.fp8_feed_forward
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
     cfg = transformer_config("v1", "19b")

@@ -68,7 +68,7 @@ def measure(world, worlds, label: str, make_step, reps: int, rows: list, compile
         if world.rank < n:
             step = make_step(sub)
             first_s = first_call(step, cuda)  # compiles, when compiled
-            warmup = 1 if compiled else 0  # the second call may still recompile
+            warmup = 1 if compiled or plain is not None else 0  # the second call may still recompile, or record
             ms = time_cuda(step, warmup=warmup, reps=reps) if cuda else time_cpu(step, reps, warmup)
             out = [t.float() for t in step() if t is not None]
             kernels = None
@@ -259,6 +259,8 @@ def main(argv=None) -> None:
                    for n in {1, profile_gpus}} if args.profile_dir else None
         plain = measure(world, worlds, label, simple, args.reps, rows, args.compile, profile)
         if args.graphs:  # the same steps through CUDA graphs (compiled code reused), against the plain ones
+            from fastltx.models.transformer import model as transformer_module
+            transformer_module.GRAPH_MAX_TOKENS = 1 << 30  # every size graphed here (the model: small passes only)
             model.graph_blocks(capture_error_mode=args.graph_capture_mode)
             measure(world, worlds, label.replace("step", "step graphed"), simple, args.reps, rows, args.compile, plain=plain)
             model.graph_blocks(False)

@@ -30,8 +30,9 @@ difference, audio max): bf16, so small differences are expected.
 compiled variant), shared by both runs; the N-GPU graphs, with the Ulysses collectives inside,
 compile in their own cold call. ``--graphs``: each (size, GPUs) run again with the blocks through
 CUDA graphs (``LTXTransformer.graph_blocks``, as ``Components(cuda_graphs=True)`` sets; recorded
-in the warm-up call, which then also captures), its steps' time against the plain run's
-("steps_vs_plain"; its speed-up over the 1-GPU graphed run). ``--deadline-s``: no new (size, GPUs) run starts after that many
+in the warm-up call, which then also captures; passes over ``GRAPH_MAX_TOKENS`` run plain, as in
+the pipelines), its steps' time against the plain run's ("steps_vs_plain"; its speed-up over the
+1-GPU graphed run). Several GPUs with graphs stalled at full size (docs/benchmarks.md). ``--deadline-s``: no new (size, GPUs) run starts after that many
 seconds. ``--smoke``: tiny models in float32 on the CPU over gloo (the N-process frames then agree
 with the one-process frames within one level). Only rank 0 prints and writes ``--json``.
 """
@@ -256,10 +257,12 @@ def main(argv=None) -> dict | None:
         h, w = (int(v) for v in size.split("x"))
         kwargs = dict(prompt=POSITIVE, seed=10, height=h, width=w, num_frames=args.frames, fps=24.0, progress=False)
         base = {}  # graphs or not -> the 1-GPU result
+        late = False
         for gpus in (1, *counts):
             plain = None
             for graphs in variants:
-                if not go_on(f"{size} on {gpus} GPU(s)" + (" with CUDA graphs" if graphs else "")):
+                late = not go_on(f"{size} on {gpus} GPU(s)" + (" with CUDA graphs" if graphs else ""))
+                if late:
                     break
                 transformer.graph_blocks(graphs)  # new graphs, recorded in the warm-up call
                 r = None
@@ -282,6 +285,8 @@ def main(argv=None) -> dict | None:
                     save()
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
+            if late:
+                break
     results["elapsed_s"] = time.perf_counter() - start
     save()
     say("\n" + table(results) + f"\nelapsed {results['elapsed_s']:.0f} s")

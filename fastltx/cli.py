@@ -298,13 +298,11 @@ def _generate(args) -> int | None:
     check_output(output, args.lossless)
     check_call(cls, kwargs)
     device, dtype = device_and_dtype(args, demo)
-    if args.cuda_graphs and (device.type != "cuda" or not args.memory.full):
-        raise InputError(f"--cuda-graphs needs a CUDA device and --memory full (got {device}, {args.memory.name})")
     launched = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun in each process it starts
     gpus = process_count(args.gpus, launched, device)
-    if args.cuda_graphs and gpus > 1:
-        raise InputError("--cuda-graphs is not offered with several GPUs yet (full-size steps with NCCL inside the "
-                         "graphs stalled)")
+    if args.cuda_graphs:
+        from fastltx.pipelines.components import check_cuda_graphs
+        check_cuda_graphs(device, args.memory, gpus)
     checkpoint, text_encoder, upsampler, distilled, loras, note = model_files(args, name)  # (demo set written once)
     if gpus > 1 and launched == 1:  # all checked: run this same command in one process per GPU
         from fastltx.runtime.distributed import launch_torchrun
@@ -418,7 +416,8 @@ def _add_generate(sub) -> None:
                           "on Ada / Hopper GPUs; elsewhere fp8 weights dequantised for bf16 matmuls)")
     run.add_argument("--cuda-graphs", action="store_true",
                      help="the transformer blocks through CUDA graphs (one GPU, --memory full): one launch a step "
-                          "instead of every kernel, for host-bound steps (compiled fp8 at small sizes)")
+                          "instead of every kernel, for host-bound steps (compiled fp8 at small sizes); a shape's "
+                          "second step records its graph, so it pays over many steps, not in one short call")
     run.add_argument("--lossless", action="store_true", help="a folder of PNG frames and audio.wav (float) "
                                                              "instead of an MP4")
     run.add_argument("-o", "--output", required=True, help="the MP4 file (or the folder, with --lossless)")

@@ -39,6 +39,18 @@ class ModelFiles:
                              "(distilled_lora=...)")
 
 
+def check_cuda_graphs(device: torch.device, memory, processes: int) -> None:
+    """CUDA graphs of the transformer blocks need one process (with NCCL inside the graphs, full-size
+    steps stalled: docs/benchmarks.md), a CUDA device and memory "full" (the graphs keep their
+    activations' memory, which the plans do not count); an InputError otherwise."""
+    if processes > 1:
+        raise InputError(f"CUDA graphs are not offered with several processes yet ({processes} here): full-size "
+                         "steps with the collectives inside the graphs stalled")
+    if device.type != "cuda" or not memory.full:
+        raise InputError(f"CUDA graphs need a CUDA device and memory 'full' (every model resident), got device "
+                         f"{device} and memory {memory.name!r}")
+
+
 class Components:
     """``compile``: torch.compile of the transformer blocks (one graph shared by all blocks);
     ``fp8``: the block linears in float8 e4m3 (scaled fp8 matmuls when compiled on Ada / Hopper
@@ -47,9 +59,8 @@ class Components:
     "16g", ... (fastltx.runtime.memory: which models stay on the device, which come in per stage,
     which stream their layers; every model access goes through it, see pipelines/memory.py);
     ``cuda_graphs``: the transformer blocks through CUDA graphs (``LTXTransformer.graph_blocks``: the
-    host launches one graph a step; for host-bound steps: fp8 at a few thousand tokens), on one
-    process with memory "full" only (the graphs keep their activations' memory, which the plans do
-    not count; split over several processes, with NCCL inside the graphs, full-size steps stalled)."""
+    host launches one graph a step; for host-bound steps: compiled fp8 at ~1.5k tokens), see
+    ``check_cuda_graphs`` for where they are offered."""
 
     def __init__(self, files: ModelFiles, device: torch.device | str, dtype: torch.dtype,
                  attention_backend: str | None = None, compile: bool = False, fp8: bool = False, world=None,
@@ -71,12 +82,8 @@ class Components:
             self.memory = ModelMemory(self, memory)
         except ValueError as e:
             raise InputError(str(e)) from None
-        if cuda_graphs and self.world is not None:  # NCCL inside the graphs: see docs/benchmarks.md
-            raise InputError("CUDA graphs are not offered with several processes yet: at full size the steps "
-                             "with the collectives inside the graphs stalled (4 x H200, 2026-11-26)")
-        if cuda_graphs and (self.device.type != "cuda" or not self.memory.setting.full):
-            raise InputError("CUDA graphs need a CUDA device and memory 'full' (every model resident), got "
-                             f"device {self.device} and memory {self.memory.setting.name!r}")
+        if cuda_graphs:
+            check_cuda_graphs(self.device, self.memory.setting, 1 if self.world is None else self.world.size)
         self.cuda_graphs = cuda_graphs
 
     MODELS = ("text_encoder", "_transformer", "video_encoder", "video_decoder", "audio_encoder", "audio_decoder",

@@ -16,10 +16,12 @@ graph's outputs. Those outputs are overwritten by the next replay of that graph:
 them before the next call. ``fn`` must not read a tensor's value on the host (no ``.item()``, no
 data-dependent shapes) nor change its inputs' structure in a way its result depends on; modules it
 uses may change their weights in place (LoRA switching). ``weights`` (a function returning the
-tensors ``fn`` reads besides its inputs, such as a module's parameters and buffers) adds where they
-lie to the signature: weights moved (out to host memory and back, say) or replaced get a new graph
-instead of a replay that would read freed memory. At most ``keep`` signatures hold a graph (and its
-memory); the least recently used one is dropped. ``capture_error_mode``: torch.cuda.graph's
+tensors ``fn`` reads besides its inputs, such as a module's parameters and buffers, looked up anew
+at every call) is checked at every call: weights found at other addresses (moved out to host memory
+and back, say, or replaced) drop every graph, and the next calls record new ones, instead of
+replays that would read freed memory. At most ``keep`` signatures hold a graph (and its memory);
+the least recently used one is dropped. A copy of the object holding a ``GraphedCall`` (deepcopy,
+pickle) gets None in its place: no graphs. ``capture_error_mode``: torch.cuda.graph's
 (``"thread_local"`` lets other threads, such as NCCL's watchdog, make CUDA calls during a capture).
 """
 
@@ -97,14 +99,24 @@ class GraphedCall:
                  capture_error_mode: str = "global"):
         self.fn, self.keep, self.weights, self.capture_error_mode = fn, keep, weights, capture_error_mode
         self.graphs: OrderedDict[tuple, _Graph | None] = OrderedDict()  # None: seen once, not recorded yet
+        self.placed: tuple | None = None  # where the weights were when the graphs were recorded
 
-    def __call__(self, *args):
+    def signature(self, args: tuple) -> tuple[tuple, list[torch.Tensor]]:
+        """(key, tensors) of a call: ``_signature`` of the arguments; where the weights lie is kept
+        in ``placed``: weights found elsewhere than before drop every graph (they read the old places)."""
         leaves: list[torch.Tensor] = []
         key = _signature(args, leaves)
+        if self.weights is not None:
+            placed = tuple(map(torch.Tensor.data_ptr, self.weights()))
+            if placed != self.placed:
+                self.graphs.clear()
+                self.placed = placed
+        return key, leaves
+
+    def __call__(self, *args):
+        key, leaves = self.signature(args)
         if not leaves or not all(t.is_cuda for t in leaves):
             return self.fn(*args)
-        if self.weights is not None:
-            key = (key, tuple(t.data_ptr() for t in self.weights()))
         if key not in self.graphs:  # first call: as is (compiles)
             self.graphs[key] = None
             self._trim()
@@ -121,3 +133,11 @@ class GraphedCall:
     def reset(self) -> None:
         """Drop every graph (after weights were replaced, say)."""
         self.graphs.clear()
+
+    def __reduce__(self):
+        """A copy (deepcopy, pickle) of whatever holds this keeps no graphs: None in its place."""
+        return (_dropped, ())
+
+
+def _dropped() -> None:
+    return None

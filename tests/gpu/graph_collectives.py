@@ -65,7 +65,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("case", choices=("all_to_all", "compiled", "model"))
     p.add_argument("--group", type=int, default=None)
-    p.add_argument("--hang-s", type=float, default=60)
+    p.add_argument("--hang-s", type=float, default=300)
     p.add_argument("--rows", type=int, default=64, help="all_to_all, compiled: rows of 256 floats sent to each rank")
     p.add_argument("--layers", type=int, default=3, help="model: blocks")
     p.add_argument("--grid", default="2x3x5", help="model: latent frames x height x width")

@@ -40,12 +40,18 @@ def test_graphed_blocks_equal_plain_blocks(compiled, fp8):
     for i, g in enumerate(got):
         w = want[i % len(calls)]
         assert torch.equal(g[0], w[0]) and torch.equal(g[1], w[1]), i
-    # weights moved away and back (as a memory plan does): new graphs, not replays reading freed memory
+    # weights moved away and back (as a memory plan does): their device memory is freed (the graphs
+    # hold no weights), and the calls after give the same results (new graphs where the weights came
+    # back elsewhere, not replays reading freed memory)
+    weights = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
     model.to("cpu")
+    assert before - torch.cuda.memory_allocated() >= 0.9 * weights
     model.to("cuda")
     with torch.no_grad():
         moved = [model(v, a, None, c) for _ in range(3) for (v, a), c in zip(calls, caches)]
-    assert len(graphs) == 4 and all(g is not None for g in graphs.values())
+    assert len(graphs) == 2 and all(g is not None for g in graphs.values())
     for i, g in enumerate(moved):
         w = want[i % len(calls)]
         assert torch.equal(g[0], w[0]) and torch.equal(g[1], w[1]), i

@@ -118,8 +118,8 @@ BAD = {
     "dtype": (["--dtype", "float16"], "invalid choice: 'float16'"),
     "steps": (["--pipeline", "one-stage", "--steps", "0"], "steps must be at least 1"),
     "cuda graphs without a GPU": (["--cuda-graphs", "--device", "cpu", "--memory", "full"],
-                                  "--cuda-graphs needs a CUDA device and --memory full (got cpu, full)"),
-    "cuda graphs with a budget": (["--cuda-graphs", "--device", "cpu", "--memory", "24g"], "--memory full (got cpu, 24g)"),
+                                  "CUDA graphs need a CUDA device and memory 'full' (every model resident), got "
+                                  "device cpu and memory 'full'"),
 }
 
 

@@ -63,7 +63,7 @@ def test_cuda_graphs_with_several_gpus_are_refused_before_any_process_starts(tmp
     argv = ["generate", "--prompt", "a fox", "--gpus", "2", "--cuda-graphs", "--memory", "full",
             "-o", str(tmp_path / "o.mp4")]
     assert main(argv) == 2
-    assert "--cuda-graphs is not offered with several GPUs yet" in capsys.readouterr().err
+    assert "CUDA graphs are not offered with several processes yet (2 here)" in capsys.readouterr().err
 
 
 def test_world_size_without_torchrun_is_a_clear_error(tmp_path, monkeypatch):

@@ -74,6 +74,8 @@ def test_graph_weights_follow_replaced_modules():
     assert after is not before and after.capture_error_mode == "thread_local"
     blocks = model.transformer_blocks
     assert {id(t) for t in after.weights()} == {id(t) for t in [*blocks.parameters(), *blocks.buffers()]}
+    model.to(torch.float64)  # .to() replaces the buffers: the weights are looked up anew, none held
+    assert {id(t) for t in after.weights()} == {id(t) for t in [*blocks.parameters(), *blocks.buffers()]}
     model.graph_blocks(False)
     model.to_fp8(weight_only=True)
     assert "graphed_blocks" not in model.__dict__  # not graphed: stays so
@@ -91,3 +93,41 @@ def test_graphs_go_with_their_model_without_the_cycle_collector():
         assert owner() is None and graphs() is None
     finally:
         gc.enable()
+
+
+def test_weights_found_elsewhere_drop_the_graphs():
+    weights = [torch.zeros(3), torch.zeros(4)]
+    graphed = GraphedCall(lambda x: x, weights=lambda: weights)
+    key, leaves = graphed.signature((torch.ones(2),))
+    assert len(leaves) == 1 and graphed.placed == (weights[0].data_ptr(), weights[1].data_ptr())
+    graphed.graphs[key] = "recorded"  # (a stand-in: graphs need CUDA)
+    assert graphed.signature((torch.ones(2),))[0] == key and key in graphed.graphs  # same places: kept
+    weights[1] = torch.ones(4)  # moved or replaced: another address
+    assert graphed.signature((torch.ones(2),))[0] == key and not graphed.graphs
+    assert graphed.placed[1] == weights[1].data_ptr()
+
+
+def test_a_copy_of_a_graphed_model_has_no_graphs():
+    import copy
+    model = random_transformer(transformer_config("v1", num_layers=1), seed=3, dtype=torch.float32)
+    model.graph_blocks()
+    twin = copy.deepcopy(model)
+    assert twin.__dict__["graphed_blocks"] is None and isinstance(model.__dict__["graphed_blocks"], GraphedCall)
+    v, a = inputs(twin, torch.float32, sigmas=(0.7,))
+    with torch.no_grad():
+        assert all(torch.equal(x, y) for x, y in zip(twin(v, a), model(v, a)))  # the copy runs its own blocks
+
+
+def test_only_passes_up_to_the_token_limit_take_the_graphs(monkeypatch):
+    from fastltx.models.transformer import model as module
+    model = random_transformer(transformer_config("v1", num_layers=1), seed=3, dtype=torch.float32)
+    calls = []
+    model.__dict__["graphed_blocks"] = lambda *args: calls.append(1) or model.run_blocks(*args)  # a spy
+    v, a = inputs(model, torch.float32, sigmas=(0.7,))
+    tokens = v.latent.shape[1]
+    with torch.no_grad():
+        monkeypatch.setattr(module, "GRAPH_MAX_TOKENS", tokens)
+        model(v, a)
+        monkeypatch.setattr(module, "GRAPH_MAX_TOKENS", tokens - 1)  # larger passes: launch-cheap, plain
+        model(v, a)
+    assert calls == [1]

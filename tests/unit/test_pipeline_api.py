@@ -46,10 +46,17 @@ def test_a_cuda_device_that_is_not_there(files):
 
 
 def test_cuda_graphs_need_a_gpu_and_every_model_resident(files):
+    from fastltx.pipelines.components import check_cuda_graphs
+    from fastltx.runtime.memory import parse_memory
     with pytest.raises(InputError, match="CUDA graphs need a CUDA device and memory 'full'.*cpu and memory 'full'"):
         load_pipeline("one-stage", files.checkpoint, files.text_encoder, device="cpu", memory="full", cuda_graphs=True)
-    with pytest.raises(InputError, match="memory 'auto'"):
-        load_pipeline("one-stage", files.checkpoint, files.text_encoder, device="cpu", cuda_graphs=True)
+    cuda = torch.device("cuda", 0)  # (a device object: no GPU needed to check the settings)
+    for memory in ("auto", "24g"):
+        with pytest.raises(InputError, match=f"got device cuda:0 and memory '{memory}'"):
+            check_cuda_graphs(cuda, parse_memory(memory), 1)
+    with pytest.raises(InputError, match=r"several processes yet \(2 here\)"):
+        check_cuda_graphs(cuda, parse_memory("full"), 2)
+    check_cuda_graphs(cuda, parse_memory("full"), 1)  # offered
 
 
 def test_cuda_graphs_are_refused_over_several_processes(files):

@@ -4,7 +4,6 @@
 network predicts a velocity v and x0 = x - v * t per token, computed in float32.
 """
 
-import itertools
 import weakref
 from collections.abc import Sequence
 
@@ -221,7 +220,8 @@ class LTXTransformer(nn.Module):
         first = video if video is not None else audio
         plans = self._skip_plan(perturbations, first.latent.shape[0], first.latent.device, first.latent.dtype)
         graphed = self.__dict__.get("graphed_blocks")
-        run = graphed if graphed is not None and not self._streamed() else self.run_blocks
+        small = first_tokens(vs, as_) <= GRAPH_MAX_TOKENS
+        run = graphed if graphed is not None and small and not self._streamed() else self.run_blocks
         xv, xa = run(vs, as_, plans, text_cache if cached else None)
         if vs is not None:
             vs.x = xv
@@ -240,22 +240,31 @@ class LTXTransformer(nn.Module):
 
     def graph_blocks(self, on: bool = True, capture_error_mode: str = "global") -> None:
         """Run the blocks through CUDA graphs (``fastltx.runtime.cuda_graph``), one per input signature:
-        the host launches one graph a step instead of every kernel (for host-bound steps: small
-        sequence-parallel ones; docs/benchmarks.md). The graphs hold the weights' addresses: the blocks
-        must not be streamed (refused here), and weights that move (a memory plan taking the model
-        to host memory and back) get new graphs, found by their addresses, as do modules replaced by
-        ``fuse_projections`` and ``to_fp8`` (others: call again); in-place changes (LoRA switching) are
-        seen by the graphs as they are. Streamed blocks at call time take the plain path.
-        ``capture_error_mode``: see ``GraphedCall``."""
+        the host launches one graph a step instead of every kernel (for host-bound steps: passes of at
+        most ``GRAPH_MAX_TOKENS`` tokens; larger ones run plain; docs/benchmarks.md). The graphs hold
+        the weights' addresses: the blocks must not be streamed (refused here; streamed at call time:
+        the plain path), weights that move (a memory plan taking the model to host memory and back)
+        drop the graphs, found by their addresses, and new ones are recorded, as after modules are
+        replaced by ``fuse_projections`` and ``to_fp8`` (other replacements: call again); in-place
+        changes (LoRA switching) are seen by the graphs as they are. A copy of the model has no
+        graphs. ``capture_error_mode``: see ``GraphedCall``."""
         from fastltx.runtime.cuda_graph import GraphedCall
         self.__dict__.pop("graphed_blocks", None)
         if on and self._streamed():
             raise ValueError("CUDA graphs need the blocks' weights resident: these blocks are streamed")
         if on:
-            weights = list(itertools.chain(self.transformer_blocks.parameters(), self.transformer_blocks.buffers()))
-            model = weakref.ref(self)  # no cycle: the graphs (and their memory) go when they are dropped
-            self.__dict__["graphed_blocks"] = GraphedCall(lambda *args: model().run_blocks(*args),
-                                                          weights=lambda: weights,
+            # where each weight is held (not the tensors: .to() replaces buffers, and a held tensor
+            # would stay on the device), read at every call
+            slots = [(held, name) for m in self.transformer_blocks.modules()
+                     for held in (m._parameters, m._buffers) for name, t in held.items() if t is not None]
+            model = weakref.ref(self)  # no cycle: the graphs (and their memory) go with the model
+
+            def run(*args):
+                owner = model()
+                if owner is None:
+                    raise RuntimeError("the transformer these CUDA graphs were made for is gone")
+                return owner.run_blocks(*args)
+            self.__dict__["graphed_blocks"] = GraphedCall(run, weights=lambda: [held[n] for held, n in slots],
                                                           capture_error_mode=capture_error_mode)
 
     def _streamed(self) -> bool:
@@ -279,6 +288,18 @@ class LTXTransformer(nn.Module):
         see sharding.py); every member calls with the same full inputs and gets the full outputs."""
         v, a = self.velocity(video, audio, perturbations, text_cache, sequence)
         return (to_denoised(video, v) if v is not None else None, to_denoised(audio, a) if a is not None else None)
+
+
+# Most tokens (of the video stream as this rank holds it, else the audio) a pass runs through the
+# CUDA graphs of ``graph_blocks``; larger passes are bound by the GPU, not by launching its kernels,
+# and run plain (no recording cost, no graph memory). H100, one compiled forward, plain / graphed ms:
+# 1,536 tokens fp8 84.0 / 69.7, bf16 84.8 / 85.7; 6,144 tokens bf16 332.3 / 328.8, fp8 253-254 /
+# 252-255 (docs/benchmarks.md); 3,840 tokens bf16 on an H200 202.6 / 202.2.
+GRAPH_MAX_TOKENS = 2048
+
+
+def first_tokens(vs: Stream | None, as_: Stream | None) -> int:
+    return (vs if vs is not None else as_).x.shape[1]
 
 
 def fp8_weight_only(compiled: bool, device: torch.device | str) -> bool:
