@@ -123,8 +123,8 @@ def test_only_passes_up_to_the_token_limit_take_the_graphs(monkeypatch):
     model = random_transformer(transformer_config("v1", num_layers=1), seed=3, dtype=torch.float32)
     calls = []
     model.__dict__["graphed_blocks"] = lambda *args: calls.append(1) or model.run_blocks(*args)  # a spy
-    v, a = inputs(model, torch.float32, sigmas=(0.7,))
-    tokens = v.latent.shape[1]
+    v, a = inputs(model, torch.float32, sigmas=(0.7, 0.4))  # a batch of two passes
+    tokens = v.latent.shape[0] * v.latent.shape[1]  # the batch counts: the GPU's work grows with it
     with torch.no_grad():
         monkeypatch.setattr(module, "GRAPH_MAX_TOKENS", tokens)
         model(v, a)

@@ -290,16 +290,18 @@ class LTXTransformer(nn.Module):
         return (to_denoised(video, v) if v is not None else None, to_denoised(audio, a) if a is not None else None)
 
 
-# Most tokens (of the video stream as this rank holds it, else the audio) a pass runs through the
-# CUDA graphs of ``graph_blocks``; larger passes are bound by the GPU, not by launching its kernels,
-# and run plain (no recording cost, no graph memory). H100, one compiled forward, plain / graphed ms:
+# Most tokens (batch x tokens of the video stream as this rank holds it, else of the audio) a pass
+# runs through the CUDA graphs of ``graph_blocks``; larger passes are bound by the GPU, not by
+# launching its kernels, and run plain (no recording cost, no graph memory). H100, one compiled forward, plain / graphed ms:
 # 1,536 tokens fp8 84.0 / 69.7, bf16 84.8 / 85.7; 6,144 tokens bf16 332.3 / 328.8, fp8 253-254 /
 # 252-255 (docs/benchmarks.md); 3,840 tokens bf16 on an H200 202.6 / 202.2.
 GRAPH_MAX_TOKENS = 2048
 
 
 def first_tokens(vs: Stream | None, as_: Stream | None) -> int:
-    return (vs if vs is not None else as_).x.shape[1]
+    """Batch x tokens of the video stream (this rank's part), else of the audio."""
+    x = (vs if vs is not None else as_).x
+    return x.shape[0] * x.shape[1]
 
 
 def fp8_weight_only(compiled: bool, device: torch.device | str) -> bool:
