@@ -32,9 +32,10 @@ compile in their own cold call. ``--graphs``: each (size, GPUs) run again with t
 CUDA graphs (``LTXTransformer.graph_blocks``, as ``Components(cuda_graphs=True)`` sets; recorded
 in the warm-up call, which then also captures; passes over ``GRAPH_MAX_TOKENS`` run plain, as in
 the pipelines), its steps' time against the plain run's ("steps_vs_plain"; its speed-up over the
-1-GPU graphed run). Several GPUs with graphs stalled at full size (docs/benchmarks.md). ``--deadline-s``: no new (size, GPUs) run starts after that many
-seconds. ``--smoke``: tiny models in float32 on the CPU over gloo (the N-process frames then agree
-with the one-process frames within one level). Only rank 0 prints and writes ``--json``.
+1-GPU graphed run). Several GPUs with graphs stalled at full size (docs/benchmarks.md).
+``--deadline-s``: no new (size, GPUs) run starts after that many seconds. ``--smoke``: tiny models
+in float32 on the CPU over gloo (the N-process frames then agree with the one-process frames within
+one level). Only rank 0 prints and writes ``--json``.
 """
 
 import argparse
@@ -167,7 +168,7 @@ def line(row: dict) -> str:
     return s
 
 
-def gpus(row: dict) -> str:
+def gpu_column(row: dict) -> str:
     """The table's GPU column: the count, "g" added for CUDA graphs."""
     return f"{row['gpus']}{'g' if row.get('graphs') else ''}"
 
@@ -178,14 +179,14 @@ def table(results: dict) -> str:
     lines = [f"distilled, {results['frames']} frames, ms (median of {results['reps']}):", head]
     for row in results["rows"]:
         if "error" in row:
-            lines.append(f"{row['size']:<11}{gpus(row):>7}  failed: {row['error'].strip().splitlines()[-1]}")
+            lines.append(f"{row['size']:<11}{gpu_column(row):>7}  failed: {row['error'].strip().splitlines()[-1]}")
             continue
         c = row.get("vs_1_gpu", {})
         diff = f"{c['frames_max']:.0f} / {c['frames_mean']:.3f}" if "frames_max" in c else "-"
         audio = f"{c['audio_max']:.1e}" if "audio_max" in c else "-"
         x = "-" if row["speedup"] is None else f"{row['speedup']:.2f}"
         sx = "-" if row.get("steps_speedup") is None else f"{row['steps_speedup']:.2f}"
-        lines.append(f"{row['size']:<11}{gpus(row):>7}" + "".join(f"{row['stages'].get(s, 0) * 1e3:>10.0f}"
+        lines.append(f"{row['size']:<11}{gpu_column(row):>7}" + "".join(f"{row['stages'].get(s, 0) * 1e3:>10.0f}"
                                                                     for s in (*STAGES, "other"))
                      + f"{row['total'] * 1e3:>9.0f}{x:>6}{sx:>8}{row['cold_s']:>8.1f}{diff:>17}{audio:>11}")
     return "\n".join(lines)
