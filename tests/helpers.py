@@ -1,5 +1,7 @@
 """Shared test helpers: token positions, random inputs and error measures."""
 
+import dataclasses
+
 import torch
 
 from fastltx.models.transformer import ModalityInput
@@ -23,3 +25,11 @@ def random_modality(gen: torch.Generator, sigma: torch.Tensor, tokens: int, chan
     context = torch.randn(batch, context_len, context_dim, generator=gen).to(dtype)
     return ModalityInput(latent=latent, sigma=sigma, timesteps=mask * sigma.view(-1, 1, 1), positions=positions,
                          context=context, **extra)
+
+
+def modality_on(m: ModalityInput | None, device) -> ModalityInput | None:
+    """``m`` with every tensor field moved to ``device`` (None stays None)."""
+    if m is None:
+        return None
+    return dataclasses.replace(m, **{f.name: getattr(m, f.name).to(device) for f in dataclasses.fields(m)
+                                     if isinstance(getattr(m, f.name), torch.Tensor)})

@@ -41,14 +41,13 @@ def run_case(case: str, world, sub, rows: int = 64, layers: int = 3, grid=(2, 3,
     from fastltx.checkpoint.factory import random_transformer, transformer_config
     from fastltx.runtime.compile import compile_blocks
     from tests.distributed_cases import inputs
+    from tests.helpers import modality_on
     cfg = transformer_config("v1", "tiny", num_layers=layers)
     cfg = dataclasses.replace(cfg, video=dataclasses.replace(cfg.video, heads=4, head_dim=8, context_dim=32))
     model = random_transformer(cfg, seed=6, device=device, dtype=torch.float32)
     model.fuse_projections()
     compile_blocks(model)
-    calls = [tuple(dataclasses.replace(m, **{f.name: getattr(m, f.name).to(device) for f in dataclasses.fields(m)
-                                             if isinstance(getattr(m, f.name), torch.Tensor)})
-                   for m in inputs(model, grid=grid, seed=s)) for s in (1, 2, 3)]
+    calls = [tuple(modality_on(m, device) for m in inputs(model, grid=grid, seed=s)) for s in (1, 2, 3)]
     with torch.no_grad():
         caches = [model.cache_text(v, a) for v, a in calls]
         want = [model(v, a, None, c, sequence=sub.sequence) for (v, a), c in zip(calls, caches)]

@@ -2,8 +2,6 @@
 the slots (skipped without CUDA). The CPU tests (tests/unit/test_offload.py) run the same code with
 synchronous copies; these check the asynchronous copies are ordered right."""
 
-import dataclasses
-
 import pytest
 import torch
 
@@ -12,6 +10,7 @@ from fastltx.layers.linear import fp8_supported, to_fp8
 from fastltx.models.transformer import fp8_linear, load_transformer, open_transformer
 from fastltx.runtime.memory import usable_memory
 from fastltx.runtime.offload import Offloaded, load_layered
+from tests.helpers import modality_on
 from tests.parity.test_transformer import inputs
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -25,10 +24,7 @@ def checkpoint(tmp_path_factory):
 
 def cuda_inputs(model, **kw):
     """The parity tests' random inputs (built on the CPU), moved to the GPU."""
-    def move(m):
-        return None if m is None else dataclasses.replace(m, **{
-            f.name: getattr(m, f.name).cuda() for f in dataclasses.fields(m) if isinstance(getattr(m, f.name), torch.Tensor)})
-    return tuple(move(m) for m in inputs(model, torch.bfloat16, **kw))
+    return tuple(modality_on(m, "cuda") for m in inputs(model, torch.bfloat16, **kw))
 
 
 def streamed(path, count, fp8=False, ahead=2):
