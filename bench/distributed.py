@@ -16,9 +16,10 @@ the median of ``--reps`` timed with CUDA events on rank 0, all in one session; t
 compared with the 1-GPU output (relative L2; bf16, so rounding-level differences are expected).
 ``--graphs``: each distilled step then runs again with the blocks through CUDA graphs
 (``model.graph_blocks()``: recorded on the second call, replayed after), timed and compared with
-the plain step at the same GPU count (time ratio; bit-identical or not). With several GPUs (NCCL
-inside the graphs) full-size steps stalled (docs/benchmarks.md, sixth session): ``--hang-s`` dumps
-every thread's stack and exits after that many seconds.
+the plain step at the same GPU count (time ratio; bit-identical or not). With several GPUs the
+collectives run eagerly between graph pieces (with NCCL inside the graphs, full-size steps stalled:
+docs/benchmarks.md, sixth session); ``--hang-s`` dumps every thread's stack and exits after that many
+seconds.
 ``--profile-dir``: at every size rank 0 writes the CUDA-time table of one 1-GPU and one N-GPU
 distilled step (``--profile-gpus``, default the most GPUs) to DIR/prof_{h}x{w}_{n}gpu.txt and sums
 the kernels' self CUDA time into NCCL, GEMM, attention and the rest (printed, and in the JSON row).
@@ -184,10 +185,8 @@ def parse_args(argv=None):
     parser.add_argument("--compile", action="store_true", help="torch.compile of the blocks (compile_blocks)")
     parser.add_argument("--graphs", action="store_true",
                         help="also time each distilled step with the blocks through CUDA graphs (model.graph_blocks(); "
-                             "with the Ulysses collectives inside), against the plain step")
+                             "the collectives between graph pieces), against the plain step")
     parser.add_argument("--mode", default=None, help="with --compile: torch.compile's mode (e.g. reduce-overhead: CUDA graphs)")
-    parser.add_argument("--pipelined", action="store_true",
-                        help="also time the distilled step at the last size with the Ulysses heads in 4 pipelined pieces")
     parser.add_argument("--profile-dir", default=None,
                         help="write the CUDA-time tables of a 1-GPU and an N-GPU distilled step at each size here")
     parser.add_argument("--profile-gpus", type=int, default=None, help="N of --profile-dir (default: the most GPUs)")
@@ -281,15 +280,6 @@ def main(argv=None) -> None:
             measure(world, worlds, f"guided step {h}x{w} (4 passes)", guided, max(2, args.reps - 1), rows, args.compile)
         del video, audio, cache
         torch.cuda.empty_cache()
-    if args.pipelined:
-        from fastltx.layers import sequence_parallel
-        sequence_parallel.PIECES = 4
-        h, w = args.sizes[-1]
-        video, audio = full_size_inputs(cfg, 1, world.device, grid=(16, h // 32, w // 32))
-        cache = model.cache_text(video, audio)
-        measure(world, worlds, f"distilled {h}x{w}, 4 pieces", lambda sub: (
-            lambda: model(video, audio, None, cache, **({} if sub is None else {"sequence": sub.sequence}))),
-            args.reps, rows, args.compile)
     if world.main:
         print(f"total {time.perf_counter() - start:.0f} s")
         if args.json:

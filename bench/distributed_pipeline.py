@@ -27,18 +27,22 @@ reported, the speed-up over 1 GPU (of the call, and of the transformer steps: st
 difference, audio max): bf16, so small differences are expected.
 
 ``--compile``: fused q/k/v projections and torch.compile of the blocks (as bench/pipeline.py's
-compiled variant), shared by both runs; the N-GPU graphs, with the Ulysses collectives inside,
+compiled variant), shared by both runs; the N-GPU graphs, with the Ulysses collectives as calls inside,
 compile in their own cold call. ``--graphs``: each (size, GPUs) run again with the blocks through
 CUDA graphs (``LTXTransformer.graph_blocks``, as ``Components(cuda_graphs=True)`` sets; recorded
 in the warm-up call, which then also captures; passes over ``GRAPH_MAX_TOKENS`` run plain, as in
 the pipelines), its steps' time against the plain run's ("steps_vs_plain"; its speed-up over the
-1-GPU graphed run). Several GPUs with graphs stalled at full size (docs/benchmarks.md).
+1-GPU graphed run). With several GPUs the collectives run eagerly between graph pieces, as custom
+ops (plain runs trace PyTorch's functional collectives into the compiled graphs); ``--ops-plain``
+runs each (size, GPUs) once more without graphs but with those custom ops (rows "No"), to tell
+their cost from the graphs' gain.
 ``--deadline-s``: no new (size, GPUs) run starts after that many seconds. ``--smoke``: tiny models
 in float32 on the CPU over gloo (the N-process frames then agree with the one-process frames within
 one level). Only rank 0 prints and writes ``--json``.
 """
 
 import argparse
+import contextlib
 import gc
 import json
 import shutil
@@ -56,6 +60,7 @@ from bench.models import build_ours  # noqa: E402
 from bench.pipeline import STAGES, compare, peak_above, reset_peak, summarize, sync  # noqa: E402
 from bench.text_encoder import POSITIVE, unique_bytes  # noqa: E402
 from fastltx.pipelines import Components, DistilledPipeline, ModelFiles  # noqa: E402
+from fastltx.runtime.cuda_graph import cut_at_collectives  # noqa: E402
 from fastltx.runtime.distributed import World, init_distributed, world_from_ranks  # noqa: E402
 
 GIB = 2**30
@@ -81,6 +86,9 @@ def parse_args(argv=None):
     p.add_argument("--graphs", action="store_true",
                    help="also run each (size, GPUs) with the transformer blocks through CUDA graphs "
                         "(graph_blocks, recorded in the warm-up call); table rows 'Ng'")
+    p.add_argument("--ops-plain", action="store_true",
+                   help="also run each (size, GPUs) without graphs but with the collectives as the custom ops that "
+                        "graph recordings use (cut_at_collectives), against the plain run; table rows 'No'")
     p.add_argument("--deadline-s", type=float, default=420.0, help="start no new run after this many seconds")
     p.add_argument("--json", default=None, help="write the results there (rank 0)")
     p.add_argument("--smoke", action="store_true", help="tiny float32 models on the CPU over gloo: checks the script")
@@ -149,7 +157,7 @@ def steps(r: dict) -> float:
 
 
 def line(row: dict) -> str:
-    head = f"{row['size']} {row['gpus']} GPU(s){' graphed' if row.get('graphs') else ''}: "
+    head = f"{row['size']} {row['gpus']} GPU(s){' graphed' if row.get('graphs') else ''}{' ops' if row.get('ops') else ''}: "
     if "error" in row:
         return head + "FAILED " + row["error"].strip().splitlines()[-1]
     st = " ".join(f"{k} {v * 1e3:.0f}" for k, v in row["stages"].items())
@@ -169,8 +177,8 @@ def line(row: dict) -> str:
 
 
 def gpu_column(row: dict) -> str:
-    """The table's GPU column: the count, "g" added for CUDA graphs."""
-    return f"{row['gpus']}{'g' if row.get('graphs') else ''}"
+    """The table's GPU column: the count, "g" added for CUDA graphs, "o" for custom-op collectives."""
+    return f"{row['gpus']}{'g' if row.get('graphs') else ''}{'o' if row.get('ops') else ''}"
 
 
 def table(results: dict) -> str:
@@ -253,34 +261,39 @@ def main(argv=None) -> dict | None:
             say(f"skipping {what}: {spent:.0f} s spent (deadline {args.deadline_s:.0f} s)")
         return ok
 
-    variants = (False, True) if args.graphs else (False,)
+    def run_once(gpus: int):
+        if gpus == 1:  # rank 0 alone; the others wait here
+            return single_run(single, device, kwargs, args.reps) if main_rank else None
+        if gpus in several:  # the first ``gpus`` ranks; a failure here ends the script (a rank left behind would hang)
+            return measure(several[gpus], device, kwargs, args.reps, together=worlds[gpus])
+        return None
+
+    variants = ["plain"] + ["ops"] * args.ops_plain + ["graphs"] * args.graphs
     for size in args.sizes.split(","):
         h, w = (int(v) for v in size.split("x"))
         kwargs = dict(prompt=POSITIVE, seed=10, height=h, width=w, num_frames=args.frames, fps=24.0, progress=False)
-        base = {}  # graphs or not -> the 1-GPU result
+        base = {}  # variant -> the 1-GPU result
         late = False
         for gpus in (1, *counts):
             plain = None
-            for graphs in variants:
-                late = not go_on(f"{size} on {gpus} GPU(s)" + (" with CUDA graphs" if graphs else ""))
+            for variant in variants:
+                graphs = variant == "graphs"
+                late = not go_on(f"{size} on {gpus} GPU(s), {variant}")
                 if late:
                     break
                 transformer.graph_blocks(graphs)  # new graphs, recorded in the warm-up call
-                r = None
-                if gpus == 1:  # rank 0 alone; the others wait here
-                    r = single_run(single, device, kwargs, args.reps) if main_rank else None
-                elif gpus in several:  # the first ``gpus`` ranks; a failure here ends the script (a rank left
-                    r = measure(several[gpus], device, kwargs, args.reps, together=worlds[gpus])  # behind would hang)
+                with cut_at_collectives() if variant == "ops" else contextlib.nullcontext():
+                    r = run_once(gpus)
                 transformer.graph_blocks(False)
                 dist.barrier()
                 if main_rank:
-                    row = dict(size=size, gpus=gpus, graphs=graphs)
-                    record(row, r, base.get(graphs))
+                    row = dict(size=size, gpus=gpus, graphs=graphs, ops=variant == "ops")
+                    record(row, r, base.get(variant))
                     if gpus == 1 and "error" not in r:
-                        base[graphs] = r
-                    if graphs and plain is not None and "error" not in r and "error" not in plain:
+                        base[variant] = r
+                    if variant != "plain" and plain is not None and "error" not in r and "error" not in plain:
                         row["steps_vs_plain"] = steps(r) / steps(plain)
-                    plain = r
+                    plain = r if variant == "plain" else plain
                     results["rows"].append(row)
                     say(f"[{time.perf_counter() - start:5.0f} s] {line(row)}")
                     save()

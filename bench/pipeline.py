@@ -26,7 +26,7 @@ reference and fastltx alternating. fastltx decodes with its default ``tiling="au
 pass when it fits), the reference untiled (``tiling_config=None``, the same result; its CLI's
 default tiling does more work). Then
 fastltx alone with fused projections + ``torch.compile`` of the blocks (cold first call reported
-separately), then with fp8 block linears. Outputs are compared with the reference's (uint8 frames
+separately), then with fp8 block linears (``--graphs``: then these through CUDA graphs). Outputs are compared with the reference's (uint8 frames
 max / mean difference, audio max difference) as a sanity check: bf16, 48 random blocks, so only
 gross errors show.
 
@@ -321,6 +321,8 @@ def parse_args(argv=None):
     p.add_argument("--skip", default="", help="comma-separated sections to skip: guided,compile,fp8")
     p.add_argument("--deadline-s", type=float, default=540.0,
                    help="skip the remaining optional sections once this much time has passed")
+    p.add_argument("--graphs", action="store_true",
+                   help="after the fp8 variant, the same with the blocks through CUDA graphs (graph_blocks)")
     p.add_argument("--compile-on-cpu", action="store_true", help="dry runs: also compile (inductor's CPU build)")
     p.add_argument("--out", default=os.environ.get("OUT"), help="folder for pipeline.json")
     return p.parse_args(argv)
@@ -481,7 +483,7 @@ def main(argv=None) -> dict:
             if hasattr(torch._dynamo.config, knob):
                 setattr(torch._dynamo.config, knob, 64)
 
-    def compiled_variant(label: str, change):
+    def compiled_variant(label: str, change, warmups: int = 1):
         torch._dynamo.reset()
         gc.collect()
         if cuda:
@@ -489,6 +491,8 @@ def main(argv=None) -> dict:
             print(f"allocated before '{label}': {torch.cuda.memory_allocated(device) / GIB:.2f} GiB", flush=True)
         change()
         cold = run_ours(ours_distilled, device, d_ours)  # compiles the block for the stage-1 and stage-2 shapes
+        for _ in range(warmups - 1):
+            run_ours(ours_distilled, device, d_ours)
         print(f"cold first call ({label}): {cold[0]:.1f} s", flush=True)
         r = median_run(lambda: run_ours(ours_distilled, device, d_ours), args.reps)
         r["cold_s"] = cold[0]
@@ -531,6 +535,10 @@ def main(argv=None) -> dict:
                 report_foreign_tensors(ours_models, device)
                 compile_blocks(transformer)  # scaled fp8 matmuls only pay compiled (fp8_weight_only)
             guarded("fp8", lambda: compiled_variant("compiled fp8", fp8_change))
+    if args.graphs and cuda and not out_of_time("graphs") and "fp8" not in skip:
+        # the fp8 model through CUDA graphs (Components(cuda_graphs=True)): the first call of each shape
+        # runs plain, the second records; both before the timed calls
+        guarded("graphs", lambda: compiled_variant("compiled fp8 CUDA graphs", transformer.graph_blocks, warmups=2))
 
     results["elapsed_s"] = time.perf_counter() - start_all
     save(results, args.out)

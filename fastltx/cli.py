@@ -302,7 +302,7 @@ def _generate(args) -> int | None:
     gpus = process_count(args.gpus, launched, device)
     if args.cuda_graphs:
         from fastltx.pipelines.components import check_cuda_graphs
-        check_cuda_graphs(device, args.memory, gpus)
+        check_cuda_graphs(device, args.memory)
     checkpoint, text_encoder, upsampler, distilled, loras, note = model_files(args, name)  # (demo set written once)
     if gpus > 1 and launched == 1:  # all checked: run this same command in one process per GPU
         from fastltx.runtime.distributed import launch_torchrun
@@ -415,9 +415,10 @@ def _add_generate(sub) -> None:
                      help="fp8 block linears even where the bf16 transformer fits (fp8 matmuls with --compile "
                           "on Ada / Hopper GPUs; elsewhere fp8 weights dequantised for bf16 matmuls)")
     run.add_argument("--cuda-graphs", action="store_true",
-                     help="the transformer blocks through CUDA graphs (one GPU, --memory full): one launch a step "
-                          "instead of every kernel, for host-bound steps (compiled fp8 at small sizes); a shape's "
-                          "second step records its graph, so it pays over many steps, not in one short call")
+                     help="the transformer blocks through CUDA graphs (--memory full): a few launches a step "
+                          "instead of every kernel, for host-bound steps (compiled fp8 at small sizes, --gpus 4 at "
+                          "768x1280); a shape's second step records its graphs, so it pays over many steps, not "
+                          "in one short call")
     run.add_argument("--lossless", action="store_true", help="a folder of PNG frames and audio.wav (float) "
                                                              "instead of an MP4")
     run.add_argument("-o", "--output", required=True, help="the MP4 file (or the folder, with --lossless)")

@@ -17,6 +17,8 @@ import torch
 from fastltx.checkpoint.factory import random_transformer, transformer_config
 from fastltx.models.transformer import ModalityInput, Perturbation
 from fastltx.pipelines.request import InputError
+from fastltx.runtime.compile import compile_blocks, uncompile_blocks
+from fastltx.runtime.cuda_graph import cut_at_collectives
 from fastltx.runtime.distributed import World, init_distributed, world_from_ranks
 from fastltx.sampling.denoisers import GuidedDenoiser, SimpleDenoiser
 from fastltx.sampling.guidance import GuidanceSchedule, GuiderParams
@@ -91,6 +93,17 @@ def sequence_cases(world: World, prefix: str) -> dict:
     group = world.sequence_for(video.latent.shape[1], 8)
     out[f"{prefix}sp_fewer_shards"] = _error(v1(video, audio, sequence=group), v1(video, audio))
     out[f"{prefix}sp_shards"] = [world.sequence_for(video.latent.shape[1], least).size for least in (4, 8, 9)]
+    # compiled blocks, with PyTorch's functional collectives traced in, and with the custom ops that
+    # CUDA graph recordings cut at (kept as calls by torch.compile)
+    video, audio = inputs(v1, grid=(2, 3, 5), appended=3, seed=8)
+    ref = v1(video, audio)
+    compile_blocks(v1)
+    try:
+        out[f"{prefix}sp_compiled"] = _error(v1(video, audio, sequence=world.sequence), ref)
+        with cut_at_collectives():
+            out[f"{prefix}sp_compiled_ops"] = _error(v1(video, audio, sequence=world.sequence), ref)
+    finally:
+        uncompile_blocks(v1)
     return out
 
 

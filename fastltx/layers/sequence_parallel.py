@@ -17,15 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from fastltx.layers.attention import sdpa
-from fastltx.runtime.distributed import Group, all_gather, all_to_all, ready
-
-
-# head groups pipelined in the Ulysses attention (at most; a divisor of the local heads). 1: one all-to-all
-# in and one out per attention. Pipelining 4 pieces measured no gain at full size (4 x H200, 24,576
-# tokens: 1132 vs 1137 ms on 2 GPUs, 609 vs 601 ms on 4) and costs 6 more collectives a block, whose
-# fixed latency dominates at the few tokens per rank of a distilled stage 1 (there 4 GPUs were slower
-# than 2 with 4 pieces).
-PIECES = 1
+from fastltx.runtime.distributed import Group, all_gather, all_to_all
 
 
 @dataclass(frozen=True)
@@ -67,38 +59,29 @@ class SequenceShard:
 
 
 def ulysses_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mask: torch.Tensor | None,
-                      backend: str | None, group: Group, pieces: int | None = None) -> torch.Tensor:
+                      backend: str | None, group: Group) -> torch.Tensor:
     """Self-attention of (B, chunk, heads*d) shards over the whole (padded) sequence; ``mask``
     broadcasts to (B, heads, padded, padded).
 
-    This rank's heads go in ``pieces`` groups (default ``PIECES``), pipelined: every piece's all-to-all is started at
-    once, and while one piece's attention runs the next piece arrives and the previous one goes
-    back, so most of the communication hides behind the attention. The buffers are laid out
-    sequence-major so that the received pieces feed SDPA as strided views, without copies.
+    One all-to-all sends each rank its heads of q, k and v for this rank's tokens, a second one
+    sends the attention's output back. The buffers are laid out sequence-major so that the received
+    heads feed SDPA as strided views, without copies. (Pipelining the heads in groups, each group's
+    all-to-all overlapping the previous group's attention, measured no gain at full size: 4 x H200,
+    24,576 tokens, 4 groups against 1: 1137 vs 1132 ms on 2 GPUs, 601 vs 609 ms on 4; and it adds
+    collectives, whose fixed cost dominates the small steps.)
     """
     p = group.size
     if heads % p:
         raise ValueError(f"sequence parallelism over {p} ranks needs a head count divisible by {p}, got {heads}")
     b, chunk, inner = q.shape
-    d, local = inner // heads, heads // p
-    n = max(i for i in range(1, min(pieces or PIECES, local) + 1) if local % i == 0)
-    hg = local // n  # heads per piece; a head's index is (rank, piece, head in piece)
-    views = [t.view(b, chunk, p, n, hg * d) for t in (q, k, v)]
-    sent = []
-    for i in range(n):
-        buf = q.new_empty(p, chunk, 3, b, hg * d)  # per destination rank: its piece of q, k, v
-        for j, t in enumerate(views):
-            buf[:, :, j] = t[:, :, :, i].permute(2, 1, 0, 3)
-        sent.append(all_to_all(buf, group, wait=False))
-    back = []
-    for i in range(n):
-        qkv = ready(sent[i]).view(p * chunk, 3, b, hg, d)  # the whole sequence, this piece's heads
-        out = sdpa(*(qkv[:, j].permute(1, 2, 0, 3) for j in range(3)), mask, backend)  # (B, hg, padded, d)
-        back.append(all_to_all(out.view(b, hg, p, chunk, d).permute(2, 3, 0, 1, 4), group, wait=False))
-    out = q.new_empty(b, chunk, p, n, hg * d)
-    for i in range(n):
-        out[:, :, :, i] = ready(back[i]).view(p, chunk, b, hg * d).permute(2, 1, 0, 3)
-    return out.view(b, chunk, inner)
+    d, local = inner // heads, heads // p  # a head's index is (rank, head on that rank)
+    buf = q.new_empty(p, chunk, 3, b, local * d)  # per destination rank: its heads of q, k, v
+    for j, t in enumerate((q, k, v)):
+        buf[:, :, j] = t.view(b, chunk, p, local * d).permute(2, 1, 0, 3)
+    qkv = all_to_all(buf, group).view(p * chunk, 3, b, local, d)  # the whole sequence, this rank's heads
+    out = sdpa(*(qkv[:, j].permute(1, 2, 0, 3) for j in range(3)), mask, backend)  # (B, local, padded, d)
+    back = all_to_all(out.view(b, local, p, chunk, d).permute(2, 3, 0, 1, 4), group)
+    return back.view(p, chunk, b, local * d).permute(2, 1, 0, 3).reshape(b, chunk, inner)
 
 
 def partial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

@@ -64,11 +64,12 @@ def load_pipeline(name: str, checkpoint: str | os.PathLike, text_encoder: str | 
     host memory (fastltx.runtime.memory). A request that cannot fit fails before loading, naming the
     stage, the memory it needs and the setting that would fit.
 
-    ``cuda_graphs`` (one process, memory "full", a CUDA device) runs the transformer blocks of passes
-    up to 2,048 tokens through CUDA graphs, recorded at a shape's second step and replayed after:
-    the host launches one graph a step instead of every kernel, which helps where the host is the
-    bottleneck (one compiled fp8 forward at 1,536 video tokens on an H100: 84.0 -> 69.7 ms; bf16
-    gained nothing; not measured in a whole pipeline yet; docs/benchmarks.md)."""
+    ``cuda_graphs`` (memory "full", a CUDA device) runs the transformer blocks of passes up to 2,048
+    tokens a process through CUDA graphs, recorded at a shape's second step and replayed after: the
+    host launches one graph a step (with several processes, one between each two collectives)
+    instead of every kernel, which helps where the host is the bottleneck (H100, the compiled fp8
+    distilled pipeline at 512x768: 1858 -> 1688 ms a call; 4 GPUs at 768x1280: stage 1 624-736 ms
+    against 991-1334 ms plain; docs/benchmarks.md)."""
     if name not in PIPELINES:
         raise InputError(f"unknown pipeline {name!r}; choose one of {', '.join(PIPELINES)}")
     if isinstance(distilled_lora, (str, os.PathLike)):

@@ -39,13 +39,10 @@ class ModelFiles:
                              "(distilled_lora=...)")
 
 
-def check_cuda_graphs(device: torch.device, memory, processes: int) -> None:
-    """CUDA graphs of the transformer blocks need one process (with NCCL inside the graphs, full-size
-    steps stalled: docs/benchmarks.md), a CUDA device and memory "full" (the graphs keep their
-    activations' memory, which the plans do not count); an InputError otherwise."""
-    if processes > 1:
-        raise InputError(f"CUDA graphs are not offered with several processes yet ({processes} here): full-size "
-                         "steps with the collectives inside the graphs stalled")
+def check_cuda_graphs(device: torch.device, memory) -> None:
+    """CUDA graphs of the transformer blocks need a CUDA device and memory "full" (the graphs keep
+    their activations' memory, which the plans do not count); an InputError otherwise. With several
+    processes the collectives run between graph pieces (fastltx.runtime.cuda_graph)."""
     if device.type != "cuda" or not memory.full:
         raise InputError(f"CUDA graphs need a CUDA device and memory 'full' (every model resident), got device "
                          f"{device} and memory {memory.name!r}")
@@ -59,7 +56,8 @@ class Components:
     "16g", ... (fastltx.runtime.memory: which models stay on the device, which come in per stage,
     which stream their layers; every model access goes through it, see pipelines/memory.py);
     ``cuda_graphs``: the transformer blocks through CUDA graphs (``LTXTransformer.graph_blocks``: the
-    host launches one graph a step; for host-bound steps: compiled fp8 at ~1.5k tokens), see
+    host launches one graph a step, or with several processes one graph between each two collectives;
+    for host-bound steps: compiled fp8 at ~1.5k tokens, a split step at ~1k tokens a GPU), see
     ``check_cuda_graphs`` for where they are offered."""
 
     def __init__(self, files: ModelFiles, device: torch.device | str, dtype: torch.dtype,
@@ -83,7 +81,7 @@ class Components:
         except ValueError as e:
             raise InputError(str(e)) from None
         if cuda_graphs:
-            check_cuda_graphs(self.device, self.memory.setting, 1 if self.world is None else self.world.size)
+            check_cuda_graphs(self.device, self.memory.setting)
         self.cuda_graphs = cuda_graphs
 
     MODELS = ("text_encoder", "_transformer", "video_encoder", "video_decoder", "audio_encoder", "audio_decoder",

@@ -4,6 +4,10 @@ A compiled transformer step split over several GPUs at a few thousand tokens is 
 launching the 48 blocks' kernels (the compiled graphs' wrappers, Dynamo's guards, the collectives)
 takes longer than the GPU needs to run them (docs/benchmarks.md, the multi-GPU fifth session: 60 ms
 of GPU work in a 106-168 ms step). ``GraphedCall`` records the kernels of one call and replays them.
+Collectives are not recorded: a collective called through ``between_pieces`` (the ones of
+``fastltx.runtime.distributed`` are) ends the graph recorded so far and runs eagerly, at every
+replay, between that graph and the next one (with NCCL inside the graphs, full-size steps stalled:
+docs/benchmarks.md, sixth session).
 
 The inputs are nested tuples, lists, dicts, named tuples and dataclasses of tensors and plain values.
 Each distinct signature (the structure, every tensor's shape, dtype, device and strides, every plain
@@ -25,6 +29,7 @@ pickle) gets None in its place: no graphs. ``capture_error_mode``: torch.cuda.gr
 (``"thread_local"`` lets other threads, such as NCCL's watchdog, make CUDA calls during a capture).
 """
 
+import contextlib
 import copy
 import dataclasses
 import weakref
@@ -68,6 +73,95 @@ def _rebuild(obj, leaves):
     return obj
 
 
+# The recording in progress (one at a time, on the thread that records): see ``between_pieces``.
+_recording: "_Pieces | None" = None
+# Whether collectives go through ``between_pieces`` (a GraphedCall warming up and recording); read by
+# fastltx.runtime.distributed when torch.compile traces a collective (Dynamo guards on it).
+_cutting = False
+
+
+def cutting() -> bool:
+    return _cutting
+
+
+@contextlib.contextmanager
+def cut_at_collectives():
+    """Collectives called inside go through ``between_pieces`` (elsewhere they are PyTorch's
+    functional collectives, which torch.compile traces into its graph)."""
+    global _cutting
+    before, _cutting = _cutting, True
+    try:
+        yield
+    finally:
+        _cutting = before
+
+
+def between_pieces(step: Callable[[], object], *uses: torch.Tensor) -> None:
+    """Run ``step`` (a collective) now. Inside a recording, the graph piece recorded so far ends
+    here, ``step`` runs eagerly and is kept (with ``uses``, the tensors it reads and writes, held at
+    their addresses) to run again at this point of every replay, and the next piece starts."""
+    if _recording is None:
+        step()
+    else:
+        _recording.eager(step, uses)
+
+
+class _Pieces:
+    """The CUDA graphs of one call, recorded one after the other into one memory pool, and the eager
+    steps between them (collectives: NCCL inside graphs stalled at full size, docs/benchmarks.md).
+    The pieces share the pool as consecutive recordings may: they are replayed in recording order."""
+
+    def __init__(self, capture_error_mode: str):
+        self.mode, self.pool = capture_error_mode, torch.cuda.graph_pool_handle()
+        self.steps: list[Callable[[], object]] = []  # graph replays and eager steps, in order
+        self.held: list[tuple[torch.Tensor, ...]] = []  # what the eager steps read and write
+        self.graph: torch.cuda.CUDAGraph | None = None
+
+    def record(self, fn: Callable, args: tuple):
+        """``fn(*args)`` recorded (on the current stream, which must not be the default one)."""
+        global _recording
+        if _recording is not None:
+            raise RuntimeError("a CUDA graph recording is already in progress")
+        _recording = self
+        try:
+            self._start()
+            outputs = fn(*args)
+            self._stop()
+            return outputs
+        finally:
+            _recording = None
+            if self.graph is not None:  # fn failed inside a piece: end its capture
+                try:
+                    self.graph.capture_end()
+                except RuntimeError:
+                    pass
+                self.graph = None
+
+    def _start(self) -> None:
+        self.graph = torch.cuda.CUDAGraph()
+        self.graph.capture_begin(pool=self.pool, capture_error_mode=self.mode)
+
+    def _stop(self) -> None:
+        self.graph.capture_end()
+        self.steps.append(self.graph.replay)
+        self.graph = None
+
+    def eager(self, step: Callable[[], object], uses: tuple[torch.Tensor, ...]) -> None:
+        self._stop()
+        step()
+        self.steps.append(step)
+        self.held.append(uses)
+        self._start()
+
+    @property
+    def graphs(self) -> int:
+        return len(self.steps) - len(self.held)
+
+    def replay(self) -> None:
+        for step in self.steps:
+            step()
+
+
 class _Graph:
     def __init__(self, fn: Callable, args: tuple, leaves: list[torch.Tensor], capture_error_mode: str = "global"):
         self.inputs = [t.clone() for t in leaves]  # the graph's own input buffers
@@ -76,12 +170,12 @@ class _Graph:
         device = leaves[0].device if leaves else torch.device("cuda")
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):  # a warm-up on a side stream, as graph capture wants
+        self.pieces = _Pieces(capture_error_mode)
+        with torch.cuda.stream(side), cut_at_collectives():  # a warm-up, then the recording, on a side stream
             fn(*_rebuild(args, iter(self.inputs)))
+            torch.cuda.synchronize(device)
+            self.outputs = self.pieces.record(fn, _rebuild(args, iter(self.inputs)))
         torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, capture_error_mode=capture_error_mode):
-            self.outputs = fn(*_rebuild(args, iter(self.inputs)))
 
     def __call__(self, leaves: list[torch.Tensor]):
         for i, (buffer, t) in enumerate(zip(self.inputs, leaves)):
@@ -90,7 +184,7 @@ class _Graph:
             if seen is None or seen[0]() is not t or version is None or seen[1] != version:
                 buffer.copy_(t)
                 self.sources[i] = (weakref.ref(t), version)
-        self.graph.replay()
+        self.pieces.replay()
         return self.outputs
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+from fastltx.runtime.cuda_graph import between_pieces, cutting
 from fastltx.runtime.memory import concrete_device
 
 DEFAULT_TIMEOUT = datetime.timedelta(minutes=10)
@@ -210,27 +211,70 @@ def launch_torchrun(processes: int, argv: list[str]) -> int:
 
 
 # ------------------------------------------------------------------------------------------ collectives
+# Two forms of each collective. Usually PyTorch's functional collectives, which torch.compile traces
+# into its graph. While a CUDA graph is recorded (``cut_at_collectives``), custom ops instead:
+# torch.compile keeps them as opaque calls, run from Python, where ``between_pieces`` cuts the
+# recording around them (the graphs hold only the kernels between the collectives: NCCL inside the
+# graphs stalled at full size, docs/benchmarks.md). Both start the collective asynchronously and make
+# the current stream wait for it (NCCL: the stream waits, not the host).
 def _funcol():
-    """PyTorch's functional collectives (traceable by torch.compile), imported on first use."""
+    """PyTorch's functional collectives, imported on first use."""
     import torch.distributed._functional_collectives as funcol
     return funcol
 
 
-def ready(t: torch.Tensor) -> torch.Tensor:
-    """The result of a collective started with ``wait=False`` (the GPU stream waits, not the CPU)."""
+def _ready(t: torch.Tensor) -> torch.Tensor:
     return t.wait() if isinstance(t, _funcol().AsyncCollectiveTensor) else t
 
 
-def all_to_all(x: torch.Tensor, group: Group, wait: bool = True) -> torch.Tensor:
+@torch.library.custom_op("fastltx::all_to_all", mutates_args=())
+def _all_to_all(x: torch.Tensor, group_name: str) -> torch.Tensor:
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    group = _resolve_process_group(group_name)
+    between_pieces(lambda: dist.all_to_all_single(out, x, group=group, async_op=True).wait(), x, out)
+    return out
+
+
+@_all_to_all.register_fake
+def _(x: torch.Tensor, group_name: str) -> torch.Tensor:
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("fastltx::all_gather", mutates_args=())
+def _all_gather(x: torch.Tensor, group_name: str, size: int) -> torch.Tensor:
+    x = x.contiguous()
+    out = x.new_empty((size * x.shape[0], *x.shape[1:]))
+    group = _resolve_process_group(group_name)
+    # torch 2.13 renamed the all-gather into one tensor (the old name warns); 2.11 has only the old one
+    gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+    between_pieces(lambda: gather(out, x, group=group, async_op=True).wait(), x, out)
+    return out
+
+
+@_all_gather.register_fake
+def _(x: torch.Tensor, group_name: str, size: int) -> torch.Tensor:
+    return x.new_empty((size * x.shape[0], *x.shape[1:]))
+
+
+def _resolve_process_group(name: str) -> dist.ProcessGroup:
+    from torch.distributed.distributed_c10d import _resolve_process_group as resolve
+    return resolve(name)
+
+
+def all_to_all(x: torch.Tensor, group: Group) -> torch.Tensor:
     """Split dim 0 into ``group.size`` equal parts, send part i to rank i; dim 0 of the result is
-    ordered by source rank. ``wait=False`` returns at once (pass the result through ``ready``)."""
-    out = _funcol().all_to_all_single(x.contiguous(), None, None, group.group)
-    return ready(out) if wait else out
+    ordered by source rank."""
+    if cutting():
+        return torch.ops.fastltx.all_to_all(x, group.group.group_name)
+    return _ready(_funcol().all_to_all_single(x.contiguous(), None, None, group.group))
 
 
 def all_gather(x: torch.Tensor, group: Group) -> torch.Tensor:
     """Every rank's ``x`` concatenated along dim 0, in rank order."""
+    if cutting():
+        return torch.ops.fastltx.all_gather(x, group.group.group_name, group.size)
     funcol = _funcol()
     # torch 2.13 renamed the functional all-gather (the old name warns); 2.11 has only the old one
     gather = getattr(funcol, "all_gather_single", None) or funcol.all_gather_tensor
-    return ready(gather(x.contiguous(), 0, group.group))
+    return _ready(gather(x.contiguous(), 0, group.group))

@@ -1,9 +1,11 @@
-"""Collectives inside CUDA graphs (``fastltx.runtime.cuda_graph.GraphedCall``), one case per torchrun
+"""Collectives with CUDA graphs (``fastltx.runtime.cuda_graph.GraphedCall``), one case per torchrun
 launch: ``torchrun --nproc_per_node N tests/gpu/graph_collectives.py CASE [--group 2]``.
 
-Cases: ``all_to_all`` (our functional all-to-all, eager), ``compiled`` (the same under torch.compile),
-``model`` (a tiny float32 transformer split over the group, compiled blocks, ``graph_blocks``). Each graphed
-call is compared with the plain call on the same inputs; rank 0 prints ``CASE ok <max abs diff>``.
+The collectives are not recorded: each one ends a graph piece and runs eagerly between two pieces
+at every replay (``between_pieces``). Cases: ``all_to_all`` (our all-to-all, eager), ``compiled``
+(the same under torch.compile), ``model`` (a tiny float32 transformer split over the group, compiled
+blocks, ``graph_blocks``: 3 collectives a block). Each graphed call is compared with the plain call on
+the same inputs and the pieces are counted; rank 0 prints ``CASE ok <max abs diff>``.
 ``--group G``: the first G ranks take part, the others wait at a barrier (as bench/distributed.py's
 sub-worlds do). A hang dumps every thread's stack after ``--hang-s`` seconds and exits.
 """
@@ -26,6 +28,13 @@ def exchange(x: torch.Tensor, group) -> torch.Tensor:
     return all_to_all(x * 2, group) + 1
 
 
+def pieces(graphed: GraphedCall) -> tuple[int, int]:
+    """(graph pieces, eager collectives between them) of the one signature ``graphed`` recorded."""
+    (recorded,) = graphed.graphs.values()
+    assert recorded is not None, "nothing recorded"
+    return recorded.pieces.graphs, len(recorded.pieces.held)
+
+
 def run_case(case: str, world, sub, rows: int = 64, layers: int = 3, grid=(2, 3, 5)) -> float:
     device = world.device
     gen = torch.Generator(device=device).manual_seed(world.rank)
@@ -36,7 +45,7 @@ def run_case(case: str, world, sub, rows: int = 64, layers: int = 3, grid=(2, 3,
         xs = [torch.randn(sub.size * rows, 256, generator=gen, device=device) for _ in range(4)]
         want = [fn(x).clone() for x in xs]
         got = [graphed(x).clone() for _ in range(2) for x in xs]
-        assert device.type != "cuda" or (len(graphed.graphs) == 1 and None not in graphed.graphs.values())
+        assert device.type != "cuda" or pieces(graphed) == (2, 1)
         return max((g - w).abs().max().item() for g, w in zip(got, want * 2))
     from fastltx.checkpoint.factory import random_transformer, transformer_config
     from fastltx.runtime.compile import compile_blocks
@@ -53,8 +62,7 @@ def run_case(case: str, world, sub, rows: int = 64, layers: int = 3, grid=(2, 3,
         want = [model(v, a, None, c, sequence=sub.sequence) for (v, a), c in zip(calls, caches)]
         model.graph_blocks()
         got = [model(v, a, None, c, sequence=sub.sequence) for _ in range(3) for (v, a), c in zip(calls, caches)]
-    graphs = model.__dict__["graphed_blocks"].graphs
-    assert device.type != "cuda" or (len(graphs) == 1 and None not in graphs.values())
+    assert device.type != "cuda" or pieces(model.__dict__["graphed_blocks"]) == (3 * layers + 1, 3 * layers)
     model.graph_blocks(False)  # the graphs go now (a run that kept them hung in the teardown once)
     return max((g[i].float() - w[i].float()).abs().max().item()
                for g, w in zip(got, want * 3) for i in range(2))

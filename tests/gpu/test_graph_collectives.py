@@ -1,7 +1,7 @@
-"""Collectives inside CUDA graphs on two GPUs (tests/gpu/graph_collectives.py under torchrun): graphed
-outputs bit-identical to plain ones for our all-to-all (eager and compiled) and for a tiny transformer
-split over the GPUs with compiled blocks. Skipped with fewer than two GPUs. (At full size such steps
-stalled, docs/benchmarks.md; these small cases passed on 4 x H200.)"""
+"""Collectives between CUDA graph pieces on two GPUs (tests/gpu/graph_collectives.py under torchrun):
+graphed outputs bit-identical to plain ones, and the expected pieces, for our all-to-all (eager and
+compiled) and for a tiny transformer split over the GPUs with compiled blocks. Skipped with fewer
+than two GPUs."""
 
 import subprocess
 import sys

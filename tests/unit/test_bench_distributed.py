@@ -49,8 +49,8 @@ def test_kernel_summary_sorts_kernels_by_kind():
 def test_smoke_run_under_torchrun(tmp_path):
     out, prof = tmp_path / "results.json", tmp_path / "prof"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "bench" / "distributed.py"), "--smoke", "--sizes", "64x64", "--reps", "1", "--pipelined",
-           "--graphs", "--profile-dir", str(prof), "--json", str(out)]
+           str(ROOT / "bench" / "distributed.py"), "--smoke", "--sizes", "64x64", "--reps", "1", "--graphs",
+           "--profile-dir", str(prof), "--json", str(out)]
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -62,7 +62,7 @@ def test_smoke_run_under_torchrun(tmp_path):
     assert [(r["step"].split(" (")[0], r["gpus"]) for r in rows] == [
         ("distilled step 64x64", 1), ("distilled step 64x64", 2), ("distilled step graphed 64x64", 1),
         ("distilled step graphed 64x64", 2), ("guided step 64x64", 1),
-        ("guided step 64x64", 2), ("distilled 64x64, 4 pieces", 1), ("distilled 64x64, 4 pieces", 2)]
+        ("guided step 64x64", 2)]
     for row in rows:
         assert row["ms"] > 0 and row["first_s"] > 0 and row["compiled"] is False
         assert row["rel_l2"] < 2e-2, row  # bf16 rounding

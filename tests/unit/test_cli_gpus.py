@@ -55,15 +55,20 @@ def test_bad_request_fails_before_any_process_starts(tmp_path, monkeypatch, caps
     assert "height and width must be positive multiples" in capsys.readouterr().err
 
 
-def test_cuda_graphs_with_several_gpus_are_refused_before_any_process_starts(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(distributed, "launch_torchrun", lambda n, argv: pytest.fail("processes were started"))
+def test_cuda_graphs_with_several_gpus(tmp_path, monkeypatch, capsys):
+    """Offered with --memory full (the processes are started with the flag passed on); refused
+    without it, before any process starts."""
+    launched = []
+    monkeypatch.setattr(distributed, "launch_torchrun", lambda n, argv: launched.append((n, argv)) or 0)
     monkeypatch.setattr(cli, "device_and_dtype", lambda args, demo: (torch.device("cuda"), torch.bfloat16))
     monkeypatch.setattr(cli, "process_count", lambda gpus, launched, device: gpus)  # as if 2 GPUs were there
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    argv = ["generate", "--prompt", "a fox", "--gpus", "2", "--cuda-graphs", "--memory", "full",
-            "-o", str(tmp_path / "o.mp4")]
+    argv = ["generate", "--prompt", "a fox", "--gpus", "2", "--cuda-graphs", "-o", str(tmp_path / "o.mp4")]
     assert main(argv) == 2
-    assert "CUDA graphs are not offered with several processes yet (2 here)" in capsys.readouterr().err
+    assert "CUDA graphs need a CUDA device and memory 'full'" in capsys.readouterr().err
+    assert not launched
+    assert main(argv + ["--memory", "full"]) == 0
+    assert launched == [(2, argv + ["--memory", "full"])]
 
 
 def test_world_size_without_torchrun_is_a_clear_error(tmp_path, monkeypatch):

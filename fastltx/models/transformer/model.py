@@ -239,9 +239,10 @@ class LTXTransformer(nn.Module):
         return (vs.x if vs is not None else None), (as_.x if as_ is not None else None)
 
     def graph_blocks(self, on: bool = True, capture_error_mode: str = "global") -> None:
-        """Run the blocks through CUDA graphs (``fastltx.runtime.cuda_graph``), one per input signature:
-        the host launches one graph a step instead of every kernel (for host-bound steps: passes of at
-        most ``GRAPH_MAX_TOKENS`` tokens; larger ones run plain; docs/benchmarks.md). The graphs hold
+        """Run the blocks through CUDA graphs (``fastltx.runtime.cuda_graph``), one recording per input
+        signature: the host launches one graph a step instead of every kernel (split over several
+        processes: one graph between each two collectives, which run eagerly) (for host-bound steps:
+        passes of at most ``GRAPH_MAX_TOKENS`` tokens; larger ones run plain; docs/benchmarks.md). The graphs hold
         the weights' addresses: the blocks must not be streamed (refused here; streamed at call time:
         the plain path), weights that move (a memory plan taking the model to host memory and back)
         drop the graphs, found by their addresses, and new ones are recorded, as after modules are
@@ -294,7 +295,8 @@ class LTXTransformer(nn.Module):
 # runs through the CUDA graphs of ``graph_blocks``; larger passes are bound by the GPU, not by
 # launching its kernels, and run plain (no recording cost, no graph memory). H100, one compiled forward, plain / graphed ms:
 # 1,536 tokens fp8 84.0 / 69.7, bf16 84.8 / 85.7; 6,144 tokens bf16 332.3 / 328.8, fp8 253-254 /
-# 252-255 (docs/benchmarks.md); 3,840 tokens bf16 on an H200 202.6 / 202.2.
+# 252-255 (docs/benchmarks.md); 3,840 tokens bf16 on an H200 202.6 / 202.2. Split over 4 H200s, 960
+# tokens a GPU: 132.3 / 72.7; over 2, 1,920 a GPU: 119.0 / 119.2 (seventh session).
 GRAPH_MAX_TOKENS = 2048
 
 
