@@ -51,7 +51,8 @@ class SimpleDenoiser:
         a = modality(audio, self.audio_context, sigma) if audio is not None else None
         if self._text_cache is None and not self.model.cfg.cross_attention_adaln:
             self._text_cache = self.model.cache_text(v, a)  # the text is fixed for the whole generation
-        parallel = {} if self.world is None else {"sequence": sequence_group(self.world, v, blocks_compiled(self.model))}
+        parallel = {} if self.world is None else {
+            "sequence": sequence_group(self.world, v, blocks_compiled(self.model), getattr(self.model, "graphed", False))}
         return self.model(v, a, None, self._text_cache, **parallel)
 
 

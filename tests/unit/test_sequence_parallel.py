@@ -48,7 +48,8 @@ def test_small_passes_split_by_the_threshold_of_their_blocks():
     """Compiled blocks split a one-pass step down to MIN_TOKENS_PER_RANK video tokens a rank, eager
     ones only to MIN_TOKENS_PER_RANK_EAGER (their kernel launches do not shrink with the tokens); a
     pass under MIN_TOKENS_TO_SPLIT stays whole (the smallest shard count that keeps all its tokens);
-    a model's blocks count as compiled once compile_blocks routed them."""
+    compiled blocks through CUDA graphs have lower thresholds of their own; a model's blocks count as
+    compiled once compile_blocks routed them, as graphed once graph_blocks did."""
     import types
 
     from fastltx.checkpoint.factory import random_transformer, transformer_config
@@ -71,9 +72,21 @@ def test_small_passes_split_by_the_threshold_of_their_blocks():
     assert sharding.sequence_group(World(), video, compiled=False) == (3840, sharding.MIN_TOKENS_PER_RANK_EAGER)
     assert sharding.sequence_group(World(), None, compiled=True) == "whole"
     assert sharding.MIN_TOKENS_PER_RANK < sharding.MIN_TOKENS_PER_RANK_EAGER
+    # compiled and through CUDA graphs: 512x768's stage 1 splits too, down to 384 tokens a rank
+    assert sharding.MIN_TOKENS_TO_SPLIT_GRAPHED == 1536
+    for tokens, minimum in ((1535, 1535), (1536, sharding.MIN_TOKENS_PER_RANK_GRAPHED)):  # the boundary
+        video = types.SimpleNamespace(latent=torch.zeros(1, tokens, 8))
+        assert sharding.sequence_group(World(), video, compiled=True, graphed=True) == (tokens, minimum)
+        assert sharding.sequence_group(World(), video, compiled=False, graphed=True) == (tokens, tokens)  # eager
+    assert sharding.MIN_TOKENS_PER_RANK_GRAPHED < sharding.MIN_TOKENS_PER_RANK
     model = random_transformer(transformer_config("v1", num_layers=1), seed=5, dtype=torch.float32)
     assert not blocks_compiled(model)
     compile_blocks(model)
     assert blocks_compiled(model) and blocks_compiled(sharding.SequenceParallel(model, World()))
+    assert not model.graphed
+    model.graph_blocks()
+    assert model.graphed and sharding.SequenceParallel(model, World()).graphed
+    model.graph_blocks(False)
+    assert not model.graphed
     uncompile_blocks(model)
     assert not blocks_compiled(model)

@@ -268,6 +268,11 @@ class LTXTransformer(nn.Module):
             self.__dict__["graphed_blocks"] = GraphedCall(run, weights=lambda: [held[n] for held, n in slots],
                                                           capture_error_mode=capture_error_mode)
 
+    @property
+    def graphed(self) -> bool:
+        """Whether the blocks run through CUDA graphs (``graph_blocks``)."""
+        return "graphed_blocks" in self.__dict__
+
     def _streamed(self) -> bool:
         """Whether the blocks' weights come in as they run (pre-hooks: streamed layers); a call then
         takes the plain path, graphed or not."""

@@ -29,16 +29,26 @@ MIN_TOKENS_PER_RANK_EAGER = 1024  # eager blocks: each rank still launches every
 # small pass does not win back: 512x768's stage 1, 1,536 tokens, compiled, took 109 ms a step on 2
 # GPUs (768 a rank) against 85 on one (4 x H200, fifth session); 3,840 tokens gain (above).
 MIN_TOKENS_TO_SPLIT = 2048
+# The same two thresholds for compiled blocks through CUDA graphs (``graph_blocks``): the host no
+# longer launches every kernel, only the collectives, and small passes gain from the split. 4 x H200,
+# 1,536 tokens (512x768's stage 1), ms a step on 1 / 2 / 4 GPUs: plain 83.9 / 172.7 / 145.5, graphed
+# 84.1 / 62.5 / 52.7 (seventh session). Smaller passes and shards were not measured.
+MIN_TOKENS_PER_RANK_GRAPHED = 384
+MIN_TOKENS_TO_SPLIT_GRAPHED = 1536
 
 
-def sequence_group(world, video: ModalityInput | None, compiled: bool) -> Group:
+def sequence_group(world, video: ModalityInput | None, compiled: bool, graphed: bool = False) -> Group:
     """The group a one-pass forward splits its video tokens over (``World.sequence_for``), by the
-    threshold of compiled or eager blocks; a pass under ``MIN_TOKENS_TO_SPLIT`` runs whole on every rank."""
+    thresholds of eager, compiled, or compiled and graphed blocks; a pass under the split threshold
+    runs whole on every rank."""
     if video is None:
         return world.sequence
     tokens = video.latent.shape[1]
-    minimum = MIN_TOKENS_PER_RANK if compiled else MIN_TOKENS_PER_RANK_EAGER
-    return world.sequence_for(tokens, minimum if tokens >= MIN_TOKENS_TO_SPLIT else max(tokens, 1))
+    if compiled and graphed:
+        minimum, split = MIN_TOKENS_PER_RANK_GRAPHED, MIN_TOKENS_TO_SPLIT_GRAPHED
+    else:
+        minimum, split = (MIN_TOKENS_PER_RANK if compiled else MIN_TOKENS_PER_RANK_EAGER), MIN_TOKENS_TO_SPLIT
+    return world.sequence_for(tokens, minimum if tokens >= split else max(tokens, 1))
 
 
 def plan(video: ModalityInput, group: Group, heads: int) -> SequenceShard:
@@ -92,7 +102,8 @@ class SequenceParallel:
     def __call__(self, *args, sequence: Group | None = None, **kwargs):
         if sequence is None:
             from fastltx.runtime.compile import blocks_compiled
-            sequence = sequence_group(self.world, args[0] if args else kwargs.get("video"), blocks_compiled(self.model))
+            sequence = sequence_group(self.world, args[0] if args else kwargs.get("video"), blocks_compiled(self.model),
+                                      getattr(self.model, "graphed", False))
         return self.model(*args, sequence=sequence, **kwargs)
 
     def __getattr__(self, name: str):
