@@ -27,7 +27,7 @@ reported, the speed-up over 1 GPU (of the call, and of the transformer steps: st
 difference, audio max): bf16, so small differences are expected.
 
 ``--compile``: fused q/k/v projections and torch.compile of the blocks (as bench/pipeline.py's
-compiled variant), shared by both runs; the N-GPU graphs, with the Ulysses collectives as calls inside,
+compiled variant), shared by both runs; the N-GPU graphs, with the Ulysses collectives inside,
 compile in their own cold call. ``--graphs``: each (size, GPUs) run again with the blocks through
 CUDA graphs (``LTXTransformer.graph_blocks``, as ``Components(cuda_graphs=True)`` sets; recorded
 in the warm-up call, which then also captures; passes over ``GRAPH_MAX_TOKENS`` run plain, as in

@@ -18,7 +18,8 @@ from fastltx.checkpoint.factory import random_transformer, transformer_config
 from fastltx.models.transformer import ModalityInput, Perturbation
 from fastltx.pipelines.request import InputError
 from fastltx.runtime.compile import compile_blocks, uncompile_blocks
-from fastltx.runtime.cuda_graph import cut_at_collectives
+from fastltx.runtime import distributed
+from fastltx.runtime.cuda_graph import between_pieces, cut_at_collectives
 from fastltx.runtime.distributed import World, init_distributed, world_from_ranks
 from fastltx.sampling.denoisers import GuidedDenoiser, SimpleDenoiser
 from fastltx.sampling.guidance import GuidanceSchedule, GuiderParams
@@ -100,9 +101,14 @@ def sequence_cases(world: World, prefix: str) -> dict:
     compile_blocks(v1)
     try:
         out[f"{prefix}sp_compiled"] = _error(v1(video, audio, sequence=world.sequence), ref)
+        calls = []  # the custom ops' collectives (not the traced functional ones): 3 a block + the gather
+        distributed.between_pieces = lambda step, *uses: (calls.append(1), step())
         with cut_at_collectives():
-            out[f"{prefix}sp_compiled_ops"] = _error(v1(video, audio, sequence=world.sequence), ref)
+            error = _error(v1(video, audio, sequence=world.sequence), ref)
+        expected = 3 * len(v1.transformer_blocks) + 1
+        out[f"{prefix}sp_compiled_ops"] = error if len(calls) == expected else f"{len(calls)} != {expected} calls"
     finally:
+        distributed.between_pieces = between_pieces
         uncompile_blocks(v1)
     return out
 

@@ -5,8 +5,8 @@ group size and rank r holds tokens [r * chunk, (r + 1) * chunk); padding tokens 
 are never attended to (the caller masks them as keys). Two cases need communication:
 
 * self-attention (queries and keys sharded), Ulysses style: one all-to-all turns (this rank's
-  tokens, all heads) into (all tokens, this rank's heads), attention runs per head group over the
-  whole sequence, a second all-to-all turns the result back;
+  tokens, all heads) into (all tokens, this rank's heads), attention runs on this rank's heads over
+  the whole sequence, a second all-to-all turns the result back;
 * cross-attention from replicated queries to sharded keys (audio attending to video): each rank
   attends to its own keys and returns the softmax normaliser; the small partial results (queries x
   heads) are all-gathered and combined exactly, so the keys are never gathered.
@@ -67,7 +67,7 @@ def ulysses_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: 
     sends the attention's output back. The buffers are laid out sequence-major so that the received
     heads feed SDPA as strided views, without copies. (Pipelining the heads in groups, each group's
     all-to-all overlapping the previous group's attention, measured no gain at full size: 4 x H200,
-    24,576 tokens, 4 groups against 1: 1137 vs 1132 ms on 2 GPUs, 601 vs 609 ms on 4; and it adds
+    24,576 tokens, 4 groups against 1: 1132 vs 1137 ms on 2 GPUs, 609 vs 601 ms on 4; and it adds
     collectives, whose fixed cost dominates the small steps.)
     """
     p = group.size

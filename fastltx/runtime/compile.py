@@ -12,6 +12,9 @@ import torch
 from fastltx.models.transformer.block import AVBlock
 
 
+RECOMPILE_LIMIT = 64  # at least this many compiled variants of the block function (Dynamo's limit)
+
+
 @functools.cache
 def _compiled_block_forward(mode: str | None, dynamic: bool | None, tune: bool):
     if tune:  # Inductor benchmarks block sizes of its own kernels (norms, modulation, quantisation)
@@ -29,6 +32,12 @@ def compile_blocks(model: torch.nn.Module, mode: str | None = None, dynamic: boo
     """
     if tune and mode is not None:
         raise ValueError("compile_blocks: tune and mode are exclusive")
+    # The shared function compiles once per token count, process group and form of the collectives
+    # (a CUDA graph recording over several processes compiles its own): a session of a few sizes
+    # passes Dynamo's default limit of 8 and would run the blocks eagerly from there on.
+    for knob in ("recompile_limit", "cache_size_limit"):
+        if hasattr(torch._dynamo.config, knob):
+            setattr(torch._dynamo.config, knob, max(getattr(torch._dynamo.config, knob), RECOMPILE_LIMIT))
     fn = _compiled_block_forward(mode, dynamic, tune)
     for block in model.transformer_blocks:
         block.forward = functools.partial(fn, block)

@@ -11,12 +11,14 @@ docs/benchmarks.md, sixth session).
 
 The inputs are nested tuples, lists, dicts, named tuples and dataclasses of tensors and plain values.
 Each distinct signature (the structure, every tensor's shape, dtype, device and strides, every plain
-value, every other object by identity) gets its own graph: the first call with it runs ``fn`` as is
-(compiling, when ``fn`` is compiled), the second warms up once more and records into the graph, and
-every later call copies its tensors into the graph's own input buffers (skipping a tensor that is
+value, every other object by identity) gets its own recording (one graph, or several with the
+collectives between them): the first call with it runs ``fn`` as is (compiling, when ``fn`` is
+compiled), the second warms up once more (with collectives inside: compiling ``fn`` once more, the
+collectives then being calls that can cut the recording) and records, and every later call copies
+its tensors into the recording's own input buffers (skipping a tensor that is
 the very one, unmodified, that the call before copied, such as a text cache passed at every step;
 inference-mode tensors keep no version counter and are always copied), replays and returns the
-graph's outputs. Those outputs are overwritten by the next replay of that graph: consume or clone
+recorded outputs. Those outputs are overwritten by the next replay of that recording: consume or clone
 them before the next call. ``fn`` must not read a tensor's value on the host (no ``.item()``, no
 data-dependent shapes) nor change its inputs' structure in a way its result depends on; modules it
 uses may change their weights in place (LoRA switching). ``weights`` (a function returning the
@@ -98,8 +100,9 @@ def cut_at_collectives():
 
 def between_pieces(step: Callable[[], object], *uses: torch.Tensor) -> None:
     """Run ``step`` (a collective) now. Inside a recording, the graph piece recorded so far ends
-    here, ``step`` runs eagerly and is kept (with ``uses``, the tensors it reads and writes, held at
-    their addresses) to run again at this point of every replay, and the next piece starts."""
+    here, ``step`` runs eagerly (on buffers the recorded kernels have not filled: what it exchanges
+    then is not used) and is kept, with ``uses`` (the tensors it reads and writes, held at their
+    addresses), to run at this point of every replay; then the next piece starts."""
     if _recording is None:
         step()
     else:
@@ -172,10 +175,12 @@ class _Graph:
         side.wait_stream(torch.cuda.current_stream(device))
         self.pieces = _Pieces(capture_error_mode)
         with torch.cuda.stream(side), cut_at_collectives():  # a warm-up, then the recording, on a side stream
-            fn(*_rebuild(args, iter(self.inputs)))
-            torch.cuda.synchronize(device)
-            self.outputs = self.pieces.record(fn, _rebuild(args, iter(self.inputs)))
-        torch.cuda.current_stream(device).wait_stream(side)
+            try:
+                fn(*_rebuild(args, iter(self.inputs)))
+                torch.cuda.synchronize(device)
+                self.outputs = self.pieces.record(fn, _rebuild(args, iter(self.inputs)))
+            finally:
+                torch.cuda.current_stream(device).wait_stream(side)
 
     def __call__(self, leaves: list[torch.Tensor]):
         for i, (buffer, t) in enumerate(zip(self.inputs, leaves)):

@@ -1,6 +1,8 @@
 """Pieces of sequence parallelism that need no second process: shard planning, the partial attention
 with its normaliser, and the exact log-sum-exp combination of partial attentions."""
 
+import copy
+
 import pytest
 import torch
 
@@ -78,6 +80,8 @@ def test_small_passes_split_by_the_threshold_of_their_blocks():
         video = types.SimpleNamespace(latent=torch.zeros(1, tokens, 8))
         assert sharding.sequence_group(World(), video, compiled=True, graphed=True) == (tokens, minimum)
         assert sharding.sequence_group(World(), video, compiled=False, graphed=True) == (tokens, tokens)  # eager
+    video = types.SimpleNamespace(latent=torch.zeros(2, 1536, 8))  # a batch of two: over GRAPH_MAX_TOKENS, plain
+    assert sharding.sequence_group(World(), video, compiled=True, graphed=True) == (1536, 1536)
     assert sharding.MIN_TOKENS_PER_RANK_GRAPHED < sharding.MIN_TOKENS_PER_RANK
     model = random_transformer(transformer_config("v1", num_layers=1), seed=5, dtype=torch.float32)
     assert not blocks_compiled(model)
@@ -86,6 +90,7 @@ def test_small_passes_split_by_the_threshold_of_their_blocks():
     assert not model.graphed
     model.graph_blocks()
     assert model.graphed and sharding.SequenceParallel(model, World()).graphed
+    assert not copy.deepcopy(model).graphed  # a copy has no graphs
     model.graph_blocks(False)
     assert not model.graphed
     uncompile_blocks(model)

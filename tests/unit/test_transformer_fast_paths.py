@@ -123,6 +123,20 @@ def test_tuning_and_a_compile_mode_are_exclusive():
     assert "forward" not in model.transformer_blocks[0].__dict__  # nothing routed before the refusal
 
 
+def test_compiling_raises_dynamos_recompile_limit(monkeypatch):
+    """The block function compiles once per token count, group and collective form: Dynamo's
+    default limit (8) is raised to RECOMPILE_LIMIT, a higher one kept."""
+    import torch._dynamo as dynamo
+    from fastltx.runtime.compile import RECOMPILE_LIMIT, compile_blocks
+    model = random_transformer(transformer_config("v1", num_layers=1), seed=5, dtype=torch.float32)
+    monkeypatch.setattr(dynamo.config, "recompile_limit", 8)
+    compile_blocks(model)
+    assert dynamo.config.recompile_limit == RECOMPILE_LIMIT
+    monkeypatch.setattr(dynamo.config, "recompile_limit", 1000)
+    compile_blocks(model)
+    assert dynamo.config.recompile_limit == 1000
+
+
 def test_quantize_rows_in_blocks_equals_at_once(monkeypatch):
     """Large eager inputs are quantised in row blocks (bounded temporaries): the same bits."""
     import fastltx.layers.linear as linear

@@ -241,8 +241,8 @@ class LTXTransformer(nn.Module):
     def graph_blocks(self, on: bool = True, capture_error_mode: str = "global") -> None:
         """Run the blocks through CUDA graphs (``fastltx.runtime.cuda_graph``), one recording per input
         signature: the host launches one graph a step instead of every kernel (split over several
-        processes: one graph between each two collectives, which run eagerly) (for host-bound steps:
-        passes of at most ``GRAPH_MAX_TOKENS`` tokens; larger ones run plain; docs/benchmarks.md). The graphs hold
+        processes: one graph between each two collectives, which run eagerly), for host-bound steps:
+        passes of at most ``GRAPH_MAX_TOKENS`` tokens (larger ones run plain; docs/benchmarks.md). The graphs hold
         the weights' addresses: the blocks must not be streamed (refused here; streamed at call time:
         the plain path), weights that move (a memory plan taking the model to host memory and back)
         drop the graphs, found by their addresses, and new ones are recorded, as after modules are
@@ -270,8 +270,9 @@ class LTXTransformer(nn.Module):
 
     @property
     def graphed(self) -> bool:
-        """Whether the blocks run through CUDA graphs (``graph_blocks``)."""
-        return "graphed_blocks" in self.__dict__
+        """Whether the blocks run through CUDA graphs (``graph_blocks``; not in a copy of the model,
+        nor while its blocks are streamed)."""
+        return self.__dict__.get("graphed_blocks") is not None and not self._streamed()
 
     def _streamed(self) -> bool:
         """Whether the blocks' weights come in as they run (pre-hooks: streamed layers); a call then

@@ -32,7 +32,8 @@ MIN_TOKENS_TO_SPLIT = 2048
 # The same two thresholds for compiled blocks through CUDA graphs (``graph_blocks``): the host no
 # longer launches every kernel, only the collectives, and small passes gain from the split. 4 x H200,
 # 1,536 tokens (512x768's stage 1), ms a step on 1 / 2 / 4 GPUs: plain 83.9 / 172.7 / 145.5, graphed
-# 84.1 / 62.5 / 52.7 (seventh session). Smaller passes and shards were not measured.
+# 84.1 / 62.5 / 52.7 (seventh session). Smaller passes and shards were not measured. Only passes
+# whose batch x tokens fit ``GRAPH_MAX_TOKENS`` (model.py) take them: those run graphed however split.
 MIN_TOKENS_PER_RANK_GRAPHED = 384
 MIN_TOKENS_TO_SPLIT_GRAPHED = 1536
 
@@ -44,7 +45,8 @@ def sequence_group(world, video: ModalityInput | None, compiled: bool, graphed: 
     if video is None:
         return world.sequence
     tokens = video.latent.shape[1]
-    if compiled and graphed:
+    from fastltx.models.transformer.model import GRAPH_MAX_TOKENS  # (model.py imports this module)
+    if compiled and graphed and video.latent.shape[0] * tokens <= GRAPH_MAX_TOKENS:
         minimum, split = MIN_TOKENS_PER_RANK_GRAPHED, MIN_TOKENS_TO_SPLIT_GRAPHED
     else:
         minimum, split = (MIN_TOKENS_PER_RANK if compiled else MIN_TOKENS_PER_RANK_EAGER), MIN_TOKENS_TO_SPLIT
