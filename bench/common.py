@@ -14,7 +14,8 @@ GRID, AUDIO_TOKENS, TEXT_TOKENS, FPS = (16, 16, 24), 126, 1024, 24.0
 
 def full_size_inputs(cfg, batch: int, device, dtype=torch.bfloat16, seed: int = 0, grid: tuple = GRID):
     """Random latents and text at the 121 x 512 x 768 shape (or another latent ``grid``); video positions
-    in bf16 as the pipelines make them."""
+    in bf16 and the timesteps also as levels (no ``torch.unique`` in the forward), as the pipelines
+    make them."""
     gen = torch.Generator(device=device).manual_seed(seed)
     sigma = torch.linspace(0.9, 0.3, batch, device=device)
     tokens = grid[0] * grid[1] * grid[2]
@@ -23,7 +24,8 @@ def full_size_inputs(cfg, batch: int, device, dtype=torch.bfloat16, seed: int = 
         latent = torch.randn(batch, n, channels, generator=gen, device=device).to(dtype)
         context = torch.randn(batch, TEXT_TOKENS, text_dim, generator=gen, device=device).to(dtype)
         timesteps = sigma.view(-1, 1, 1).expand(batch, n, 1).contiguous()
-        return ModalityInput(latent, sigma, timesteps, positions, context)
+        levels = (sigma, torch.arange(batch, device=device).view(batch, 1))  # as the denoisers give them
+        return ModalityInput(latent, sigma, timesteps, positions, context, timestep_levels=levels)
 
     text_v = cfg.caption_channels or cfg.video.context_dim
     text_a = cfg.caption_channels or cfg.audio.context_dim

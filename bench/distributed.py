@@ -2,7 +2,7 @@
 
     torchrun --standalone --nproc_per_node 4 bench/distributed.py [--reps 3] [--sizes 768x1280,1024x1536]
         [--compile [--mode MODE]] [--graphs] [--profile-dir DIR [--profile-gpus N]] [--no-guided] [--json PATH]
-        [--graph-capture-mode MODE] [--hang-s S [--hang-dir DIR]]
+        [--graph-capture-mode MODE] [--hang-s S [--hang-dir DIR]] [--counts 1,4] [--no-audio] [--trace-dir DIR]
     torchrun --standalone --nproc_per_node 2 bench/distributed.py --smoke [--compile]   # CPU, gloo, tiny model
 
 Every rank builds the same random full-size LTX-2 19B transformer (bf16, fused projections, text K/V
@@ -23,6 +23,10 @@ seconds.
 ``--profile-dir``: at every size rank 0 writes the CUDA-time table of one 1-GPU and one N-GPU
 distilled step (``--profile-gpus``, default the most GPUs) to DIR/prof_{h}x{w}_{n}gpu.txt and sums
 the kernels' self CUDA time into NCCL, GEMM, attention and the rest (printed, and in the JSON row).
+``--trace-dir``: every rank traces two calls of every measured step (bench/timeline.py: busy time,
+NCCL, idle gaps by cause), writes the Chrome trace to DIR/trace_{label}_{n}gpu_rank{r}.json and
+prints its summary line. ``--counts``: the GPU counts measured (default 1, 2, 4, ... up to the
+world size). ``--no-audio``: the video stream alone (what the replicated audio stream costs).
 Results go to stdout and, as JSON, to ``--json``.
 """
 
@@ -38,6 +42,7 @@ from torch.autograd import DeviceType
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import full_size_inputs, rel_l2, time_cuda  # noqa: E402
+from bench.timeline import summary_line, traced  # noqa: E402
 from fastltx.checkpoint.factory import random_transformer, transformer_config  # noqa: E402
 from fastltx.pipelines.defaults import LTX2  # noqa: E402
 from fastltx.runtime.distributed import init_distributed, world_from_ranks  # noqa: E402
@@ -46,22 +51,21 @@ from fastltx.sampling.guidance import GuidanceSchedule  # noqa: E402
 from fastltx.sampling.state import TokenState  # noqa: E402
 
 
-def sub_worlds(world) -> dict:
-    """{n: World of ranks 0..n-1} for n = 2, 4, ... up to the world size (None where this rank is outside)."""
-    out = {}
-    n = 2
-    while n <= world.size:
-        out[n] = world_from_ranks(list(range(n)), world.device)  # every rank takes part
-        n *= 2
-    return out
+def sub_worlds(world, counts: list[int] | None = None) -> dict:
+    """{n: World of ranks 0..n-1} for n in ``counts`` above 1 (default 2, 4, ... up to the world
+    size; None where this rank is outside)."""
+    if counts is None:
+        counts = [2 ** i for i in range(1, world.size.bit_length()) if 2 ** i <= world.size]
+    return {n: world_from_ranks(list(range(n)), world.device) for n in counts if n > 1}  # every rank takes part
 
 
 def measure(world, worlds, label: str, make_step, reps: int, rows: list, compiled: bool = False,
-            profile: dict | None = None, plain: dict | None = None) -> dict:
+            profile: dict | None = None, plain: dict | None = None, trace_dir: str | None = None) -> dict:
     """Time ``make_step(sub_world or None)()`` on 1 GPU and on each sub-world; rank 0 records rows
     and returns {n: (ms, outputs)}. ``profile``: {n: path} of the GPU counts whose step to profile
     (rank 0 writes the table there). ``plain``: such a result of the same step without CUDA graphs,
-    to compare with (time ratio, and whether the outputs are bit-identical)."""
+    to compare with (time ratio, and whether the outputs are bit-identical). ``trace_dir``: every
+    rank traces two more calls there (bench/timeline.py) and prints the summary."""
     ref = None
     kept = {}
     cuda = world.device.type == "cuda"
@@ -75,6 +79,11 @@ def measure(world, worlds, label: str, make_step, reps: int, rows: list, compile
             kernels = None
             if profile and n in profile:
                 kernels = profiled(step, profile[n] if world.rank == 0 else None)
+            timeline = None
+            if trace_dir and cuda:
+                name = label.split(" (")[0].replace(" ", "_")
+                timeline = traced(step, str(Path(trace_dir) / f"trace_{name}_{n}gpu_rank{world.rank}.json"))
+                print(f"    {label}, {n} GPU, rank {world.rank} timeline: {summary_line(timeline)}", flush=True)
             if world.rank == 0:
                 ref = ref or out
                 err = max(rel_l2(o, r) for o, r in zip(out, ref))
@@ -91,6 +100,8 @@ def measure(world, worlds, label: str, make_step, reps: int, rows: list, compile
                 kept[n] = (ms, out)
                 print(f"{label:<34} {n} GPU  {ms:9.1f} ms  x{rows[-1]['speedup']:.2f}  rel L2 {err:.1e}  "
                       f"peak {peak:.1f} GiB" + (f"  first {first_s:.1f} s" if compiled else "") + versus, flush=True)
+                if timeline is not None:
+                    rows[-1]["timeline_ms"] = timeline
                 if kernels is not None:
                     rows[-1]["kernels_ms"] = kernels
                     kinds = "  ".join(f"{k} {v:.1f}" for k, v in kernels.items())
@@ -196,10 +207,25 @@ def parse_args(argv=None):
                         help="after this many seconds, write every thread's Python stack and exit (to locate a hang): "
                              "to stderr, or with --hang-dir to DIR/stack_rank{r}.txt, one file a rank")
     parser.add_argument("--hang-dir", default=None)
+    parser.add_argument("--overlap", action="store_true",
+                        help="with --compile: Inductor's reordering of compute around the collectives "
+                             "(reorder_for_compute_comm_overlap), to overlap them")
+    parser.add_argument("--counts", default=None, help="GPU counts to measure, e.g. 1,4 (default 1, 2, 4, ...)")
+    parser.add_argument("--no-audio", action="store_true", help="the video stream alone (no audio tokens)")
+    parser.add_argument("--trace-dir", default=None, help="trace every measured step on every rank (bench/timeline.py)")
     parser.add_argument("--smoke", action="store_true", help="a tiny model on the CPU (gloo): checks the script")
     args = parser.parse_args(argv)
     if args.mode and not args.compile:
         parser.error("--mode needs --compile")
+    if args.overlap and not args.compile:
+        parser.error("--overlap needs --compile")
+    if args.counts is not None:
+        try:
+            args.counts = sorted({int(c) for c in args.counts.split(",")})
+        except ValueError:
+            parser.error(f"--counts: GPU counts like 1,4 expected, got {args.counts!r}")
+        if args.counts[0] < 1:
+            parser.error(f"--counts: positive GPU counts expected, got {args.counts}")
     try:
         args.sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     except ValueError:
@@ -220,7 +246,9 @@ def main(argv=None) -> None:
             Path(args.hang_dir).mkdir(parents=True, exist_ok=True)
             stacks = open(Path(args.hang_dir) / f"stack_rank{world.rank}.txt", "w")  # noqa: SIM115 (open until exit)
         faulthandler.dump_traceback_later(args.hang_s, exit=True, file=stacks)
-    worlds = sub_worlds(world)
+    if args.counts is not None and args.counts[-1] > world.size:
+        raise SystemExit(f"--counts {args.counts}: more GPUs than the {world.size} processes started")
+    worlds = sub_worlds(world, args.counts)
     counts = [1, *worlds]
     profile_gpus = args.profile_gpus or counts[-1]
     if args.profile_dir and profile_gpus not in counts:
@@ -237,6 +265,9 @@ def main(argv=None) -> None:
         for knob in ("recompile_limit", "cache_size_limit"):  # one graph per token count and group
             if hasattr(torch._dynamo.config, knob):
                 setattr(torch._dynamo.config, knob, 64)
+        if args.overlap:
+            import torch._inductor.config as inductor_config
+            inductor_config.reorder_for_compute_comm_overlap = True
         compile_blocks(model, mode=args.mode)
     name = torch.cuda.get_device_name() if world.device.type == "cuda" else "cpu"
     if world.main:
@@ -248,6 +279,8 @@ def main(argv=None) -> None:
     for i, (h, w) in enumerate(args.sizes):
         grid = (16, h // 32, w // 32)
         video, audio = full_size_inputs(cfg, 1, world.device, grid=grid)
+        if args.no_audio:
+            audio = None
         cache = model.cache_text(video, audio)
         label = f"distilled step {h}x{w} ({grid[0] * grid[1] * grid[2]} tok)"
 
@@ -256,15 +289,16 @@ def main(argv=None) -> None:
             return lambda: model(video, audio, None, cache, **extra)
         profile = {n: str(Path(args.profile_dir) / f"prof_{h}x{w}_{n}gpu.txt")
                    for n in {1, profile_gpus}} if args.profile_dir else None
-        plain = measure(world, worlds, label, simple, args.reps, rows, args.compile, profile)
+        plain = measure(world, worlds, label, simple, args.reps, rows, args.compile, profile, trace_dir=args.trace_dir)
         if args.graphs:  # the same steps through CUDA graphs (compiled code reused), against the plain ones
             from fastltx.models.transformer import model as transformer_module
             transformer_module.GRAPH_MAX_TOKENS = 1 << 30  # every size graphed here (the model: small passes only)
             model.graph_blocks(capture_error_mode=args.graph_capture_mode)
-            measure(world, worlds, label.replace("step", "step graphed"), simple, args.reps, rows, args.compile, plain=plain)
+            measure(world, worlds, label.replace("step", "step graphed"), simple, args.reps, rows, args.compile, plain=plain,
+                    trace_dir=args.trace_dir)
             model.graph_blocks(False)
             del plain
-        if i == 0 and not args.no_guided:
+        if i == 0 and not args.no_guided and audio is not None:  # the guided step runs both streams
             gen = torch.Generator(device=world.device).manual_seed(1)
             negative = [torch.randn(m.context.shape, generator=gen, device=world.device).to(m.context.dtype)
                         for m in (video, audio)]

@@ -46,6 +46,13 @@ def frequency_grid(theta: float, n_axes: int, dim: int, float64: bool) -> torch.
     return grid * math.pi / 2
 
 
+@functools.lru_cache(maxsize=16)
+def _grid_on(theta: float, n_axes: int, dim: int, float64: bool, device: torch.device) -> torch.Tensor:
+    """``frequency_grid`` kept on ``device``: copying it there at every call would be a host-to-device
+    copy from pageable memory, which waits for the GPU (the host could not run ahead of the steps)."""
+    return frequency_grid(theta, n_axes, dim, float64).to(device)
+
+
 def rope_angles(positions: torch.Tensor, dim: int, max_pos: tuple[float, ...], theta: float,
                 float64: bool) -> torch.Tensor:
     """Angles (B, T, n_axes * n) for positions (B, n_axes, T, 2) bounds or (B, n_axes, T) points.
@@ -59,7 +66,7 @@ def rope_angles(positions: torch.Tensor, dim: int, max_pos: tuple[float, ...], t
     if n_axes != len(max_pos):
         raise ValueError(f"positions have {n_axes} axes but max_pos has {len(max_pos)} entries")
     frac = torch.stack([positions[:, i] / max_pos[i] for i in range(n_axes)], dim=-1)  # (B, T, n_axes)
-    grid = frequency_grid(float(theta), n_axes, dim, float64).to(positions.device)
+    grid = _grid_on(float(theta), n_axes, dim, float64, positions.device)
     angles = grid * (frac.unsqueeze(-1) * 2 - 1)  # (B, T, n_axes, n)
     return angles.transpose(-1, -2).flatten(2)
 

@@ -215,8 +215,10 @@ def launch_torchrun(processes: int, argv: list[str]) -> int:
 # into its graph. While a CUDA graph is recorded (``cut_at_collectives``), custom ops instead:
 # torch.compile keeps them as opaque calls, run from Python, where ``between_pieces`` cuts the
 # recording around them (the graphs hold only the kernels between the collectives: NCCL inside the
-# graphs stalled at full size, docs/benchmarks.md). Both start the collective asynchronously and make
-# the current stream wait for it (NCCL: the stream waits, not the host).
+# graphs stalled at full size, docs/benchmarks.md). Neither makes the host wait. The functional ones
+# run on NCCL's own stream, which the current stream then waits for; the custom ops are launched
+# synchronously, which since torch 2.8 puts the NCCL kernel on the current stream itself: no
+# cross-stream wait, which cost ~35 us after each collective between graph pieces (4 x H200).
 def _funcol():
     """PyTorch's functional collectives, imported on first use."""
     import torch.distributed._functional_collectives as funcol
@@ -232,7 +234,7 @@ def _all_to_all(x: torch.Tensor, group_name: str) -> torch.Tensor:
     x = x.contiguous()
     out = torch.empty_like(x)
     group = _resolve_process_group(group_name)
-    between_pieces(lambda: dist.all_to_all_single(out, x, group=group, async_op=True).wait(), x, out)
+    between_pieces(lambda: dist.all_to_all_single(out, x, group=group), x, out)
     return out
 
 
@@ -248,7 +250,7 @@ def _all_gather(x: torch.Tensor, group_name: str, size: int) -> torch.Tensor:
     group = _resolve_process_group(group_name)
     # torch 2.13 renamed the all-gather into one tensor (the old name warns); 2.11 has only the old one
     gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
-    between_pieces(lambda: gather(out, x, group=group, async_op=True).wait(), x, out)
+    between_pieces(lambda: gather(out, x, group=group), x, out)
     return out
 
 

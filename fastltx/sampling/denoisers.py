@@ -23,7 +23,8 @@ from fastltx.sampling.state import TokenState
 
 def modality(state: TokenState, context: torch.Tensor, sigma: torch.Tensor, enabled: bool = True) -> ModalityInput:
     return ModalityInput(latent=state.latent, sigma=sigma, timesteps=state.timesteps(sigma), positions=state.positions,
-                         context=context, attention_mask=state.attention_mask, enabled=enabled)
+                         context=context, attention_mask=state.attention_mask, enabled=enabled,
+                         timestep_levels=state.timestep_levels(sigma))
 
 
 def _cat(inputs: list[ModalityInput]) -> ModalityInput:
@@ -34,7 +35,22 @@ def _cat(inputs: list[ModalityInput]) -> ModalityInput:
     sigma = torch.cat([torch.as_tensor(m.sigma).reshape(-1).expand(b) for m in inputs])
     mask = None if first.attention_mask is None else cat("attention_mask")
     return ModalityInput(latent=cat("latent"), sigma=sigma, timesteps=cat("timesteps"), positions=cat("positions"),
-                         context=cat("context"), attention_mask=mask, enabled=first.enabled)
+                         context=cat("context"), attention_mask=mask, enabled=first.enabled,
+                         timestep_levels=_cat_levels([m.timestep_levels for m in inputs]))
+
+
+def _cat_levels(levels: list) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The passes' timestep levels stacked along the batch: shared values (the same object in
+    every pass) keep their indices, others are concatenated with the indices offset."""
+    if any(lv is None for lv in levels):
+        return None
+    tokens = max(index.shape[1] for _, index in levels)
+    if all(values is levels[0][0] for values, _ in levels):
+        values, offsets = levels[0][0], [0] * len(levels)
+    else:
+        values = torch.cat([v for v, _ in levels])
+        offsets = [sum(v.numel() for v, _ in levels[:i]) for i in range(len(levels))]
+    return values, torch.cat([index.expand(index.shape[0], tokens) + o for (_, index), o in zip(levels, offsets)])
 
 
 class SimpleDenoiser:

@@ -27,25 +27,33 @@ def _each(states, fn):
 
 def euler_loop(sigmas: torch.Tensor, video: TokenState | None, audio: TokenState | None, denoise: Denoise,
                progress: bool = True, desc: str = "denoising"):
+    host = _on_host(sigmas)
     for i in tqdm(range(len(sigmas) - 1), desc=desc, disable=not progress):
         x0 = _x0(denoise, video, audio, sigmas[i], i)
-        video, audio = _each((video, audio), lambda s, k: s.with_latent(euler_step(s.latent, x0[k], sigmas[i],
-                                                                                   sigmas[i + 1])))
+        video, audio = _each((video, audio), lambda s, k: s.with_latent(euler_step(s.latent, x0[k], host[i],
+                                                                                   host[i + 1])))
     return video, audio
+
+
+def _on_host(sigmas: torch.Tensor) -> list[float]:
+    """The schedule as Python floats (the float32 values exactly), read once: the step arithmetic
+    then needs no value from the GPU, so the host does not wait for the GPU at every step."""
+    return sigmas.to(torch.float32).tolist()
 
 
 def gradient_estimating_loop(sigmas: torch.Tensor, video: TokenState | None, audio: TokenState | None,
                              denoise: Denoise, gamma: float = 2.0, progress: bool = True, desc: str = "denoising"):
     """Euler with the gradient-estimation correction of x0 (gamma 2); a final sigma of 0 returns x0."""
     corrections = (GradientEstimation(gamma), GradientEstimation(gamma))
+    host = _on_host(sigmas)
     for i in tqdm(range(len(sigmas) - 1), desc=desc, disable=not progress):
         x0 = _x0(denoise, video, audio, sigmas[i], i)
-        if sigmas[i + 1] == 0:
+        if host[i + 1] == 0:
             return _each((video, audio), lambda s, k: s.with_latent(x0[k]))
-        x0 = tuple(None if x is None else corrections[k](s.latent, x, sigmas[i])
+        x0 = tuple(None if x is None else corrections[k](s.latent, x, host[i])
                    for k, (s, x) in enumerate(zip((video, audio), x0)))
-        video, audio = _each((video, audio), lambda s, k: s.with_latent(euler_step(s.latent, x0[k], sigmas[i],
-                                                                                   sigmas[i + 1])))
+        video, audio = _each((video, audio), lambda s, k: s.with_latent(euler_step(s.latent, x0[k], host[i],
+                                                                                   host[i + 1])))
     return video, audio
 
 

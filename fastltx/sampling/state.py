@@ -1,5 +1,6 @@
 """The token state a denoising loop carries for one modality, noising and the clean-token blend."""
 
+import weakref
 from dataclasses import dataclass, replace
 
 import torch
@@ -26,6 +27,41 @@ class TokenState:
     def timesteps(self, sigma: torch.Tensor | float) -> torch.Tensor:
         """Per-token noise level sigma * mask (0 for clean tokens)."""
         return self.denoise_mask * sigma
+
+    def timestep_levels(self, sigma: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``timesteps(sigma)`` factored as (values (K,), index (B, T) or (B, 1)), the form of
+        ``ModalityInput.timestep_levels``: the mask's distinct values times sigma. The mask's levels
+        are found once per mask (the host waits for the GPU then, not at every step); the same
+        sigma object gives the same values object (passes batched together share them). None for
+        a sigma of several values."""
+        if isinstance(sigma, torch.Tensor) and sigma.numel() != 1:
+            return None
+        return _MASK_LEVELS.levels(self.denoise_mask, sigma)
+
+
+class _MaskLevels:
+    """Per mask tensor (by identity, while it lives and is not modified in place): its distinct
+    values and each token's index into them, and the values times the last sigma seen."""
+
+    def __init__(self):
+        self.entries: dict[int, tuple] = {}
+
+    def levels(self, mask: torch.Tensor, sigma) -> tuple[torch.Tensor, torch.Tensor]:
+        key = id(mask)
+        entry = self.entries.get(key)
+        version = None if mask.is_inference() else mask._version
+        if entry is None or entry[0]() is not mask or entry[1] != version:
+            values, index = torch.unique(mask.reshape(mask.shape[0], -1), return_inverse=True)
+            if bool((index == index[:, :1]).all()):
+                index = index[:, :1]
+            weakref.finalize(mask, self.entries.pop, key, None)
+            entry = self.entries[key] = [weakref.ref(mask), version, values, index, None, None]
+        if entry[4] is not sigma:
+            entry[4], entry[5] = sigma, entry[2] * sigma
+        return entry[5], entry[3]
+
+
+_MASK_LEVELS = _MaskLevels()
 
 
 def add_noise(state: TokenState, generator: torch.Generator, noise_scale: float = 1.0) -> TokenState:

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import torch
 
 
@@ -20,10 +21,18 @@ def to_denoised(sample: torch.Tensor, velocity: torch.Tensor, sigma: torch.Tenso
     return (sample.float() - velocity.float() * sigma).to(sample.dtype)
 
 
-def euler_step(sample: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
-    """x + v * (sigma_next - sigma), with v rounded to the sample dtype and the update in float32."""
+def euler_step(sample: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor | float,
+               sigma_next: torch.Tensor | float) -> torch.Tensor:
+    """x + v * (sigma_next - sigma), with v rounded to the sample dtype and the update in float32.
+
+    The sigmas may be float32 tensors or Python floats holding float32 values (a schedule read
+    once, so that no step waits for the GPU): the difference is taken in float32 either way."""
     velocity = to_velocity(sample, sigma, denoised)
-    return (sample.float() + velocity.float() * (sigma_next - sigma)).to(sample.dtype)
+    if isinstance(sigma, torch.Tensor) or isinstance(sigma_next, torch.Tensor):
+        delta = sigma_next - sigma
+    else:
+        delta = float(np.float32(sigma_next) - np.float32(sigma))
+    return (sample.float() + velocity.float() * delta).to(sample.dtype)
 
 
 class GradientEstimation:

@@ -24,6 +24,29 @@ def test_arguments():
     for bad in ("384x600", "384", "axb"):
         with pytest.raises(SystemExit):
             parse_args(["--sizes", bad])
+    assert parse_args(["--counts", "4,1,4"]).counts == [1, 4] and parse_args([]).counts is None
+    for bad in ("0,4", "one"):
+        with pytest.raises(SystemExit):
+            parse_args(["--counts", bad])
+
+
+def test_timeline_summary_splits_idle_time_by_cause():
+    from bench.timeline import timeline_summary
+
+    def kernel(name, ts, dur, corr):
+        return dict(cat="kernel", name=name, ts=ts, dur=dur, args=dict(correlation=corr))
+
+    def launch(ts, dur, corr):
+        return dict(cat="cuda_runtime", name="cudaLaunchKernel", ts=ts, dur=dur, args=dict(correlation=corr))
+    events = [launch(0, 5, 1), kernel("gemm", 10, 100, 1),  # busy 10-110
+              launch(20, 5, 2), kernel("elementwise", 100, 30, 2),  # overlaps: busy to 130
+              launch(200, 10, 3), kernel("gemm", 215, 85, 3),  # launched at 210, after the GPU idled at 130: host
+              launch(230, 5, 4), kernel("ncclDevKernel_AllToAll", 400, 100, 4),  # launched early: other
+              dict(cat="cpu_op", name="aten::mm", ts=0, dur=600)]
+    out = timeline_summary(dict(traceEvents=events), calls=2)
+    assert out == pytest.approx(dict(span=0.245, busy=0.1525, nccl=0.05, idle_host=0.0425, idle_other=0.05, kernels=2))
+    assert out["span"] == pytest.approx(out["busy"] + out["idle_host"] + out["idle_other"])
+    assert timeline_summary(dict(traceEvents=[]))["span"] == 0.0
 
 
 def test_kernel_summary_sorts_kernels_by_kind():

@@ -21,6 +21,10 @@ class ModalityInput:
     context_mask:   optional (B, S) binary mask (1 = keep) or an additive float mask.
     attention_mask: optional (B, T, T) self-attention strengths in [0, 1].
     enabled:    False freezes the stream (it still feeds the other stream's cross-attention).
+    timestep_levels: optional (values (K,), index (B, T) or (B, 1) long) with
+                timesteps[b, t] == values[index[b, t]] (index (B, 1): all tokens of a sample alike):
+                the distinct timesteps, known to the caller (``TokenState.timestep_levels``); without
+                them the model finds them itself (``torch.unique``: the host waits for the GPU).
     """
 
     latent: torch.Tensor
@@ -31,6 +35,7 @@ class ModalityInput:
     context_mask: torch.Tensor | None = None
     attention_mask: torch.Tensor | None = None
     enabled: bool = True
+    timestep_levels: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 class Skip(str, Enum):

@@ -96,19 +96,26 @@ class LTXTransformer(nn.Module):
         return converted
 
     # ----------------------------------------------------------------------------- preprocessing
-    def _timestep(self, adaln: AdaLNSingle, t: torch.Tensor, batch: int, dtype: torch.dtype):
+    def _timestep(self, adaln: AdaLNSingle, t: torch.Tensor, batch: int, dtype: torch.dtype,
+                  levels: tuple[torch.Tensor, torch.Tensor] | None = None):
         """AdaLN rows (B, T or 1, rows, D) and embedded timestep (B, T or 1, D) for per-token timesteps.
 
         A step has only a few distinct timesteps (sigma, and 0 for conditioning tokens), so the
         timestep MLP runs once per distinct value and the result is broadcast (all tokens of each
-        sample alike) or gathered, instead of running once per token.
+        sample alike) or gathered, instead of running once per token. The distinct values come from
+        ``levels`` (see ``ModalityInput.timestep_levels``) when given; otherwise from ``torch.unique``,
+        whose result size the host must wait for.
         """
-        t = (t * self.cfg.timestep_scale_multiplier).reshape(batch, -1)
-        values, inverse = torch.unique(t, return_inverse=True)
+        if levels is not None:
+            values, index = levels
+            values = values * self.cfg.timestep_scale_multiplier
+        else:
+            t = (t * self.cfg.timestep_scale_multiplier).reshape(batch, -1)
+            values, index = torch.unique(t, return_inverse=True)
+            if bool((index == index[:, :1]).all()):
+                index = index[:, :1]
         ada, embedded = adaln(values, dtype)
-        if bool((inverse == inverse[:, :1]).all()):
-            inverse = inverse[:, :1]
-        ada, embedded = ada[inverse], embedded[inverse]
+        ada, embedded = ada[index], embedded[index]
         return ada.unflatten(-1, (adaln.rows, -1)), embedded
 
     def _context(self, m: ModalityInput, audio: bool) -> torch.Tensor:
@@ -144,7 +151,7 @@ class LTXTransformer(nn.Module):
             m = sharding.local_video(m, shard)
         batch = m.latent.shape[0]
         x = getattr(self, p + "patchify_proj")(m.latent)
-        ada, embedded = self._timestep(getattr(self, p + "adaln_single"), m.timesteps, batch, dtype)
+        ada, embedded = self._timestep(getattr(self, p + "adaln_single"), m.timesteps, batch, dtype, m.timestep_levels)
         s = Stream(
             x=x, context=None if cached_text else self._context(m, audio),
             context_mask=context_bias(m.context_mask, dtype),
@@ -153,8 +160,9 @@ class LTXTransformer(nn.Module):
                              dtype),
             self_mask=self_mask, enabled=m.enabled, shard=shard)
         if cfg.cross_attention_adaln:
-            s.prompt_ada, _ = self._timestep(getattr(self, p + "prompt_adaln_single"), self._sigma(m.sigma, batch),
-                                             batch, dtype)
+            sigma = self._sigma(m.sigma, batch)  # one row per sample (no search for distinct values)
+            s.prompt_ada, _ = self._timestep(getattr(self, p + "prompt_adaln_single"), sigma, batch, dtype,
+                                             (sigma, torch.arange(batch, device=sigma.device).view(batch, 1)))
         if other is not None and cfg.video is not None and cfg.audio is not None:
             # Time-only RoPE at the audio cross-attention width with this stream's own head count.
             s.cross_rope = rope_tables(m.positions[:, 0:1], cfg.audio.context_dim, g.heads, (cfg.cross_max_pos,), cfg.theta,

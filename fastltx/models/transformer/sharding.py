@@ -66,8 +66,11 @@ def local_video(m: ModalityInput, shard: SequenceShard) -> ModalityInput:
     timesteps = torch.as_tensor(m.timesteps)
     if timesteps.ndim >= 2 and timesteps.shape[1] == tokens:
         timesteps = shard.take(timesteps, 1)
+    levels = m.timestep_levels
+    if levels is not None and levels[1].shape[1] == tokens:
+        levels = (levels[0], shard.take(levels[1], 1))
     return replace(m, latent=shard.take(m.latent, 1), timesteps=timesteps, positions=shard.take(m.positions, 2),
-                   attention_mask=None)
+                   attention_mask=None, timestep_levels=levels)
 
 
 def self_strengths(strength: torch.Tensor | None, shard: SequenceShard) -> torch.Tensor | None:

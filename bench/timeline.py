@@ -1,0 +1,64 @@
+"""Where a GPU step's time goes on the timeline: busy, collectives, and idle gaps by cause.
+
+``traced(step, path)`` runs ``step`` under the profiler (after one call outside it) and writes the
+Chrome trace to ``path``; ``timeline_summary`` reads such a trace: from the first kernel's start to
+the last one's end (the span), the time some kernel ran (busy: the union of the kernels'
+intervals, every stream), the NCCL kernels' time (which includes waiting for the other ranks),
+and the idle gaps, split by cause: *host* when the kernel that ends the gap was launched (its
+launch call, ``cudaLaunchKernel`` or ``cudaGraphLaunch``, returned) after the GPU went idle, so
+the GPU waited for the host; *other* for the rest (waiting on another stream or an event, or
+inside a graph). Step times from such a trace are the profiled ones: the profiler adds host work.
+"""
+
+import json
+from pathlib import Path
+
+import torch
+
+
+def traced(step, path: str, calls: int = 2) -> dict:
+    """``calls`` calls of ``step`` under the profiler, back to back (after one call outside it);
+    the trace goes to ``path``; returns ``timeline_summary`` of it with ``calls``."""
+    from torch.profiler import ProfilerActivity, profile
+    step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            step()
+        torch.cuda.synchronize()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    prof.export_chrome_trace(path)
+    return timeline_summary(json.loads(Path(path).read_text()), calls)
+
+
+def timeline_summary(trace: dict, calls: int = 1) -> dict:
+    """Milliseconds per call: span, busy, nccl, idle_host, idle_other (see the module's docstring),
+    and the number of kernels per call."""
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    kernels = sorted((e for e in events if e.get("cat") == "kernel"), key=lambda e: e["ts"])
+    if not kernels:
+        return dict(span=0.0, busy=0.0, nccl=0.0, idle_host=0.0, idle_other=0.0, kernels=0)
+    launched = {e["args"]["correlation"]: e["ts"] + e.get("dur", 0) for e in events
+                if e.get("cat") == "cuda_runtime" and "correlation" in e.get("args", {})}
+    start = end = kernels[0]["ts"]
+    busy = nccl = idle_host = idle_other = 0.0
+    for k in kernels:
+        if k["ts"] > end:
+            gap = k["ts"] - end
+            if launched.get(k.get("args", {}).get("correlation"), float("-inf")) > end:
+                idle_host += gap
+            else:
+                idle_other += gap
+        stop = k["ts"] + k["dur"]
+        busy += max(0.0, stop - max(end, k["ts"]))
+        end = max(end, stop)
+        if "nccl" in k["name"].lower():
+            nccl += k["dur"]
+    ms = 1000.0 * calls
+    return dict(span=(end - start) / ms, busy=busy / ms, nccl=nccl / ms, idle_host=idle_host / ms,
+                idle_other=idle_other / ms, kernels=len(kernels) // calls)
+
+
+def summary_line(s: dict) -> str:
+    return (f"span {s['span']:.1f}  busy {s['busy']:.1f} (nccl {s['nccl']:.1f})  idle: host {s['idle_host']:.1f}, "
+            f"other {s['idle_other']:.1f}  ms a call; {s['kernels']} kernels")
