@@ -32,10 +32,9 @@ compile in their own cold call. ``--graphs``: each (size, GPUs) run again with t
 CUDA graphs (``LTXTransformer.graph_blocks``, as ``Components(cuda_graphs=True)`` sets; recorded
 in the warm-up call, which then also captures; passes over ``GRAPH_MAX_TOKENS`` run plain, as in
 the pipelines), its steps' time against the plain run's ("steps_vs_plain"; its speed-up over the
-1-GPU graphed run). With several GPUs the collectives run eagerly between graph pieces, as custom
-ops (plain runs trace PyTorch's functional collectives into the compiled graphs); ``--ops-plain``
-runs each (size, GPUs) once more without graphs but with those custom ops (rows "No"), to tell
-their cost from the graphs' gain.
+1-GPU graphed run). With several GPUs the collectives run eagerly between graph pieces (they are
+custom ops, plain runs included); ``--funcol-plain`` runs each (size, GPUs) once more without graphs
+and with PyTorch's functional collectives traced into the compiled graphs instead (rows "Nf").
 ``--deadline-s``: no new (size, GPUs) run starts after that many seconds. ``--smoke``: tiny models
 in float32 on the CPU over gloo (the N-process frames then agree with the one-process frames within
 one level). Only rank 0 prints and writes ``--json``.
@@ -60,8 +59,7 @@ from bench.models import build_ours  # noqa: E402
 from bench.pipeline import STAGES, compare, peak_above, reset_peak, summarize, sync  # noqa: E402
 from bench.text_encoder import POSITIVE, unique_bytes  # noqa: E402
 from fastltx.pipelines import Components, DistilledPipeline, ModelFiles  # noqa: E402
-from fastltx.runtime.cuda_graph import cut_at_collectives  # noqa: E402
-from fastltx.runtime.distributed import World, init_distributed, world_from_ranks  # noqa: E402
+from fastltx.runtime.distributed import World, functional_collectives, init_distributed, world_from_ranks  # noqa: E402
 
 GIB = 2**30
 
@@ -86,9 +84,9 @@ def parse_args(argv=None):
     p.add_argument("--graphs", action="store_true",
                    help="also run each (size, GPUs) with the transformer blocks through CUDA graphs "
                         "(graph_blocks, recorded in the warm-up call); table rows 'Ng'")
-    p.add_argument("--ops-plain", action="store_true",
-                   help="also run each (size, GPUs) without graphs but with the collectives as the custom ops that "
-                        "graph recordings use (cut_at_collectives), against the plain run; table rows 'No'")
+    p.add_argument("--funcol-plain", action="store_true",
+                   help="also run each (size, GPUs) without graphs and with PyTorch's functional collectives "
+                        "(functional_collectives) instead of the custom ops, against the plain run; table rows 'Nf'")
     p.add_argument("--deadline-s", type=float, default=420.0, help="start no new run after this many seconds")
     p.add_argument("--json", default=None, help="write the results there (rank 0)")
     p.add_argument("--smoke", action="store_true", help="tiny float32 models on the CPU over gloo: checks the script")
@@ -157,7 +155,7 @@ def steps(r: dict) -> float:
 
 
 def line(row: dict) -> str:
-    head = f"{row['size']} {row['gpus']} GPU(s){' graphed' if row.get('graphs') else ''}{' ops' if row.get('ops') else ''}: "
+    head = f"{row['size']} {row['gpus']} GPU(s){' graphed' if row.get('graphs') else ''}{' funcol' if row.get('funcol') else ''}: "
     if "error" in row:
         return head + "FAILED " + row["error"].strip().splitlines()[-1]
     st = " ".join(f"{k} {v * 1e3:.0f}" for k, v in row["stages"].items())
@@ -178,7 +176,7 @@ def line(row: dict) -> str:
 
 def gpu_column(row: dict) -> str:
     """The table's GPU column: the count, "g" added for CUDA graphs, "o" for custom-op collectives."""
-    return f"{row['gpus']}{'g' if row.get('graphs') else ''}{'o' if row.get('ops') else ''}"
+    return f"{row['gpus']}{'g' if row.get('graphs') else ''}{'f' if row.get('funcol') else ''}"
 
 
 def table(results: dict) -> str:
@@ -268,7 +266,7 @@ def main(argv=None) -> dict | None:
             return measure(several[gpus], device, kwargs, args.reps, together=worlds[gpus])
         return None
 
-    variants = ["plain"] + ["ops"] * args.ops_plain + ["graphs"] * args.graphs
+    variants = ["plain"] + ["funcol"] * args.funcol_plain + ["graphs"] * args.graphs
     for size in args.sizes.split(","):
         h, w = (int(v) for v in size.split("x"))
         kwargs = dict(prompt=POSITIVE, seed=10, height=h, width=w, num_frames=args.frames, fps=24.0, progress=False)
@@ -282,12 +280,12 @@ def main(argv=None) -> dict | None:
                 if late:
                     break
                 transformer.graph_blocks(graphs)  # new graphs, recorded in the warm-up call
-                with cut_at_collectives() if variant == "ops" else contextlib.nullcontext():
+                with functional_collectives() if variant == "funcol" else contextlib.nullcontext():
                     r = run_once(gpus)
                 transformer.graph_blocks(False)
                 dist.barrier()
                 if main_rank:
-                    row = dict(size=size, gpus=gpus, graphs=graphs, ops=variant == "ops")
+                    row = dict(size=size, gpus=gpus, graphs=graphs, funcol=variant == "funcol")
                     record(row, r, base.get(variant))
                     if gpus == 1 and "error" not in r:
                         base[variant] = r

@@ -13,8 +13,7 @@ The inputs are nested tuples, lists, dicts, named tuples and dataclasses of tens
 Each distinct signature (the structure, every tensor's shape, dtype, device and strides, every plain
 value, every other object by identity) gets its own recording (one graph, or several with the
 collectives between them): the first call with it runs ``fn`` as is (compiling, when ``fn`` is
-compiled), the second warms up once more (with collectives inside: compiling ``fn`` once more, the
-collectives then being calls that can cut the recording) and records, and every later call copies
+compiled), the second warms up once more and records, and every later call copies
 its tensors into the recording's own input buffers (skipping a tensor that is
 the very one, unmodified, that the call before copied, such as a text cache passed at every step;
 inference-mode tensors keep no version counter and are always copied), replays and returns the
@@ -31,7 +30,6 @@ pickle) gets None in its place: no graphs. ``capture_error_mode``: torch.cuda.gr
 (``"thread_local"`` lets other threads, such as NCCL's watchdog, make CUDA calls during a capture).
 """
 
-import contextlib
 import copy
 import dataclasses
 import weakref
@@ -77,25 +75,6 @@ def _rebuild(obj, leaves):
 
 # The recording in progress (one at a time, on the thread that records): see ``between_pieces``.
 _recording: "_Pieces | None" = None
-# Whether collectives go through ``between_pieces`` (a GraphedCall warming up and recording); read by
-# fastltx.runtime.distributed when torch.compile traces a collective (Dynamo guards on it).
-_cutting = False
-
-
-def cutting() -> bool:
-    return _cutting
-
-
-@contextlib.contextmanager
-def cut_at_collectives():
-    """Collectives called inside go through ``between_pieces`` (elsewhere they are PyTorch's
-    functional collectives, which torch.compile traces into its graph)."""
-    global _cutting
-    before, _cutting = _cutting, True
-    try:
-        yield
-    finally:
-        _cutting = before
 
 
 def between_pieces(step: Callable[[], object], *uses: torch.Tensor) -> None:
@@ -174,7 +153,7 @@ class _Graph:
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         self.pieces = _Pieces(capture_error_mode)
-        with torch.cuda.stream(side), cut_at_collectives():  # a warm-up, then the recording, on a side stream
+        with torch.cuda.stream(side):  # a warm-up, then the recording, on a side stream
             try:
                 fn(*_rebuild(args, iter(self.inputs)))
                 torch.cuda.synchronize(device)

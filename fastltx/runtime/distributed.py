@@ -12,6 +12,7 @@ pass is too small for that (``World.sequence_for``).
 LOCAL_RANK, MASTER_ADDR/PORT); everything else receives the ``World`` or a ``Group`` explicitly.
 """
 
+import contextlib
 import datetime
 import os
 import pickle
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-from fastltx.runtime.cuda_graph import between_pieces, cutting
+from fastltx.runtime.cuda_graph import between_pieces
 from fastltx.runtime.memory import concrete_device
 
 DEFAULT_TIMEOUT = datetime.timedelta(minutes=10)
@@ -211,14 +212,29 @@ def launch_torchrun(processes: int, argv: list[str]) -> int:
 
 
 # ------------------------------------------------------------------------------------------ collectives
-# Two forms of each collective. Usually PyTorch's functional collectives, which torch.compile traces
-# into its graph. While a CUDA graph is recorded (``cut_at_collectives``), custom ops instead:
-# torch.compile keeps them as opaque calls, run from Python, where ``between_pieces`` cuts the
-# recording around them (the graphs hold only the kernels between the collectives: NCCL inside the
-# graphs stalled at full size, docs/benchmarks.md). Neither makes the host wait. The functional ones
-# run on NCCL's own stream, which the current stream then waits for; the custom ops are launched
-# synchronously, which since torch 2.8 puts the NCCL kernel on the current stream itself: no
-# cross-stream wait, which cost ~35 us after each collective between graph pieces (4 x H200).
+# The collectives are custom ops: torch.compile keeps them as calls, run from Python, where
+# ``between_pieces`` cuts a CUDA graph recording around them (the graphs hold only the kernels
+# between the collectives: NCCL inside the graphs stalled at full size, docs/benchmarks.md). They are
+# launched synchronously, which since torch 2.8 puts the NCCL kernel on the current stream itself:
+# the host does not wait, and the next kernel starts right after it (launched on NCCL's own stream
+# instead, a collective between graph pieces left the GPU idle ~35 us until the next piece started;
+# 4 x H200). One compiled form serves plain calls and recordings. ``functional_collectives()``
+# selects PyTorch's functional collectives instead, traced into the compiled graph (to compare;
+# Dynamo guards on the choice).
+_functional = False
+
+
+@contextlib.contextmanager
+def functional_collectives():
+    """Collectives called inside are PyTorch's functional collectives (traced into compiled graphs)."""
+    global _functional
+    before, _functional = _functional, True
+    try:
+        yield
+    finally:
+        _functional = before
+
+
 def _funcol():
     """PyTorch's functional collectives, imported on first use."""
     import torch.distributed._functional_collectives as funcol
@@ -267,14 +283,14 @@ def _resolve_process_group(name: str) -> dist.ProcessGroup:
 def all_to_all(x: torch.Tensor, group: Group) -> torch.Tensor:
     """Split dim 0 into ``group.size`` equal parts, send part i to rank i; dim 0 of the result is
     ordered by source rank."""
-    if cutting():
+    if not _functional:
         return torch.ops.fastltx.all_to_all(x, group.group.group_name)
     return _ready(_funcol().all_to_all_single(x.contiguous(), None, None, group.group))
 
 
 def all_gather(x: torch.Tensor, group: Group) -> torch.Tensor:
     """Every rank's ``x`` concatenated along dim 0, in rank order."""
-    if cutting():
+    if not _functional:
         return torch.ops.fastltx.all_gather(x, group.group.group_name, group.size)
     funcol = _funcol()
     # torch 2.13 renamed the functional all-gather (the old name warns); 2.11 has only the old one

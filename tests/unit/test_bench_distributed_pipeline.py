@@ -25,7 +25,7 @@ def test_smoke_run_under_torchrun(tmp_path):
     out = tmp_path / "results.json"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=3",
            str(ROOT / "bench" / "distributed_pipeline.py"), "--smoke", "--gpus", "2", "--graphs",
-           "--ops-plain", "--json", str(out)]
+           "--funcol-plain", "--json", str(out)]
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -34,15 +34,15 @@ def test_smoke_run_under_torchrun(tmp_path):
     for n in (1, 2):
         assert proc.stdout.count(f"64x128 {n} GPU(s):") == 1, proc.stdout
         assert proc.stdout.count(f"64x128 {n} GPU(s) graphed:") == 1, proc.stdout
-        assert proc.stdout.count(f"64x128 {n} GPU(s) ops:") == 1, proc.stdout
+        assert proc.stdout.count(f"64x128 {n} GPU(s) funcol:") == 1, proc.stdout
     results = json.loads(out.read_text())
     assert results["world"] == 3 and results["smoke"] and results["frames"] == 9
-    assert [(r["size"], r["gpus"], r["ops"], r["graphs"]) for r in results["rows"]] == [
-        ("64x128", n, ops, graphs) for n in (1, 2) for ops, graphs in ((False, False), (True, False), (False, True))]
-    # no CUDA graphs on the CPU (the plain path; the "ops" rows: the custom-op collectives): each
+    assert [(r["size"], r["gpus"], r["funcol"], r["graphs"]) for r in results["rows"]] == [
+        ("64x128", n, funcol, graphs) for n in (1, 2) for funcol, graphs in ((False, False), (True, False), (False, True))]
+    # no CUDA graphs on the CPU (the plain path; the "funcol" rows: the functional collectives): each
     # variant is its own series, against its plain twin
     for variant in ((False, False), (True, False), (False, True)):
-        check_series([r for r in results["rows"] if (r["ops"], r["graphs"]) == variant])
+        check_series([r for r in results["rows"] if (r["funcol"], r["graphs"]) == variant])
     for plain, *others in (results["rows"][:3], results["rows"][3:]):
         steps = plain["stages"]["stage 1"] + plain["stages"]["stage 2"]
         assert "steps_vs_plain" not in plain
