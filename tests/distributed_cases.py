@@ -100,13 +100,10 @@ def sequence_cases(world: World, prefix: str) -> dict:
     ref = v1(video, audio)
     compile_blocks(v1)
     try:
-        # the custom ops' collectives: 3 a block (the q/k/v exchange and the partial results' gather
-        # each started, with the audio work or the video feed-forward in between, then waited for:
-        # two calls each) + the output gather
-        calls = []
+        calls = []  # the custom ops' collectives: 3 a block + the gather
         distributed.between_pieces = lambda step, *uses: (calls.append(1), step())
         error = _error(v1(video, audio, sequence=world.sequence), ref)
-        expected = 5 * len(v1.transformer_blocks) + 1
+        expected = 3 * len(v1.transformer_blocks) + 1
         out[f"{prefix}sp_compiled"] = error if len(calls) == expected else f"{len(calls)} != {expected} calls"
         calls.clear()
         with distributed.functional_collectives():

@@ -99,19 +99,14 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                 rope: Rope | None = None, k_rope: Rope | None = None, keep: torch.Tensor | None = None,
                 passthrough: bool = False, kv: tuple[torch.Tensor, torch.Tensor] | None = None,
-                shard=None, meanwhile=None) -> torch.Tensor:
+                shard=None) -> torch.Tensor:
         """Attend from x to context (x itself when None), or to precomputed ``kv`` (see keys_values).
 
         STG: ``passthrough`` replaces the attention by the value projection for every sample (the
         q/k path is skipped); ``keep`` (B, 1, 1) blends per sample, 1 = attention, 0 = value.
         ``shard``: a ``SequenceShard`` when the keys (x itself for self-attention) are this rank's
         part of a sequence split across ranks (see sequence_parallel.py); None on one process.
-        ``meanwhile``: independent work (a function, called once) to run while the sharded
-        attention's exchange travels; without one (no shard, or pass-through) it runs first.
         """
-        if meanwhile is not None and (shard is None or passthrough):
-            meanwhile()
-            meanwhile = None
         self_attention = context is None
         context = x if context is None else context
         if passthrough:  # (with fused projections q and k come along; STG touches one block)
@@ -128,7 +123,7 @@ class Attention(nn.Module):
             if shard is None:
                 out = attention(q, k, v, self.heads, mask, self.backend)
             else:
-                out = _sharded_attention(q, k, v, self.heads, mask, self.backend, shard, self_attention, meanwhile)
+                out = _sharded_attention(q, k, v, self.heads, mask, self.backend, shard, self_attention)
             if keep is not None:
                 out = out * keep + v * (1 - keep)
         if self.to_gate_logits is not None:
@@ -137,10 +132,10 @@ class Attention(nn.Module):
         return self.to_out(out)
 
 
-def _sharded_attention(q, k, v, heads, mask, backend, shard, self_attention: bool, meanwhile=None) -> torch.Tensor:
+def _sharded_attention(q, k, v, heads, mask, backend, shard, self_attention: bool) -> torch.Tensor:
     from fastltx.layers.sequence_parallel import sharded_keys_attention, ulysses_attention
     if self_attention:
-        return ulysses_attention(q, k, v, heads, mask, backend, shard.group, meanwhile)
+        return ulysses_attention(q, k, v, heads, mask, backend, shard.group)
     if mask is not None:
         raise ValueError("cross-attention to sharded keys takes no mask")
-    return sharded_keys_attention(q, k, v, heads, shard, meanwhile)
+    return sharded_keys_attention(q, k, v, heads, shard)

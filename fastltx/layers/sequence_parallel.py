@@ -12,7 +12,6 @@ are never attended to (the caller masks them as keys). Two cases need communicat
   heads) are all-gathered and combined exactly, so the keys are never gathered.
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -60,10 +59,9 @@ class SequenceShard:
 
 
 def ulysses_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mask: torch.Tensor | None,
-                      backend: str | None, group: Group, meanwhile: Callable[[], None] | None = None) -> torch.Tensor:
+                      backend: str | None, group: Group) -> torch.Tensor:
     """Self-attention of (B, chunk, heads*d) shards over the whole (padded) sequence; ``mask``
-    broadcasts to (B, heads, padded, padded). ``meanwhile``: independent work run while q, k and v
-    travel.
+    broadcasts to (B, heads, padded, padded).
 
     One all-to-all sends each rank its heads of q, k and v for this rank's tokens, a second one
     sends the attention's output back. The buffers are laid out sequence-major so that the received
@@ -80,7 +78,7 @@ def ulysses_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: 
     buf = q.new_empty(p, chunk, 3, b, local * d)  # per destination rank: its heads of q, k, v
     for j, t in enumerate((q, k, v)):
         buf[:, :, j] = t.view(b, chunk, p, local * d).permute(2, 1, 0, 3)
-    qkv = all_to_all(buf, group, meanwhile).view(p * chunk, 3, b, local, d)  # the whole sequence, this rank's heads
+    qkv = all_to_all(buf, group).view(p * chunk, 3, b, local, d)  # the whole sequence, this rank's heads
     out = sdpa(*(qkv[:, j].permute(1, 2, 0, 3) for j in range(3)), mask, backend)  # (B, local, padded, d)
     back = all_to_all(out.view(b, local, p, chunk, d).permute(2, 3, 0, 1, 4), group)
     return back.view(p, chunk, b, local * d).permute(2, 1, 0, 3).reshape(b, chunk, inner)
@@ -106,17 +104,16 @@ def partial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 
 def sharded_keys_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
-                           shard: SequenceShard, meanwhile: Callable[[], None] | None = None) -> torch.Tensor:
+                           shard: SequenceShard) -> torch.Tensor:
     """Attention of replicated queries (B, Tq, heads*d) to keys/values sharded as ``shard`` says
-    (B, chunk, heads*d each): partial attention per rank, combined by log-sum-exp in float32.
-    ``meanwhile``: independent work run while the partial results travel."""
+    (B, chunk, heads*d each): partial attention per rank, combined by log-sum-exp in float32."""
     b, tq, inner = q.shape
     d = inner // heads
     n = shard.local_tokens
     qh = q.view(b, tq, heads, d).transpose(1, 2)
     kh, vh = (t[:, :n].reshape(b, n, heads, d).transpose(1, 2) for t in (k, v))
     partial, lse = partial_attention(qh, kh, vh)
-    parts = all_gather(torch.cat([partial, lse.unsqueeze(-1)], dim=-1).unsqueeze(0), shard.group, meanwhile)
+    parts = all_gather(torch.cat([partial, lse.unsqueeze(-1)], dim=-1).unsqueeze(0), shard.group)
     outs, lses = parts[..., :d], parts[..., d:]  # (P, B, heads, Tq, d), (P, B, heads, Tq, 1)
     weights = torch.exp(lses - lses.max(dim=0).values)
     out = (outs * weights).sum(0) / weights.sum(0)

@@ -275,95 +275,24 @@ def _(x: torch.Tensor, group_name: str, size: int) -> torch.Tensor:
     return x.new_empty((size * x.shape[0], *x.shape[1:]))
 
 
-# Started collectives (``meanwhile``): the start op launches on NCCL's own stream and returns a
-# token; the wait op, given that token, makes the current stream wait and returns the output. What
-# the wait needs is kept here, by the token's identity, between the two calls.
-_started: dict[int, tuple] = {}
-
-
-@torch.library.custom_op("fastltx::all_to_all_start", mutates_args=())
-def _all_to_all_start(x: torch.Tensor, group_name: str) -> torch.Tensor:
-    x = x.contiguous()
-    return _start(x, torch.empty_like(x), lambda out: dist.all_to_all_single(
-        out, x, group=_resolve_process_group(group_name), async_op=True))
-
-
-@torch.library.custom_op("fastltx::all_gather_start", mutates_args=())
-def _all_gather_start(x: torch.Tensor, group_name: str, size: int) -> torch.Tensor:
-    x = x.contiguous()
-    gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
-    return _start(x, x.new_empty((size * x.shape[0], *x.shape[1:])), lambda out: gather(
-        out, x, group=_resolve_process_group(group_name), async_op=True))
-
-
-def _start(x: torch.Tensor, out: torch.Tensor, launch) -> torch.Tensor:
-    works = []  # the launched collective's work, until its wait (each replay of a recording: anew)
-    between_pieces(lambda: works.append(launch(out)), x, out)
-    token = out.new_empty(0)
-    _started[id(token)] = (token, out, works, x)  # x stays alive until the wait (NCCL reads it)
-    return token
-
-
-@_all_to_all_start.register_fake
-def _(x: torch.Tensor, group_name: str) -> torch.Tensor:
-    return x.new_empty(0)
-
-
-@_all_gather_start.register_fake
-def _(x: torch.Tensor, group_name: str, size: int) -> torch.Tensor:
-    return x.new_empty(0)
-
-
-@torch.library.custom_op("fastltx::collective_wait", mutates_args=())
-def _collective_wait(token: torch.Tensor, like: torch.Tensor, size: int) -> torch.Tensor:
-    entry = _started.pop(id(token), None)
-    if entry is None or entry[0] is not token:
-        raise RuntimeError("fastltx::collective_wait: no collective was started with this token")
-    _, out, works, _ = entry
-    between_pieces(lambda: works.pop().wait(), out)
-    return out
-
-
-@_collective_wait.register_fake
-def _(token: torch.Tensor, like: torch.Tensor, size: int) -> torch.Tensor:
-    return like.new_empty((size * like.shape[0], *like.shape[1:]))
-
-
 def _resolve_process_group(name: str) -> dist.ProcessGroup:
     from torch.distributed.distributed_c10d import _resolve_process_group as resolve
     return resolve(name)
 
 
-def all_to_all(x: torch.Tensor, group: Group, meanwhile: Callable[[], None] | None = None) -> torch.Tensor:
+def all_to_all(x: torch.Tensor, group: Group) -> torch.Tensor:
     """Split dim 0 into ``group.size`` equal parts, send part i to rank i; dim 0 of the result is
-    ordered by source rank. ``meanwhile``: work that does not need the result, run while it travels
-    (the collective then runs on NCCL's own stream, beside the work's kernels)."""
-    if _functional:
-        out = _ready(_funcol().all_to_all_single(x.contiguous(), None, None, group.group))
-    elif meanwhile is None:
+    ordered by source rank."""
+    if not _functional:
         return torch.ops.fastltx.all_to_all(x, group.group.group_name)
-    else:
-        token = torch.ops.fastltx.all_to_all_start(x, group.group.group_name)
-        meanwhile()
-        return torch.ops.fastltx.collective_wait(token, x, 1)
-    if meanwhile is not None:
-        meanwhile()
-    return out
+    return _ready(_funcol().all_to_all_single(x.contiguous(), None, None, group.group))
 
 
-def all_gather(x: torch.Tensor, group: Group, meanwhile: Callable[[], None] | None = None) -> torch.Tensor:
-    """Every rank's ``x`` concatenated along dim 0, in rank order; ``meanwhile`` as ``all_to_all``'s."""
-    if _functional:
-        funcol = _funcol()
-        # torch 2.13 renamed the functional all-gather (the old name warns); 2.11 has only the old one
-        gather = getattr(funcol, "all_gather_single", None) or funcol.all_gather_tensor
-        out = _ready(gather(x.contiguous(), 0, group.group))
-    elif meanwhile is None:
+def all_gather(x: torch.Tensor, group: Group) -> torch.Tensor:
+    """Every rank's ``x`` concatenated along dim 0, in rank order."""
+    if not _functional:
         return torch.ops.fastltx.all_gather(x, group.group.group_name, group.size)
-    else:
-        token = torch.ops.fastltx.all_gather_start(x, group.group.group_name, group.size)
-        meanwhile()
-        return torch.ops.fastltx.collective_wait(token, x, group.size)
-    if meanwhile is not None:
-        meanwhile()
-    return out
+    funcol = _funcol()
+    # torch 2.13 renamed the functional all-gather (the old name warns); 2.11 has only the old one
+    gather = getattr(funcol, "all_gather_single", None) or funcol.all_gather_tensor
+    return _ready(gather(x.contiguous(), 0, group.group))

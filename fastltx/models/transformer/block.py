@@ -88,11 +88,10 @@ class AVBlock(nn.Module):
             self.scale_shift_table_a2v_ca_video = nn.Parameter(torch.empty(5, v.dim))
 
     def _self_and_text(self, s: Stream, attn1: Attention, attn2: Attention, table: torch.Tensor,
-                       prompt_table: torch.Tensor | None, skip: BlockSkips, text_kv, meanwhile=None) -> torch.Tensor:
+                       prompt_table: torch.Tensor | None, skip: BlockSkips, text_kv) -> torch.Tensor:
         shift, scale, gate = modulation(table, s.ada, slice(0, 3))
         h = rms_norm(s.x, eps=self.eps) * (1 + scale) + shift
-        x = s.x + attn1(h, mask=s.self_mask, rope=s.rope, keep=skip.keep, passthrough=skip.all, shard=s.shard,
-                        meanwhile=meanwhile) * gate
+        x = s.x + attn1(h, mask=s.self_mask, rope=s.rope, keep=skip.keep, passthrough=skip.all, shard=s.shard) * gate
         if not self.cross_adaln:
             return x + attn2(rms_norm(x, eps=self.eps), s.context, s.context_mask, kv=text_kv)
         shift_q, scale_q, gate_q = modulation(table, s.ada, slice(6, 9))
@@ -123,26 +122,14 @@ class AVBlock(nn.Module):
         """
         run_v = video is not None and video.active
         run_a = audio is not None and audio.active
-        # With the video tokens split over ranks, the audio stream's independent work runs while
-        # the video's tokens travel (its self- and text attention during the self-attention's
-        # exchange, the video feed-forward during the audio->video partial results' one).
-        done = {}
-        split = run_v and video.shard is not None
-
-        def audio_self_and_text():
-            done["audio"] = self._self_and_text(audio, self.audio_attn1, self.audio_attn2,
-                                                self.audio_scale_shift_table,
-                                                getattr(self, "audio_prompt_scale_shift_table", None),
-                                                skips.get("audio_self", NO_SKIP), text_kv[1])
         if run_v:
             video.x = self._self_and_text(video, self.attn1, self.attn2, self.scale_shift_table,
                                           getattr(self, "prompt_scale_shift_table", None),
-                                          skips.get("video_self", NO_SKIP), text_kv[0],
-                                          audio_self_and_text if split and run_a else None)
+                                          skips.get("video_self", NO_SKIP), text_kv[0])
         if run_a:
-            if "audio" not in done:
-                audio_self_and_text()
-            audio.x = done["audio"]
+            audio.x = self._self_and_text(audio, self.audio_attn1, self.audio_attn2, self.audio_scale_shift_table,
+                                          getattr(self, "audio_prompt_scale_shift_table", None),
+                                          skips.get("audio_self", NO_SKIP), text_kv[1])
         run_a2v = run_v and audio is not None and audio.x.numel() > 0
         run_v2a = run_a and video is not None and video.x.numel() > 0
         if run_a2v or run_v2a:
@@ -160,14 +147,10 @@ class AVBlock(nn.Module):
                 scale_a, shift_a = self._cross_modulation(at, audio, slice(2, 4))
                 scale_v, shift_v = self._cross_modulation(vt, video, slice(2, 4))
                 gate = (at[4:][None, None].to(audio.cross_gate.dtype) + audio.cross_gate)[:, :, 0]
-
-                def video_feed_forward():
-                    done["video"] = self._feed_forward(video, self.ff, self.scale_shift_table)
                 out = self.video_to_audio_attn(an * (1 + scale_a) + shift_a, vn * (1 + scale_v) + shift_v,
-                                               rope=audio.cross_rope, k_rope=video.cross_rope, shard=video.shard,
-                                               meanwhile=video_feed_forward if split else None) * gate
+                                               rope=audio.cross_rope, k_rope=video.cross_rope, shard=video.shard) * gate
                 audio.x = audio.x + (out if v2a.keep is None else out * v2a.keep)
         if run_v:
-            video.x = done["video"] if "video" in done else self._feed_forward(video, self.ff, self.scale_shift_table)
+            video.x = self._feed_forward(video, self.ff, self.scale_shift_table)
         if run_a:
             audio.x = self._feed_forward(audio, self.audio_ff, self.audio_scale_shift_table)
