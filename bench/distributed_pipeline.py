@@ -175,7 +175,7 @@ def line(row: dict) -> str:
 
 
 def gpu_column(row: dict) -> str:
-    """The table's GPU column: the count, "g" added for CUDA graphs, "o" for custom-op collectives."""
+    """The table's GPU column: the count, "g" added for CUDA graphs, "f" for PyTorch's functional collectives."""
     return f"{row['gpus']}{'g' if row.get('graphs') else ''}{'f' if row.get('funcol') else ''}"
 
 

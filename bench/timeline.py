@@ -5,7 +5,7 @@ Chrome trace to ``path``; ``timeline_summary`` reads such a trace: from the firs
 the last one's end (the span), the time some kernel ran (busy: the union of the kernels'
 intervals, every stream), the NCCL kernels' time (which includes waiting for the other ranks),
 and the idle gaps, split by cause: *host* when the kernel that ends the gap was launched (its
-launch call, ``cudaLaunchKernel`` or ``cudaGraphLaunch``, returned) after the GPU went idle, so
+launch call, ``cudaLaunchKernel``, ``cuLaunchKernel(Ex)`` or ``cudaGraphLaunch``, returned) after the GPU went idle, so
 the GPU waited for the host; *other* for the rest (waiting on another stream or an event, or
 inside a graph). Step times from such a trace are the profiled ones: the profiler adds host work.
 """
@@ -39,7 +39,7 @@ def timeline_summary(trace: dict, calls: int = 1) -> dict:
     if not kernels:
         return dict(span=0.0, busy=0.0, nccl=0.0, idle_host=0.0, idle_other=0.0, kernels=0)
     launched = {e["args"]["correlation"]: e["ts"] + e.get("dur", 0) for e in events
-                if e.get("cat") == "cuda_runtime" and "correlation" in e.get("args", {})}
+                if e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {})}
     start = end = kernels[0]["ts"]
     busy = nccl = idle_host = idle_other = 0.0
     for k in kernels:

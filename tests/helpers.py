@@ -28,8 +28,11 @@ def random_modality(gen: torch.Generator, sigma: torch.Tensor, tokens: int, chan
 
 
 def modality_on(m: ModalityInput | None, device) -> ModalityInput | None:
-    """``m`` with every tensor field moved to ``device`` (None stays None)."""
+    """``m`` with every tensor field (and the timestep levels) moved to ``device`` (None stays None)."""
     if m is None:
         return None
-    return dataclasses.replace(m, **{f.name: getattr(m, f.name).to(device) for f in dataclasses.fields(m)
-                                     if isinstance(getattr(m, f.name), torch.Tensor)})
+    moved = {f.name: getattr(m, f.name).to(device) for f in dataclasses.fields(m)
+             if isinstance(getattr(m, f.name), torch.Tensor)}
+    if m.timestep_levels is not None:
+        moved["timestep_levels"] = tuple(t.to(device) for t in m.timestep_levels)
+    return dataclasses.replace(m, **moved)

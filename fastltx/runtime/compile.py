@@ -32,9 +32,9 @@ def compile_blocks(model: torch.nn.Module, mode: str | None = None, dynamic: boo
     """
     if tune and mode is not None:
         raise ValueError("compile_blocks: tune and mode are exclusive")
-    # The shared function compiles once per token count, process group and form of the collectives
-    # (a CUDA graph recording over several processes compiles its own): a session of a few sizes
-    # passes Dynamo's default limit of 8 and would run the blocks eagerly from there on.
+    # The shared function compiles once per token count and process group (and per form of the
+    # collectives, see fastltx.runtime.distributed.functional_collectives): a session of a few
+    # sizes passes Dynamo's default limit of 8 and would run the blocks eagerly from there on.
     for knob in ("recompile_limit", "cache_size_limit"):
         if hasattr(torch._dynamo.config, knob):
             setattr(torch._dynamo.config, knob, max(getattr(torch._dynamo.config, knob), RECOMPILE_LIMIT))

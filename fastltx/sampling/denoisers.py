@@ -32,7 +32,10 @@ def _cat(inputs: list[ModalityInput]) -> ModalityInput:
     first = inputs[0]
     b = first.latent.shape[0]
     cat = lambda name: torch.cat([getattr(m, name) for m in inputs])  # noqa: E731
-    sigma = torch.cat([torch.as_tensor(m.sigma).reshape(-1).expand(b) for m in inputs])
+    if all(m.sigma is first.sigma for m in inputs) and torch.as_tensor(first.sigma).numel() == 1:
+        sigma = first.sigma  # one value for the whole batch (the model broadcasts it)
+    else:
+        sigma = torch.cat([torch.as_tensor(m.sigma).reshape(-1).expand(b) for m in inputs])
     mask = None if first.attention_mask is None else cat("attention_mask")
     return ModalityInput(latent=cat("latent"), sigma=sigma, timesteps=cat("timesteps"), positions=cat("positions"),
                          context=cat("context"), attention_mask=mask, enabled=first.enabled,

@@ -36,9 +36,10 @@ def euler_loop(sigmas: torch.Tensor, video: TokenState | None, audio: TokenState
 
 
 def _on_host(sigmas: torch.Tensor) -> list[float]:
-    """The schedule as Python floats (the float32 values exactly), read once: the step arithmetic
-    then needs no value from the GPU, so the host does not wait for the GPU at every step."""
-    return sigmas.to(torch.float32).tolist()
+    """The schedule as Python floats (its float32 values exactly: the schedules are float32), read
+    once: the step arithmetic then needs no value from the GPU, so the host does not wait for the
+    GPU at every step."""
+    return torch.as_tensor(sigmas).to(torch.float32).tolist()
 
 
 def gradient_estimating_loop(sigmas: torch.Tensor, video: TokenState | None, audio: TokenState | None,

@@ -5,6 +5,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from fastltx.models.transformer.inputs import distinct_levels
+
 
 @dataclass(frozen=True)
 class TokenState:
@@ -33,31 +35,36 @@ class TokenState:
         ``ModalityInput.timestep_levels``: the mask's distinct values times sigma. The mask's levels
         are found once per mask (the host waits for the GPU then, not at every step); the same
         sigma object gives the same values object (passes batched together share them). None for
-        a sigma of several values."""
+        a sigma of several values.
+
+        The mask and the sigma tensor must not change in place once a step has used them (no
+        code does: conditioning builds new masks): the cache goes by their identity, and an
+        inference-mode tensor (the pipelines') keeps no version counter to tell a change."""
         if isinstance(sigma, torch.Tensor) and sigma.numel() != 1:
             return None
         return _MASK_LEVELS.levels(self.denoise_mask, sigma)
 
 
 class _MaskLevels:
-    """Per mask tensor (by identity, while it lives and is not modified in place): its distinct
-    values and each token's index into them, and the values times the last sigma seen."""
+    """Per mask tensor (by identity, while it lives; for tensors that keep a version counter, also
+    while it is not modified in place): its distinct values and each token's index into them, and
+    the values times the last sigma seen."""
 
     def __init__(self):
-        self.entries: dict[int, tuple] = {}
+        self.entries: dict[int, list] = {}
 
     def levels(self, mask: torch.Tensor, sigma) -> tuple[torch.Tensor, torch.Tensor]:
         key = id(mask)
         entry = self.entries.get(key)
         version = None if mask.is_inference() else mask._version
         if entry is None or entry[0]() is not mask or entry[1] != version:
-            values, index = torch.unique(mask.reshape(mask.shape[0], -1), return_inverse=True)
-            if bool((index == index[:, :1]).all()):
-                index = index[:, :1]
-            weakref.finalize(mask, self.entries.pop, key, None)
+            if entry is None or entry[0]() is not mask:  # a new mask: its entry goes with it
+                weakref.finalize(mask, self.entries.pop, key, None)
+            values, index = distinct_levels(mask.reshape(mask.shape[0], -1))
             entry = self.entries[key] = [weakref.ref(mask), version, values, index, None, None]
         if entry[4] is not sigma:
-            entry[4], entry[5] = sigma, entry[2] * sigma
+            scalar = sigma.reshape(()) if isinstance(sigma, torch.Tensor) else sigma
+            entry[4], entry[5] = sigma, entry[2] * scalar
         return entry[5], entry[3]
 
 

@@ -41,7 +41,7 @@ class GradientEstimation:
     def __init__(self, gamma: float = 2.0):
         self.gamma, self.previous = gamma, None
 
-    def __call__(self, sample: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    def __call__(self, sample: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
         velocity = to_velocity(sample, sigma, denoised)
         if self.previous is not None:
             denoised = to_denoised(sample, self.gamma * (velocity - self.previous) + self.previous, sigma)

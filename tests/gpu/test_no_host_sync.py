@@ -64,3 +64,25 @@ def test_euler_step_on_floats_equals_the_step_on_cuda_tensors():
     for i in range(len(host) - 1):
         assert torch.equal(euler_step(sample, denoised, host[i], host[i + 1]),
                            euler_step(sample, denoised, sigmas[i], sigmas[i + 1]))
+
+
+def test_perturbed_forward_does_not_wait_for_the_gpu():
+    """A batched guided forward (STG, isolated modalities): its keep masks reach the GPU without a wait."""
+    from fastltx.models.transformer import Perturbation
+    from fastltx.sampling.denoisers import modality
+    model = model_on_cuda()
+    v, a = cuda_inputs(model, sigmas=(0.8, 0.8, 0.8), seed=2)
+    sigma = torch.tensor(0.8, device="cuda")
+    states = [TokenState(m.latent, m.latent.clone(), torch.ones(*m.latent.shape[:2], 1, device="cuda"), m.positions)
+              for m in (v, a)]
+    inputs = [modality(s, m.context, sigma) for s, m in zip(states, (v, a))]
+    perturbations = [Perturbation(), Perturbation.stg([1]), Perturbation.isolate_modalities()]
+    with torch.no_grad():
+        want = model(*inputs, perturbations)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            got = model(*inputs, perturbations)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])

@@ -38,6 +38,16 @@ class ModalityInput:
     timestep_levels: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
+def distinct_levels(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values (K,), index (B, N) or (B, 1)) of a (B, N) tensor: its sorted distinct values and each
+    entry's index into them, the index narrowed to (B, 1) when every row holds one value. The host
+    waits for the GPU here (the number of distinct values)."""
+    values, index = torch.unique(t, return_inverse=True)
+    if bool((index == index[:, :1]).all()):
+        index = index[:, :1]
+    return values, index
+
+
 class Skip(str, Enum):
     """Attentions a perturbed sample can skip (STG, modality isolation)."""
 

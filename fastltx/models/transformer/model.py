@@ -18,7 +18,7 @@ from fastltx.layers.sequence_parallel import SequenceShard
 from fastltx.models.transformer import sharding
 from fastltx.models.transformer.block import AVBlock, BlockSkips, Stream
 from fastltx.models.transformer.config import StreamGeometry, TransformerConfig
-from fastltx.models.transformer.inputs import ModalityInput, Perturbation, Skip
+from fastltx.models.transformer.inputs import ModalityInput, Perturbation, Skip, distinct_levels
 from fastltx.runtime.distributed import Group
 
 _SKIP_NAMES = {Skip.VIDEO_SELF_ATTN: "video_self", Skip.AUDIO_SELF_ATTN: "audio_self",
@@ -108,12 +108,12 @@ class LTXTransformer(nn.Module):
         """
         if levels is not None:
             values, index = levels
+            tokens = t.reshape(batch, -1).shape[1]
+            if index.shape[0] != batch or index.shape[1] not in (1, tokens):
+                raise ValueError(f"timestep_levels: index of shape {tuple(index.shape)} for {batch} x {tokens} tokens")
             values = values * self.cfg.timestep_scale_multiplier
         else:
-            t = (t * self.cfg.timestep_scale_multiplier).reshape(batch, -1)
-            values, index = torch.unique(t, return_inverse=True)
-            if bool((index == index[:, :1]).all()):
-                index = index[:, :1]
+            values, index = distinct_levels((t * self.cfg.timestep_scale_multiplier).reshape(batch, -1))
         ada, embedded = adaln(values, dtype)
         ada, embedded = ada[index], embedded[index]
         return ada.unflatten(-1, (adaln.rows, -1)), embedded
@@ -160,9 +160,13 @@ class LTXTransformer(nn.Module):
                              dtype),
             self_mask=self_mask, enabled=m.enabled, shard=shard)
         if cfg.cross_attention_adaln:
-            sigma = self._sigma(m.sigma, batch)  # one row per sample (no search for distinct values)
-            s.prompt_ada, _ = self._timestep(getattr(self, p + "prompt_adaln_single"), sigma, batch, dtype,
-                                             (sigma, torch.arange(batch, device=sigma.device).view(batch, 1)))
+            # one value for the batch, or one a sample (no search for distinct values)
+            sigma = torch.as_tensor(m.sigma)
+            levels = ((sigma.reshape(1), torch.zeros(batch, 1, dtype=torch.long, device=sigma.device))
+                      if sigma.numel() == 1 else (self._sigma(sigma, batch), torch.arange(batch, device=sigma.device)
+                                                  .view(batch, 1)))
+            s.prompt_ada, _ = self._timestep(getattr(self, p + "prompt_adaln_single"), self._sigma(sigma, batch),
+                                             batch, dtype, levels)
         if other is not None and cfg.video is not None and cfg.audio is not None:
             # Time-only RoPE at the audio cross-attention width with this stream's own head count.
             s.cross_rope = rope_tables(m.positions[:, 0:1], cfg.audio.context_dim, g.heads, (cfg.cross_max_pos,), cfg.theta,
@@ -191,14 +195,16 @@ class LTXTransformer(nn.Module):
             return plans
         if len(perturbations) != batch:
             raise ValueError(f"{len(perturbations)} perturbations given for a batch of {batch}")
+        keeps = {}  # one (B, 1, 1) keep mask per pattern of skipping samples
         for i, plan in enumerate(plans):
             for kind, name in _SKIP_NAMES.items():
-                skipped = [p.skipped(kind, i) for p in perturbations]
+                skipped = tuple(p.skipped(kind, i) for p in perturbations)
                 if all(skipped):
                     plan[name] = BlockSkips(all=True)
                 elif any(skipped):
-                    keep = torch.tensor([0.0 if s else 1.0 for s in skipped], device=device, dtype=dtype)
-                    plan[name] = BlockSkips(keep=keep.view(batch, 1, 1))
+                    if skipped not in keeps:
+                        keeps[skipped] = _on_device([0.0 if s else 1.0 for s in skipped], device, dtype).view(batch, 1, 1)
+                    plan[name] = BlockSkips(keep=keeps[skipped])
         return plans
 
     # ----------------------------------------------------------------------------------- forward
@@ -303,6 +309,15 @@ class LTXTransformer(nn.Module):
         see sharding.py); every member calls with the same full inputs and gets the full outputs."""
         v, a = self.velocity(video, audio, perturbations, text_cache, sequence)
         return (to_denoised(video, v) if v is not None else None, to_denoised(audio, a) if a is not None else None)
+
+
+def _on_device(values: list[float], device, dtype: torch.dtype) -> torch.Tensor:
+    """A small tensor of ``values`` on ``device``; to a GPU through pinned memory, asynchronously (a
+    copy from pageable memory would make the host wait for the GPU)."""
+    t = torch.tensor(values, dtype=dtype)
+    if torch.device(device).type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 # Most tokens (batch x tokens of the video stream as this rank holds it, else of the audio) a pass
