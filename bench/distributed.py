@@ -262,9 +262,6 @@ def main(argv=None) -> None:
     model.fuse_projections()
     if args.compile:
         from fastltx.runtime.compile import compile_blocks
-        for knob in ("recompile_limit", "cache_size_limit"):  # one graph per token count and group
-            if hasattr(torch._dynamo.config, knob):
-                setattr(torch._dynamo.config, knob, 64)
         if args.overlap:
             import torch._inductor.config as inductor_config
             inductor_config.reorder_for_compute_comm_overlap = True

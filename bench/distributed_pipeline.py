@@ -223,9 +223,6 @@ def main(argv=None) -> dict | None:
     transformer = models["_transformer"]
     if args.compile:
         from fastltx.runtime.compile import compile_blocks
-        for knob in ("recompile_limit", "cache_size_limit"):  # the block compiles per token count and group
-            if hasattr(torch._dynamo.config, knob):
-                setattr(torch._dynamo.config, knob, 64)
         transformer.fuse_projections()
         compile_blocks(transformer)
     dist.barrier()
