@@ -42,7 +42,7 @@ from torch.autograd import DeviceType
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import full_size_inputs, rel_l2, time_cuda  # noqa: E402
-from bench.timeline import summary_line, traced  # noqa: E402
+from bench.timeline import KINDS, kernel_kind, nccl_settings, summary_line, traced  # noqa: E402
 from fastltx.checkpoint.factory import random_transformer, transformer_config  # noqa: E402
 from fastltx.pipelines.defaults import LTX2  # noqa: E402
 from fastltx.runtime.distributed import init_distributed, world_from_ranks  # noqa: E402
@@ -141,12 +141,6 @@ def profiled(step, path: str | None) -> dict | None:
     return kernel_summary(events)
 
 
-# kernel kinds by (lower-case) name, first match wins: flash kernels' names may mention cutlass, and
-# Inductor's fused elementwise kernels (triton_*) the attention ops they were fused with
-KINDS = {"nccl": ("nccl",), "other": ("triton_",), "attention": ("sdpa", "flash", "fmha", "attention"),
-         "gemm": ("gemm", "nvjet", "cutlass", "sm90_xmma")}
-
-
 def kernel_summary(events) -> dict:
     """Milliseconds of self device time of the profiled kernels by kind (``KINDS``, then "other"), and
     their "total". Host-side events and annotations (ranges spanning kernels) are left out."""
@@ -156,8 +150,7 @@ def kernel_summary(events) -> dict:
             continue
         us = getattr(e, "self_device_time_total", None)
         us = e.self_cuda_time_total if us is None else us
-        name = e.key.lower()
-        out[next((k for k, words in KINDS.items() if any(w in name for w in words)), "other")] += us / 1000
+        out[kernel_kind(e.key)] += us / 1000
     out["total"] = sum(out.values())
     return out
 
@@ -269,7 +262,7 @@ def main(argv=None) -> None:
     name = torch.cuda.get_device_name() if world.device.type == "cuda" else "cpu"
     if world.main:
         weights = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
-        print(f"{name} x{world.size}, torch {torch.__version__}; weights {weights:.1f} GiB per GPU; "
+        print(f"{name} x{world.size}, torch {torch.__version__}, {nccl_settings()}; weights {weights:.1f} GiB per GPU; "
               f"{'compiled' if args.compile else 'eager'}; setup {time.perf_counter() - start:.0f} s; "
               f"fused partial attention vs float32: {check_partial_attention(world.device):.1e}", flush=True)
     rows: list = []

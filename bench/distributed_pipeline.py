@@ -58,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.models import build_ours  # noqa: E402
 from bench.pipeline import STAGES, compare, peak_above, reset_peak, summarize, sync  # noqa: E402
 from bench.text_encoder import POSITIVE, unique_bytes  # noqa: E402
+from bench.timeline import nccl_settings  # noqa: E402
 from fastltx.pipelines import Components, DistilledPipeline, ModelFiles  # noqa: E402
 from fastltx.runtime.distributed import World, functional_collectives, init_distributed, world_from_ranks  # noqa: E402
 
@@ -214,7 +215,7 @@ def main(argv=None) -> dict | None:
         sharding.MIN_TOKENS_PER_RANK = sharding.MIN_TOKENS_PER_RANK_EAGER = args.min_tokens_per_rank
     say = (lambda s: print(s, flush=True)) if main_rank else (lambda s: None)
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    say(f"{card} x{world.size}, torch {torch.__version__}; building the models on every rank ...")
+    say(f"{card} x{world.size}, torch {torch.__version__}, {nccl_settings()}; building the models on every rank ...")
 
     tokenizer_dir = Path(tempfile.mkdtemp(prefix="fastltx-bench-"))
     from fastltx.models.text_encoder.tiny import write_tokenizer

@@ -11,6 +11,7 @@ inside a graph). Step times from such a trace are the profiled ones: the profile
 """
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -55,10 +56,32 @@ def timeline_summary(trace: dict, calls: int = 1) -> dict:
         if "nccl" in k["name"].lower():
             nccl += k["dur"]
     ms = 1000.0 * calls
+    kinds: dict[str, float] = {}
+    for k in kernels:
+        kinds[kernel_kind(k["name"])] = kinds.get(kernel_kind(k["name"]), 0.0) + k["dur"] / ms
     return dict(span=(end - start) / ms, busy=busy / ms, nccl=nccl / ms, idle_host=idle_host / ms,
-                idle_other=idle_other / ms, kernels=len(kernels) // calls)
+                idle_other=idle_other / ms, kernels=len(kernels) // calls, kinds=kinds)
+
+
+# kernel kinds by (lower-case) name, first match wins: flash kernels' names may mention cutlass, and
+# Inductor's fused elementwise kernels (triton_*) the attention ops they were fused with
+KINDS = {"nccl": ("nccl",), "other": ("triton_",), "attention": ("sdpa", "flash", "fmha", "attention"),
+         "gemm": ("gemm", "nvjet", "cutlass", "sm90_xmma")}
+
+
+def kernel_kind(name: str) -> str:
+    """A kernel's kind by its name: one of ``KINDS``, else "other"."""
+    low = name.lower()
+    return next((kind for kind, words in KINDS.items() if any(w in low for w in words)), "other")
 
 
 def summary_line(s: dict) -> str:
+    kinds = ", ".join(f"{k} {v:.1f}" for k, v in sorted(s.get("kinds", {}).items(), key=lambda kv: -kv[1]))
     return (f"span {s['span']:.1f}  busy {s['busy']:.1f} (nccl {s['nccl']:.1f})  idle: host {s['idle_host']:.1f}, "
-            f"other {s['idle_other']:.1f}  ms a call; {s['kernels']} kernels")
+            f"other {s['idle_other']:.1f}  ms a call; {s['kernels']} kernels; kernel time by kind: {kinds}")
+
+
+def nccl_settings() -> str:
+    """The NCCL_* settings of this process's environment, for benchmark headers."""
+    found = {k: v for k, v in sorted(os.environ.items()) if k.startswith("NCCL_")}
+    return "NCCL " + (", ".join(f"{k}={v}" for k, v in found.items()) or "defaults")

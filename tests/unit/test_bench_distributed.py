@@ -44,6 +44,7 @@ def test_timeline_summary_splits_idle_time_by_cause():
               launch(230, 5, 4), kernel("ncclDevKernel_AllToAll", 400, 100, 4),  # launched early: other
               dict(cat="cpu_op", name="aten::mm", ts=0, dur=600)]
     out = timeline_summary(dict(traceEvents=events), calls=2)
+    assert out.pop("kinds") == pytest.approx(dict(gemm=0.0925, other=0.015, nccl=0.05))
     assert out == pytest.approx(dict(span=0.245, busy=0.1525, nccl=0.05, idle_host=0.0425, idle_other=0.05, kernels=2))
     assert out["span"] == pytest.approx(out["busy"] + out["idle_host"] + out["idle_other"])
     assert timeline_summary(dict(traceEvents=[]))["span"] == 0.0
