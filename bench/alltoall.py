@@ -33,7 +33,7 @@ def main() -> None:
     world = init_distributed()
     n = world.size
     if world.rank == 0:
-        print(f"{torch.cuda.get_device_name()} x {n}, NCCL {torch.cuda.nccl.version()}; {nccl_settings()}")
+        print(f"{torch.cuda.get_device_name()} x {n}, NCCL {torch.cuda.nccl.version()}; {nccl_settings()}", flush=True)
     for mib in (float(m) for m in args.mib.split(",")):
         elems = int(mib * 2**20 / 2) // n * n
         send = torch.randn(elems, device=world.device).to(torch.bfloat16)

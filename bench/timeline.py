@@ -7,7 +7,9 @@ intervals, every stream), the NCCL kernels' time (which includes waiting for the
 and the idle gaps, split by cause: *host* when the kernel that ends the gap was launched (its
 launch call, ``cudaLaunchKernel``, ``cuLaunchKernel(Ex)`` or ``cudaGraphLaunch``, returned) after the GPU went idle, so
 the GPU waited for the host; *other* for the rest (waiting on another stream or an event, or
-inside a graph). Step times from such a trace are the profiled ones: the profiler adds host work.
+inside a graph), and the kernels' time by kind (GEMM, attention, NCCL, other: ``kernel_kind``, also
+used by bench/distributed.py's profile tables). Step times from such a trace are the profiled ones:
+the profiler adds host work.
 """
 
 import json
@@ -34,11 +36,11 @@ def traced(step, path: str, calls: int = 2) -> dict:
 
 def timeline_summary(trace: dict, calls: int = 1) -> dict:
     """Milliseconds per call: span, busy, nccl, idle_host, idle_other (see the module's docstring),
-    and the number of kernels per call."""
+    the number of kernels per call, and ``kinds``: kernel milliseconds per call by ``kernel_kind``."""
     events = trace["traceEvents"] if isinstance(trace, dict) else trace
     kernels = sorted((e for e in events if e.get("cat") == "kernel"), key=lambda e: e["ts"])
     if not kernels:
-        return dict(span=0.0, busy=0.0, nccl=0.0, idle_host=0.0, idle_other=0.0, kernels=0)
+        return dict(span=0.0, busy=0.0, nccl=0.0, idle_host=0.0, idle_other=0.0, kernels=0, kinds={})
     launched = {e["args"]["correlation"]: e["ts"] + e.get("dur", 0) for e in events
                 if e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {})}
     start = end = kernels[0]["ts"]
@@ -58,7 +60,8 @@ def timeline_summary(trace: dict, calls: int = 1) -> dict:
     ms = 1000.0 * calls
     kinds: dict[str, float] = {}
     for k in kernels:
-        kinds[kernel_kind(k["name"])] = kinds.get(kernel_kind(k["name"]), 0.0) + k["dur"] / ms
+        kind = kernel_kind(k["name"])
+        kinds[kind] = kinds.get(kind, 0.0) + k["dur"] / ms
     return dict(span=(end - start) / ms, busy=busy / ms, nccl=nccl / ms, idle_host=idle_host / ms,
                 idle_other=idle_other / ms, kernels=len(kernels) // calls, kinds=kinds)
 
@@ -83,5 +86,5 @@ def summary_line(s: dict) -> str:
 
 def nccl_settings() -> str:
     """The NCCL_* settings of this process's environment, for benchmark headers."""
-    found = {k: v for k, v in sorted(os.environ.items()) if k.startswith("NCCL_")}
-    return "NCCL " + (", ".join(f"{k}={v}" for k, v in found.items()) or "defaults")
+    found = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("NCCL_")]
+    return ", ".join(found) if found else "no NCCL_* settings"
