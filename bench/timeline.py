@@ -44,7 +44,7 @@ def timeline_summary(trace: dict, calls: int = 1) -> dict:
     launched = {e["args"]["correlation"]: e["ts"] + e.get("dur", 0) for e in events
                 if e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {})}
     start = end = kernels[0]["ts"]
-    busy = nccl = idle_host = idle_other = 0.0
+    busy = idle_host = idle_other = 0.0
     for k in kernels:
         if k["ts"] > end:
             gap = k["ts"] - end
@@ -55,14 +55,12 @@ def timeline_summary(trace: dict, calls: int = 1) -> dict:
         stop = k["ts"] + k["dur"]
         busy += max(0.0, stop - max(end, k["ts"]))
         end = max(end, stop)
-        if "nccl" in k["name"].lower():
-            nccl += k["dur"]
     ms = 1000.0 * calls
     kinds: dict[str, float] = {}
     for k in kernels:
         kind = kernel_kind(k["name"])
         kinds[kind] = kinds.get(kind, 0.0) + k["dur"] / ms
-    return dict(span=(end - start) / ms, busy=busy / ms, nccl=nccl / ms, idle_host=idle_host / ms,
+    return dict(span=(end - start) / ms, busy=busy / ms, nccl=kinds.get("nccl", 0.0), idle_host=idle_host / ms,
                 idle_other=idle_other / ms, kernels=len(kernels) // calls, kinds=kinds)
 
 
