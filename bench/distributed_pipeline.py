@@ -1,7 +1,7 @@
 """The whole distilled pipeline end to end on all N GPUs of a torchrun world vs one GPU, in one session.
 
     torchrun --standalone --nproc_per_node 2 bench/distributed_pipeline.py [--sizes 768x1280,1024x1536]
-        [--reps 3] [--compile] [--json PATH] [--deadline-s 420]
+        [--reps 3] [--compile] [--graphs] [--exchanges heads,keys] [--json PATH] [--deadline-s 420]
     torchrun --standalone --nproc_per_node 4 bench/distributed_pipeline.py --gpus 2,4   # 1, 2 and 4 GPUs
     torchrun --standalone --nproc_per_node 2 bench/distributed_pipeline.py --smoke   # CPU, gloo, tiny models
 
@@ -35,6 +35,10 @@ the pipelines), its steps' time against the plain run's ("steps_vs_plain"; its s
 1-GPU graphed run). With several GPUs the collectives run eagerly between graph pieces (they are
 custom ops, plain runs included); ``--funcol-plain`` runs each (size, GPUs) once more without graphs
 and with PyTorch's functional collectives traced into the compiled graphs instead (rows "Nf").
+``--exchanges heads,keys``: each N-GPU variant once with each self-attention exchange (the
+transformer's ``sequence_exchange``: "heads", Ulysses all-to-alls, rows "Nh"; "keys", keys and
+values all-gathered, rows "Nk"; default "auto", what the model picks: "keys" on 2 GPUs, "heads"
+on more; an exchange that another one listed already means at that count runs once).
 ``--deadline-s``: no new (size, GPUs) run starts after that many seconds. ``--smoke``: tiny models
 in float32 on the CPU over gloo (the N-process frames then agree with the one-process frames within
 one level). Only rank 0 prints and writes ``--json``.
@@ -59,6 +63,7 @@ from bench.models import build_ours  # noqa: E402
 from bench.pipeline import STAGES, compare, peak_above, reset_peak, summarize, sync  # noqa: E402
 from bench.text_encoder import POSITIVE, unique_bytes  # noqa: E402
 from bench.timeline import nccl_settings  # noqa: E402
+from fastltx.layers.sequence_parallel import EXCHANGES, resolve_exchange  # noqa: E402
 from fastltx.pipelines import Components, DistilledPipeline, ModelFiles  # noqa: E402
 from fastltx.runtime.distributed import World, functional_collectives, init_distributed, world_from_ranks  # noqa: E402
 
@@ -88,6 +93,9 @@ def parse_args(argv=None):
     p.add_argument("--funcol-plain", action="store_true",
                    help="also run each (size, GPUs) without graphs and with PyTorch's functional collectives "
                         "(functional_collectives) instead of the custom ops, against the plain run; table rows 'Nf'")
+    p.add_argument("--exchanges", default="auto",
+                   help="self-attention exchanges to run each N-GPU variant with (auto, heads, keys; "
+                        "e.g. heads,keys); table rows 'Nh', 'Nk'")
     p.add_argument("--deadline-s", type=float, default=420.0, help="start no new run after this many seconds")
     p.add_argument("--json", default=None, help="write the results there (rank 0)")
     p.add_argument("--smoke", action="store_true", help="tiny float32 models on the CPU over gloo: checks the script")
@@ -95,6 +103,9 @@ def parse_args(argv=None):
     args.sizes = args.sizes or ("64x128" if args.smoke else "768x1280,1024x1536")
     args.frames = args.frames or (9 if args.smoke else 121)
     args.reps = args.reps or (1 if args.smoke else 3)
+    args.exchanges = args.exchanges.split(",")
+    if any(e not in EXCHANGES for e in args.exchanges):
+        p.error(f"--exchanges: each one of {', '.join(EXCHANGES)} expected, got {args.exchanges}")
     return args
 
 
@@ -156,7 +167,8 @@ def steps(r: dict) -> float:
 
 
 def line(row: dict) -> str:
-    head = f"{row['size']} {row['gpus']} GPU(s){' graphed' if row.get('graphs') else ''}{' funcol' if row.get('funcol') else ''}: "
+    head = (f"{row['size']} {row['gpus']} GPU(s){' graphed' if row.get('graphs') else ''}"
+            f"{' funcol' if row.get('funcol') else ''}{' ' + row['exchange'] if row.get('exchange') else ''}: ")
     if "error" in row:
         return head + "FAILED " + row["error"].strip().splitlines()[-1]
     st = " ".join(f"{k} {v * 1e3:.0f}" for k, v in row["stages"].items())
@@ -176,8 +188,10 @@ def line(row: dict) -> str:
 
 
 def gpu_column(row: dict) -> str:
-    """The table's GPU column: the count, "g" added for CUDA graphs, "f" for PyTorch's functional collectives."""
-    return f"{row['gpus']}{'g' if row.get('graphs') else ''}{'f' if row.get('funcol') else ''}"
+    """The table's GPU column: the count, "g" added for CUDA graphs, "f" for PyTorch's functional
+    collectives, "h" / "k" for a named exchange."""
+    exchange = {"heads": "h", "keys": "k"}.get(row.get("exchange"), "")
+    return f"{row['gpus']}{'g' if row.get('graphs') else ''}{'f' if row.get('funcol') else ''}{exchange}"
 
 
 def table(results: dict) -> str:
@@ -271,25 +285,31 @@ def main(argv=None) -> dict | None:
         base = {}  # variant -> the 1-GPU result
         late = False
         for gpus in (1, *counts):
-            plain = None
-            for variant in variants:
+            plain = {}  # exchange -> the plain result
+            exchanges = list(dict.fromkeys(resolve_exchange(e, gpus) for e in args.exchanges)) if gpus > 1 else [None]
+            runs = [(v, e) for v in variants for e in exchanges]
+            for variant, exchange in runs:
                 graphs = variant == "graphs"
-                late = not go_on(f"{size} on {gpus} GPU(s), {variant}")
+                late = not go_on(f"{size} on {gpus} GPU(s), {variant}, exchange {exchange}")
                 if late:
                     break
                 transformer.graph_blocks(graphs)  # new graphs, recorded in the warm-up call
+                transformer.sequence_exchange = exchange or "auto"
                 with functional_collectives() if variant == "funcol" else contextlib.nullcontext():
                     r = run_once(gpus)
                 transformer.graph_blocks(False)
                 dist.barrier()
                 if main_rank:
-                    row = dict(size=size, gpus=gpus, graphs=graphs, funcol=variant == "funcol")
+                    row = dict(size=size, gpus=gpus, graphs=graphs, funcol=variant == "funcol",
+                               exchange=exchange)
                     record(row, r, base.get(variant))
                     if gpus == 1 and "error" not in r:
                         base[variant] = r
-                    if variant != "plain" and plain is not None and "error" not in r and "error" not in plain:
-                        row["steps_vs_plain"] = steps(r) / steps(plain)
-                    plain = r if variant == "plain" else plain
+                    first = plain.get(exchange)
+                    if variant != "plain" and first is not None and "error" not in r and "error" not in first:
+                        row["steps_vs_plain"] = steps(r) / steps(first)
+                    if variant == "plain":
+                        plain[exchange] = r
                     results["rows"].append(row)
                     say(f"[{time.perf_counter() - start:5.0f} s] {line(row)}")
                     save()

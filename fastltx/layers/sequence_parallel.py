@@ -4,9 +4,13 @@
 group size and rank r holds tokens [r * chunk, (r + 1) * chunk); padding tokens sit at the end and
 are never attended to (the caller masks them as keys). Two cases need communication:
 
-* self-attention (queries and keys sharded), Ulysses style: one all-to-all turns (this rank's
-  tokens, all heads) into (all tokens, this rank's heads), attention runs on this rank's heads over
-  the whole sequence, a second all-to-all turns the result back;
+* self-attention (queries and keys sharded), by one of two exchanges (``SequenceShard.exchange``):
+  "heads" (Ulysses): one all-to-all turns (this rank's tokens, all heads) into (all tokens, this
+  rank's heads), attention runs on this rank's heads over the whole sequence, a second all-to-all
+  turns the result back; "keys": one all-gather gives every rank every token's keys and values, and
+  this rank's queries attend to them with every head. A rank sends 4 (P - 1) / P token-rows of
+  (heads x d) with "heads" and 2 (P - 1) with "keys": the same on 2 ranks, in one collective instead
+  of two and with fewer layout copies; twice as much on 4. "auto" takes "keys" on 2 ranks;
 * cross-attention from replicated queries to sharded keys (audio attending to video): each rank
   attends to its own keys and returns the softmax normaliser; the small partial results (queries x
   heads) are all-gathered and combined exactly, so the keys are never gathered.
@@ -20,15 +24,28 @@ from fastltx.layers.attention import sdpa
 from fastltx.runtime.distributed import Group, all_gather, all_to_all
 
 
+EXCHANGES = ("auto", "heads", "keys")
+
+
+def resolve_exchange(exchange: str, ranks: int) -> str:
+    """The self-attention exchange ("heads" or "keys") that ``exchange`` means over ``ranks`` ranks."""
+    if exchange not in EXCHANGES:
+        raise ValueError(f"unknown sequence exchange {exchange!r}; choose one of {', '.join(EXCHANGES)}")
+    if exchange == "auto":
+        return "keys" if ranks == 2 else "heads"
+    return exchange
+
+
 @dataclass(frozen=True)
 class SequenceShard:
     group: Group
     tokens: int  # real tokens of the whole sequence
     chunk: int  # tokens per rank, padding included
+    exchange: str = "heads"  # how self-attention exchanges its tokens: "heads" (Ulysses) or "keys"
 
     @classmethod
-    def plan(cls, tokens: int, group: Group) -> "SequenceShard":
-        return cls(group, tokens, -(-tokens // group.size))
+    def plan(cls, tokens: int, group: Group, exchange: str = "auto") -> "SequenceShard":
+        return cls(group, tokens, -(-tokens // group.size), resolve_exchange(exchange, group.size))
 
     @property
     def padded(self) -> int:
@@ -82,6 +99,24 @@ def ulysses_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: 
     out = sdpa(*(qkv[:, j].permute(1, 2, 0, 3) for j in range(3)), mask, backend)  # (B, local, padded, d)
     back = all_to_all(out.view(b, local, p, chunk, d).permute(2, 3, 0, 1, 4), group)
     return back.view(p, chunk, b, local * d).permute(2, 1, 0, 3).reshape(b, chunk, inner)
+
+
+def gathered_keys_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
+                            mask: torch.Tensor | None, backend: str | None, group: Group) -> torch.Tensor:
+    """Self-attention of (B, chunk, heads*d) shards: every rank's keys and values all-gathered
+    (sequence-major, so that SDPA reads them in place), this rank's queries attending to them with
+    every head; ``mask`` broadcasts to (B, heads, padded, padded) and its rows of this rank's
+    queries are used."""
+    b, chunk, inner = q.shape
+    d, p = inner // heads, group.size
+    send = q.new_empty(chunk, 2, b, inner)
+    send[:, 0], send[:, 1] = k.transpose(0, 1), v.transpose(0, 1)
+    kv = all_gather(send, group).view(p * chunk, 2, b, heads, d)  # the whole (padded) sequence
+    if mask is not None and mask.shape[-2] > 1:
+        mask = mask.narrow(-2, group.rank * chunk, chunk)
+    out = sdpa(q.view(b, chunk, heads, d).transpose(1, 2), *(kv[:, j].permute(1, 2, 0, 3) for j in range(2)),
+               mask, backend)  # (B, heads, chunk, d)
+    return out.transpose(1, 2).reshape(b, chunk, inner)
 
 
 def partial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

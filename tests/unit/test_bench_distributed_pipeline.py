@@ -19,36 +19,46 @@ def test_arguments():
     assert (args.sizes, args.frames, args.reps, args.compile, args.gpus) == ("768x1280,1024x1536", 121, 3, False, None)
     smoke = parse_args(["--smoke"])
     assert (smoke.sizes, smoke.frames, smoke.reps) == ("64x128", 9, 1)
+    assert args.exchanges == ["auto"] and parse_args(["--exchanges", "auto,heads"]).exchanges == ["auto", "heads"]
+    with pytest.raises(SystemExit):
+        parse_args(["--exchanges", "ring"])
 
 
 def test_smoke_run_under_torchrun(tmp_path):
     out = tmp_path / "results.json"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=3",
            str(ROOT / "bench" / "distributed_pipeline.py"), "--smoke", "--gpus", "2", "--graphs",
-           "--funcol-plain", "--json", str(out)]
+           "--funcol-plain", "--exchanges", "heads,keys", "--json", str(out)]
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
         pytest.fail(f"the smoke run did not finish in {TIMEOUT_S} s")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for n in (1, 2):
-        assert proc.stdout.count(f"64x128 {n} GPU(s):") == 1, proc.stdout
-        assert proc.stdout.count(f"64x128 {n} GPU(s) graphed:") == 1, proc.stdout
-        assert proc.stdout.count(f"64x128 {n} GPU(s) funcol:") == 1, proc.stdout
+    for variant in ("", " graphed", " funcol"):
+        assert proc.stdout.count(f"64x128 1 GPU(s){variant}:") == 1, proc.stdout
+        for exchange in ("heads", "keys"):
+            assert proc.stdout.count(f"64x128 2 GPU(s){variant} {exchange}:") == 1, proc.stdout
     results = json.loads(out.read_text())
     assert results["world"] == 3 and results["smoke"] and results["frames"] == 9
-    assert [(r["size"], r["gpus"], r["funcol"], r["graphs"]) for r in results["rows"]] == [
-        ("64x128", n, funcol, graphs) for n in (1, 2) for funcol, graphs in ((False, False), (True, False), (False, True))]
+    variants = ((False, False), (True, False), (False, True))
+    assert [(r["size"], r["gpus"], r["funcol"], r["graphs"], r["exchange"]) for r in results["rows"]] == [
+        ("64x128", 1, funcol, graphs, None) for funcol, graphs in variants] + [
+        ("64x128", 2, funcol, graphs, exchange) for funcol, graphs in variants for exchange in ("heads", "keys")]
     # no CUDA graphs on the CPU (the plain path; the "funcol" rows: the functional collectives): each
-    # variant is its own series, against its plain twin
-    for variant in ((False, False), (True, False), (False, True)):
-        check_series([r for r in results["rows"] if (r["funcol"], r["graphs"]) == variant])
-    for plain, *others in (results["rows"][:3], results["rows"][3:]):
+    # (variant, exchange) is its own series, against its plain twin
+    for variant in variants:
+        one = [r for r in results["rows"][:3] if (r["funcol"], r["graphs"]) == variant]
+        for exchange in ("heads", "keys"):
+            check_series(one + [r for r in results["rows"][3:] if (r["funcol"], r["graphs"], r["exchange"])
+                                == (*variant, exchange)])
+    plain_of = {(r["gpus"], r["exchange"]): r for r in results["rows"] if not r["funcol"] and not r["graphs"]}
+    for row in results["rows"]:
+        plain = plain_of[row["gpus"], row["exchange"]]
+        if row is plain:
+            assert "steps_vs_plain" not in plain
+            continue
         steps = plain["stages"]["stage 1"] + plain["stages"]["stage 2"]
-        assert "steps_vs_plain" not in plain
-        for other in others:
-            assert other["steps_vs_plain"] == pytest.approx(
-                (other["stages"]["stage 1"] + other["stages"]["stage 2"]) / steps)
+        assert row["steps_vs_plain"] == pytest.approx((row["stages"]["stage 1"] + row["stages"]["stage 2"]) / steps)
 
 
 def check_series(rows: list) -> None:

@@ -95,3 +95,19 @@ def test_small_passes_split_by_the_threshold_of_their_blocks():
     assert not model.graphed
     uncompile_blocks(model)
     assert not blocks_compiled(model)
+
+
+class _Group:
+    def __init__(self, size):
+        self.size, self.rank = size, 0
+
+
+@pytest.mark.parametrize("size, exchange", [(2, "keys"), (3, "heads"), (4, "heads")])
+def test_auto_exchange_gathers_keys_on_two_ranks_only(size, exchange):
+    """Keys and values all-gathered send as much as the Ulysses all-to-alls on 2 ranks (in one
+    collective), twice as much on 4: "auto" takes them on 2 ranks only; a named exchange is kept."""
+    assert SequenceShard.plan(10, _Group(size)).exchange == exchange
+    assert SequenceShard.plan(10, _Group(size), "heads").exchange == "heads"
+    assert SequenceShard.plan(10, _Group(size), "keys").exchange == "keys"
+    with pytest.raises(ValueError, match="unknown sequence exchange"):
+        SequenceShard.plan(10, _Group(size), "ring")
