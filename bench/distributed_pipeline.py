@@ -23,8 +23,10 @@ For each size (121 frames: text, 8 steps at half size, x2 upsampling, 3 steps at
 both token counts), then ``--reps`` timed calls, wall clock on rank 0 from a barrier that releases
 all ranks together to the result on rank 0; per-stage times from the pipeline's ``.timings`` (each
 stage synchronises the device), "other" the rest (the frames' copy to the host). Medians are
-reported, the speed-up over 1 GPU (of the call, and of the transformer steps: stages 1 and 2), and the N-GPU frames against the 1-GPU frames (uint8 max / mean
-difference, audio max): bf16, so small differences are expected.
+reported, the speed-up over 1 GPU (of the call; of stages 1 and 2, "steps x"; and of the 11
+transformer steps themselves, "tsteps" ms and its "x": ``StepClock``, CUDA events around each
+denoiser call, without what lies between the steps), and the N-GPU frames against the 1-GPU frames
+(uint8 max / mean difference, audio max): bf16, so small differences are expected.
 
 ``--compile``: fused q/k/v projections and torch.compile of the blocks (as bench/pipeline.py's
 compiled variant), shared by both runs; the N-GPU graphs, with the Ulysses collectives inside,
@@ -49,6 +51,7 @@ import contextlib
 import gc
 import json
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -66,6 +69,10 @@ from bench.timeline import nccl_settings  # noqa: E402
 from fastltx.layers.sequence_parallel import EXCHANGES, resolve_exchange  # noqa: E402
 from fastltx.pipelines import Components, DistilledPipeline, ModelFiles  # noqa: E402
 from fastltx.runtime.distributed import World, functional_collectives, init_distributed, world_from_ranks  # noqa: E402
+from fastltx.sampling.denoisers import SimpleDenoiser  # noqa: E402
+from fastltx.sampling.schedules import DISTILLED_SIGMAS  # noqa: E402
+
+STAGE1_STEPS = len(DISTILLED_SIGMAS) - 1  # the distilled pipeline's stage-1 steps; stage 2's follow
 
 GIB = 2**30
 
@@ -109,39 +116,95 @@ def parse_args(argv=None):
     return args
 
 
-def timed_call(pipe: DistilledPipeline, device: torch.device, kwargs: dict, together: World | None):
-    """(total s, stages, frames, waveform, peak GiB above the start) on rank 0, None on the others.
-    ``together``: the world whose ranks meet at a barrier first, so the clock starts when all start."""
+class StepClock:
+    """The time of every denoiser call (one transformer step) of the pipeline calls made while ``on``:
+    CUDA events around each call on a GPU (no waiting), the host clock on the CPU. A step's time
+    runs from the GPU reaching its first kernel (or the host starting it, if the GPU was idle) to its
+    last kernel's end; the stages' times also hold what lies between the steps (state set-up, Euler
+    updates, the host getting ahead again at a stage's start)."""
+
+    def __init__(self, denoiser_class):
+        self.marks, self.on = [], False
+        call, clock = denoiser_class.__call__, self
+
+        def timed(denoiser, *args, **kwargs):
+            if not clock.on:
+                return call(denoiser, *args, **kwargs)
+            cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+            start = torch.cuda.Event(enable_timing=True) if cuda else time.perf_counter()
+            if cuda:
+                start.record()
+            out = call(denoiser, *args, **kwargs)
+            if cuda:
+                end = torch.cuda.Event(enable_timing=True)
+                end.record()
+            else:
+                end = time.perf_counter()
+            clock.marks.append((start, end))
+            return out
+        denoiser_class.__call__ = timed
+
+    def take(self) -> list[float]:
+        """Seconds of each step since the last ``take``."""
+        if self.marks and isinstance(self.marks[0][0], torch.cuda.Event):
+            torch.cuda.synchronize()
+            times = [a.elapsed_time(b) / 1e3 for a, b in self.marks]
+        else:
+            times = [b - a for a, b in self.marks]
+        self.marks = []
+        return times
+
+
+def timed_call(pipe: DistilledPipeline, device: torch.device, kwargs: dict, together: World | None,
+               clock: StepClock | None = None):
+    """(total s, stages, frames, waveform, peak GiB above the start, step seconds) on rank 0, None
+    on the others. ``together``: the world whose ranks meet at a barrier first, so the clock starts
+    when all start. ``clock``: times the transformer steps (else no step times)."""
     if together is not None:
         dist.barrier(group=together.group)
     base = reset_peak(device)
     sync(device)
+    if clock is not None:
+        clock.take()
+        clock.on = True
     start = time.perf_counter()
-    result = pipe(**kwargs)
+    try:
+        result = pipe(**kwargs)
+    finally:
+        if clock is not None:
+            clock.on = False
     total = time.perf_counter() - start
+    step_times = clock.take() if clock is not None else []
     if result is None:
         return None
     stages = dict(pipe.timings)
     stages["other"] = total - sum(stages.values())
-    return total, stages, result.video, result.audio, peak_above(device, base)
+    return total, stages, result.video, result.audio, peak_above(device, base), step_times
 
 
-def measure(pipe: DistilledPipeline, device, kwargs: dict, reps: int, together: World | None) -> dict | None:
-    """One warm-up (cold) call, then ``reps`` timed calls: ``bench.pipeline.summarize`` + cold_s (rank 0)."""
-    cold = timed_call(pipe, device, kwargs, together)
-    runs = [timed_call(pipe, device, kwargs, together) for _ in range(reps)]
+def measure(pipe: DistilledPipeline, device, kwargs: dict, reps: int, together: World | None,
+            clock: StepClock | None = None) -> dict | None:
+    """One warm-up (cold) call, then ``reps`` timed calls: ``bench.pipeline.summarize`` + cold_s
+    and, with ``clock``, ``step_s``: the median seconds in the transformer steps of stage 1 and of
+    stage 2 (their first ``STAGE1_STEPS`` and the rest) (rank 0)."""
+    cold = timed_call(pipe, device, kwargs, together, clock)
+    runs = [timed_call(pipe, device, kwargs, together, clock) for _ in range(reps)]
     if cold is None:
         return None
     out = summarize(runs)
     out["cold_s"] = cold[0]
+    if clock is not None:
+        out["step_s"] = {"stage 1": statistics.median(sum(r[5][:STAGE1_STEPS]) for r in runs),
+                         "stage 2": statistics.median(sum(r[5][STAGE1_STEPS:]) for r in runs),
+                         "steps": len(runs[-1][5])}
     return out
 
 
-def single_run(pipe: DistilledPipeline, device, kwargs: dict, reps: int) -> dict:
+def single_run(pipe: DistilledPipeline, device, kwargs: dict, reps: int, clock: StepClock | None = None) -> dict:
     """``measure`` on rank 0 alone; a failure (running out of memory with the whole sequence on one
     GPU, say) is reported and the N-GPU run of the size still goes ahead."""
     try:
-        return measure(pipe, device, kwargs, reps, together=None)
+        return measure(pipe, device, kwargs, reps, together=None, clock=clock)
     except Exception:  # noqa: BLE001
         traceback.print_exc()
         gc.collect()
@@ -157,6 +220,9 @@ def record(row: dict, r: dict, base: dict | None) -> None:
         return
     row["speedup"] = base["total"] / r["total"] if base else (1.0 if row["gpus"] == 1 else None)
     row["steps_speedup"] = steps(base) / steps(r) if base else (1.0 if row["gpus"] == 1 else None)
+    if "step_s" in r:
+        row["step_speedup"] = (gpu_steps(base) / gpu_steps(r) if base and "step_s" in base
+                               else (1.0 if row["gpus"] == 1 else None))
     if base is not None:
         row["vs_1_gpu"] = compare(r, base)
 
@@ -164,6 +230,11 @@ def record(row: dict, r: dict, base: dict | None) -> None:
 def steps(r: dict) -> float:
     """Seconds in the transformer steps of a call (stages 1 and 2)."""
     return r["stages"].get("stage 1", 0.0) + r["stages"].get("stage 2", 0.0)
+
+
+def gpu_steps(r: dict) -> float:
+    """Seconds in the transformer steps themselves (``StepClock``), stages 1 and 2."""
+    return r["step_s"]["stage 1"] + r["step_s"]["stage 2"]
 
 
 def line(row: dict) -> str:
@@ -175,6 +246,10 @@ def line(row: dict) -> str:
     x = "-" if row["speedup"] is None else f"{row['speedup']:.2f}"
     if row.get("steps_speedup") is not None:
         x += f", steps x{row['steps_speedup']:.2f}"
+    if row.get("step_s"):
+        st_ = row["step_s"]
+        x += (f", {st_['steps']} transformer steps {st_['stage 1'] * 1e3:.0f} + {st_['stage 2'] * 1e3:.0f} ms"
+              + ("" if row.get("step_speedup") is None else f" x{row['step_speedup']:.2f}"))
     s = (head + f"{row['total'] * 1e3:.0f} ms (x{x}; cold {row['cold_s']:.1f} s; runs "
          f"{', '.join(f'{t * 1e3:.0f}' for t in row['totals'])}; {st}"
          + ("" if row["peak_gib"] != row["peak_gib"] else f"; peak +{row['peak_gib']:.2f} GiB on rank 0") + ")")
@@ -196,7 +271,7 @@ def gpu_column(row: dict) -> str:
 
 def table(results: dict) -> str:
     head = f"{'size':<11}{'GPUs':>7}" + "".join(f"{s:>10}" for s in (*STAGES, "other")) + \
-        f"{'total':>9}{'x':>6}{'steps x':>8}{'cold s':>8}{'frames max/mean':>17}{'audio max':>11}"
+        f"{'total':>9}{'x':>6}{'steps x':>8}{'tsteps':>8}{'x':>6}{'cold s':>8}{'frames max/mean':>17}{'audio max':>11}"
     lines = [f"distilled, {results['frames']} frames, ms (median of {results['reps']}):", head]
     for row in results["rows"]:
         if "error" in row:
@@ -207,9 +282,12 @@ def table(results: dict) -> str:
         audio = f"{c['audio_max']:.1e}" if "audio_max" in c else "-"
         x = "-" if row["speedup"] is None else f"{row['speedup']:.2f}"
         sx = "-" if row.get("steps_speedup") is None else f"{row['steps_speedup']:.2f}"
+        tsteps = f"{gpu_steps(row) * 1e3:.0f}" if row.get("step_s") else "-"
+        tx = "-" if row.get("step_speedup") is None else f"{row['step_speedup']:.2f}"
         lines.append(f"{row['size']:<11}{gpu_column(row):>7}" + "".join(f"{row['stages'].get(s, 0) * 1e3:>10.0f}"
                                                                     for s in (*STAGES, "other"))
-                     + f"{row['total'] * 1e3:>9.0f}{x:>6}{sx:>8}{row['cold_s']:>8.1f}{diff:>17}{audio:>11}")
+                     + f"{row['total'] * 1e3:>9.0f}{x:>6}{sx:>8}{tsteps:>8}{tx:>6}{row['cold_s']:>8.1f}{diff:>17}"
+                     f"{audio:>11}")
     return "\n".join(lines)
 
 
@@ -256,6 +334,7 @@ def main(argv=None) -> dict | None:
     worlds = {n: world if n == world.size else world_from_ranks(list(range(n)), device) for n in counts}  # collective
     single = pipeline(None) if main_rank else None
     several = {n: pipeline(w) for n, w in worlds.items() if w is not None}
+    clock = StepClock(SimpleDenoiser)  # the distilled pipeline's denoiser
     results = dict(card=card, world=world.size, torch=torch.__version__, compile=args.compile, frames=args.frames,
                    reps=args.reps, memory=args.memory, smoke=args.smoke, weights_gib=weights, rows=[])
 
@@ -273,9 +352,9 @@ def main(argv=None) -> dict | None:
 
     def run_once(gpus: int):
         if gpus == 1:  # rank 0 alone; the others wait here
-            return single_run(single, device, kwargs, args.reps) if main_rank else None
+            return single_run(single, device, kwargs, args.reps, clock) if main_rank else None
         if gpus in several:  # the first ``gpus`` ranks; a failure here ends the script (a rank left behind would hang)
-            return measure(several[gpus], device, kwargs, args.reps, together=worlds[gpus])
+            return measure(several[gpus], device, kwargs, args.reps, together=worlds[gpus], clock=clock)
         return None
 
     variants = ["plain"] + ["funcol"] * args.funcol_plain + ["graphs"] * args.graphs

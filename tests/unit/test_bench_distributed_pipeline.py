@@ -68,11 +68,17 @@ def check_series(rows: list) -> None:
         assert set(row["stages"]) == {"text", "stage 1", "upsample", "stage 2", "decode", "other"}
         assert len(row["totals"]) == 1 and row["total"] > 0 and row["cold_s"] > 0
         assert row["total"] >= sum(v for k, v in row["stages"].items() if k != "other")
-    assert one["speedup"] == 1.0 == one["steps_speedup"]
+    assert one["speedup"] == 1.0 == one["steps_speedup"] == one["step_speedup"]
+    for row in rows:  # the 8 + 3 transformer steps, timed one by one, within their stages
+        assert row["step_s"]["steps"] == 11
+        assert 0 < row["step_s"]["stage 1"] <= row["stages"]["stage 1"]
+        assert 0 < row["step_s"]["stage 2"] <= row["stages"]["stage 2"]
     for row in several:
         assert row["speedup"] == pytest.approx(one["total"] / row["total"])
         steps = lambda r: r["stages"]["stage 1"] + r["stages"]["stage 2"]  # noqa: E731
         assert row["steps_speedup"] == pytest.approx(steps(one) / steps(row))
+        gpu_steps = lambda r: r["step_s"]["stage 1"] + r["step_s"]["stage 2"]  # noqa: E731
+        assert row["step_speedup"] == pytest.approx(gpu_steps(one) / gpu_steps(row))
         c = row["vs_1_gpu"]
         assert "error" not in c, c
         assert c["frames_max"] <= 1 and c["audio_max"] <= 1e-5, c  # float32: rounding only
