@@ -13,7 +13,7 @@ the x2 latent upsampler; ~62.5 GiB). Two ``DistilledPipeline`` objects share the
 * 1 GPU: over a ``Components`` without a world, called by rank 0 alone (the others wait at a barrier);
 * N GPUs: over a ``Components`` holding the torchrun ``World``, the object ``load_pipeline(...,
   world=...)`` and ``fastltx generate --gpus N`` build: every rank calls it, each transformer step
-  splits the video tokens over the ranks (Ulysses), the decoder's tiles are split, rank 0 gets the
+  splits the video tokens over the ranks (sequence parallel), the decoder's tiles are split, rank 0 gets the
   result. ``--gpus 2,4``: each of these counts in turn, over the first N ranks of the world (a
   ``World`` of those ranks, as ``world_from_ranks`` makes it; the other ranks wait), so one launch
   on 4 GPUs measures 1, 2 and 4.
@@ -29,7 +29,7 @@ denoiser call, without what lies between the steps), and the N-GPU frames agains
 (uint8 max / mean difference, audio max): bf16, so small differences are expected.
 
 ``--compile``: fused q/k/v projections and torch.compile of the blocks (as bench/pipeline.py's
-compiled variant), shared by both runs; the N-GPU graphs, with the Ulysses collectives inside,
+compiled variant), shared by both runs; the N-GPU graphs, with the collectives inside,
 compile in their own cold call. ``--graphs``: each (size, GPUs) run again with the blocks through
 CUDA graphs (``LTXTransformer.graph_blocks``, as ``Components(cuda_graphs=True)`` sets; recorded
 in the warm-up call, which then also captures; passes over ``GRAPH_MAX_TOKENS`` run plain, as in
