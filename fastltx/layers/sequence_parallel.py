@@ -10,7 +10,7 @@ are never attended to (the caller masks them as keys). Two cases need communicat
   turns the result back; "keys": one all-gather gives every rank every token's keys and values, and
   this rank's queries attend to them with every head. A rank sends 4 (P - 1) / P token-rows of
   (heads x d) with "heads" and 2 (P - 1) with "keys": the same on 2 ranks, in one collective instead
-  of two and with fewer layout copies; twice as much on 4. "auto" takes "keys" on 2 ranks;
+  of two and with fewer layout copies; twice as much on 4. "auto" takes "keys" on 2 ranks only;
 * cross-attention from replicated queries to sharded keys (audio attending to video): each rank
   attends to its own keys and returns the softmax normaliser; the small partial results (queries x
   heads) are all-gathered and combined exactly, so the keys are never gathered.
@@ -31,7 +31,9 @@ def resolve_exchange(exchange: str, ranks: int) -> str:
     """The self-attention exchange ("heads" or "keys") that ``exchange`` means over ``ranks`` ranks."""
     if exchange not in EXCHANGES:
         raise ValueError(f"unknown sequence exchange {exchange!r}; choose one of {', '.join(EXCHANGES)}")
-    if exchange == "auto":
+    if exchange == "auto":  # 4 x H200, distilled 768x1280, compiled and graphed, transformer steps over 1
+        # GPU (docs/benchmarks.md, tenth session): 2 GPUs "keys" 1.78x, "heads" 1.77x; 4 GPUs "heads"
+        # 3.23x, "keys" 3.15x (1024x1536: 3.43x / 3.37x)
         return "keys" if ranks == 2 else "heads"
     return exchange
 
