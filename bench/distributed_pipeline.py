@@ -123,14 +123,13 @@ class StepClock:
     last kernel's end; the stages' times also hold what lies between the steps (state set-up, Euler
     updates, the host getting ahead again at a stage's start)."""
 
-    def __init__(self, denoiser_class):
-        self.marks, self.on = [], False
+    def __init__(self, denoiser_class, cuda: bool):
+        self.marks, self.on, self.cuda = [], False, cuda
         call, clock = denoiser_class.__call__, self
 
         def timed(denoiser, *args, **kwargs):
             if not clock.on:
                 return call(denoiser, *args, **kwargs)
-            cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
             start = torch.cuda.Event(enable_timing=True) if cuda else time.perf_counter()
             if cuda:
                 start.record()
@@ -146,7 +145,7 @@ class StepClock:
 
     def take(self) -> list[float]:
         """Seconds of each step since the last ``take``."""
-        if self.marks and isinstance(self.marks[0][0], torch.cuda.Event):
+        if self.cuda:
             torch.cuda.synchronize()
             times = [a.elapsed_time(b) / 1e3 for a, b in self.marks]
         else:
@@ -334,7 +333,7 @@ def main(argv=None) -> dict | None:
     worlds = {n: world if n == world.size else world_from_ranks(list(range(n)), device) for n in counts}  # collective
     single = pipeline(None) if main_rank else None
     several = {n: pipeline(w) for n, w in worlds.items() if w is not None}
-    clock = StepClock(SimpleDenoiser)  # the distilled pipeline's denoiser
+    clock = StepClock(SimpleDenoiser, device.type == "cuda")  # the distilled pipeline's denoiser
     results = dict(card=card, world=world.size, torch=torch.__version__, compile=args.compile, frames=args.frames,
                    reps=args.reps, memory=args.memory, smoke=args.smoke, weights_gib=weights, rows=[])
 

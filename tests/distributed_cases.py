@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from fastltx.checkpoint.factory import random_transformer, transformer_config
-from fastltx.layers.sequence_parallel import SequenceShard
+from fastltx.layers.sequence_parallel import resolve_exchange
 from fastltx.models.transformer import ModalityInput, Perturbation
 from fastltx.pipelines.request import InputError
 from fastltx.runtime.compile import compile_blocks, uncompile_blocks
@@ -89,7 +89,7 @@ def sequence_cases(world: World, prefix: str) -> dict:
         out[f"{prefix}sp_{name}"] = _error(ours, ref)
     # the self-attention exchange "auto" does not take on this world (4 ranks: "keys", 2: "heads"),
     # with a strengths mask (whose rows the "keys" exchange cuts) and padding
-    auto = SequenceShard.plan(1, world.sequence).exchange
+    auto = resolve_exchange("auto", world.sequence.size)
     video, audio = inputs(v1, grid=(2, 3, 5), appended=7, mask=True, seed=9)
     v1.sequence_exchange = "heads" if auto == "keys" else "keys"
     try:
