@@ -39,8 +39,9 @@ custom ops, plain runs included); ``--funcol-plain`` runs each (size, GPUs) once
 and with PyTorch's functional collectives traced into the compiled graphs instead (rows "Nf").
 ``--exchanges heads,keys``: each N-GPU variant once with each self-attention exchange (the
 transformer's ``sequence_exchange``: "heads", Ulysses all-to-alls, rows "Nh"; "keys", keys and
-values all-gathered, rows "Nk"; default "auto", what the model picks: "keys" on 2 GPUs, "heads"
-on more; an exchange that another one listed already means at that count runs once).
+values all-gathered, rows "Nk"; "overlap", the all-gather behind the attention to the own keys,
+rows "No"; default "auto", what the model picks: "keys" on 2 GPUs, "heads" on more; an exchange
+that another one listed already means at that count runs once).
 ``--deadline-s``: no new (size, GPUs) run starts after that many seconds. ``--smoke``: tiny models
 in float32 on the CPU over gloo (the N-process frames then agree with the one-process frames within
 one level). Only rank 0 prints and writes ``--json``.
@@ -101,8 +102,8 @@ def parse_args(argv=None):
                    help="also run each (size, GPUs) without graphs and with PyTorch's functional collectives "
                         "(functional_collectives) instead of the custom ops, against the plain run; table rows 'Nf'")
     p.add_argument("--exchanges", default="auto",
-                   help="self-attention exchanges to run each N-GPU variant with (auto, heads, keys; "
-                        "e.g. heads,keys); table rows 'Nh', 'Nk'")
+                   help="self-attention exchanges to run each N-GPU variant with (auto, heads, keys, overlap; "
+                        "e.g. heads,keys); table rows 'Nh', 'Nk', 'No'")
     p.add_argument("--deadline-s", type=float, default=420.0, help="start no new run after this many seconds")
     p.add_argument("--json", default=None, help="write the results there (rank 0)")
     p.add_argument("--smoke", action="store_true", help="tiny float32 models on the CPU over gloo: checks the script")
@@ -263,8 +264,8 @@ def line(row: dict) -> str:
 
 def gpu_column(row: dict) -> str:
     """The table's GPU column: the count, "g" added for CUDA graphs, "f" for PyTorch's functional
-    collectives, "h" / "k" for a named exchange."""
-    exchange = {"heads": "h", "keys": "k"}.get(row.get("exchange"), "")
+    collectives, "h" / "k" / "o" for a named exchange."""
+    exchange = {"heads": "h", "keys": "k", "overlap": "o"}.get(row.get("exchange"), "")
     return f"{row['gpus']}{'g' if row.get('graphs') else ''}{'f' if row.get('funcol') else ''}{exchange}"
 
 

@@ -3,8 +3,10 @@ launch: ``torchrun --nproc_per_node N tests/gpu/graph_collectives.py CASE [--gro
 
 The collectives are not recorded: each one ends a graph piece and runs eagerly between two pieces
 at every replay (``between_pieces``). Cases: ``all_to_all`` (our all-to-all, eager), ``compiled``
-(the same under torch.compile), ``model`` (a tiny float32 transformer split over the group, compiled
-blocks, ``graph_blocks``: 3 collectives a block). Each graphed call is compared with the plain call on
+(the same under torch.compile), ``model`` (a tiny transformer split over the group, compiled
+blocks, ``graph_blocks``; ``--exchange``: its self-attention exchange, "auto" by default, which
+with "heads" and "overlap" makes 3 eager steps a block, with "keys" 2; ``--dtype``: float32 by
+default, bfloat16 takes the fused attention kernels). Each graphed call is compared with the plain call on
 the same inputs and the pieces are counted; rank 0 prints ``CASE ok <max abs diff>``.
 ``--group G``: the first G ranks take part, the others wait at a barrier (as bench/distributed.py's
 sub-worlds do). A hang dumps every thread's stack after ``--hang-s`` seconds and exits.
@@ -35,7 +37,13 @@ def pieces(graphed: GraphedCall) -> tuple[int, int]:
     return recorded.pieces.graphs, len(recorded.pieces.held)
 
 
-def run_case(case: str, world, sub, rows: int = 64, layers: int = 3, grid=(2, 3, 5)) -> float:
+def _as(m, dtype: torch.dtype):
+    """A modality input whose latents and text run in ``dtype`` (the model's working dtype)."""
+    return dataclasses.replace(m, latent=m.latent.to(dtype), context=m.context.to(dtype))
+
+
+def run_case(case: str, world, sub, rows: int = 64, layers: int = 3, grid=(2, 3, 5), exchange: str = "auto",
+             dtype: torch.dtype = torch.float32) -> float:
     device = world.device
     gen = torch.Generator(device=device).manual_seed(world.rank)
     if case in ("all_to_all", "compiled"):
@@ -48,21 +56,24 @@ def run_case(case: str, world, sub, rows: int = 64, layers: int = 3, grid=(2, 3,
         assert device.type != "cuda" or pieces(graphed) == (2, 1)
         return max((g - w).abs().max().item() for g, w in zip(got, want * 2))
     from fastltx.checkpoint.factory import random_transformer, transformer_config
+    from fastltx.layers.sequence_parallel import resolve_exchange
     from fastltx.runtime.compile import compile_blocks
     from tests.distributed_cases import inputs
     from tests.helpers import modality_on
     cfg = transformer_config("v1", "tiny", num_layers=layers)
     cfg = dataclasses.replace(cfg, video=dataclasses.replace(cfg.video, heads=4, head_dim=8, context_dim=32))
-    model = random_transformer(cfg, seed=6, device=device, dtype=torch.float32)
+    model = random_transformer(cfg, seed=6, device=device, dtype=dtype)
     model.fuse_projections()
+    model.sequence_exchange = exchange
     compile_blocks(model)
-    calls = [tuple(modality_on(m, device) for m in inputs(model, grid=grid, seed=s)) for s in (1, 2, 3)]
+    calls = [tuple(_as(modality_on(m, device), dtype) for m in inputs(model, grid=grid, seed=s)) for s in (1, 2, 3)]
     with torch.no_grad():
         caches = [model.cache_text(v, a) for v, a in calls]
         want = [model(v, a, None, c, sequence=sub.sequence) for (v, a), c in zip(calls, caches)]
         model.graph_blocks()
         got = [model(v, a, None, c, sequence=sub.sequence) for _ in range(3) for (v, a), c in zip(calls, caches)]
-    assert device.type != "cuda" or pieces(model.__dict__["graphed_blocks"]) == (3 * layers + 1, 3 * layers)
+    steps = (2 if resolve_exchange(exchange, sub.size) == "keys" else 3) * layers  # eager steps of the blocks
+    assert device.type != "cuda" or pieces(model.__dict__["graphed_blocks"]) == (steps + 1, steps)
     model.graph_blocks(False)  # the graphs go now (a run that kept them hung in the teardown once)
     return max((g[i].float() - w[i].float()).abs().max().item()
                for g, w in zip(got, want * 3) for i in range(2))
@@ -77,6 +88,8 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=3, help="model: blocks")
     p.add_argument("--grid", default="2x3x5", help="model: latent frames x height x width")
     p.add_argument("--device", default="cuda", help="cpu: gloo, no graphs (checks this script)")
+    p.add_argument("--exchange", default="auto", help="model: the self-attention exchange")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="model: weights and inputs")
     args = p.parse_args()
     faulthandler.dump_traceback_later(args.hang_s, exit=True)
     world = init_distributed(device=args.device)
@@ -84,7 +97,7 @@ def main() -> None:
     sub = world if size == world.size else world_from_ranks(list(range(size)), world.device)
     if world.rank < size:
         grid = tuple(int(v) for v in args.grid.split("x"))
-        diff = run_case(args.case, world, sub, args.rows, args.layers, grid)
+        diff = run_case(args.case, world, sub, args.rows, args.layers, grid, args.exchange, getattr(torch, args.dtype))
         if world.rank == 0:
             print(f"{args.case} ok {diff:.3e} (group of {size} of {world.size})", flush=True)
     dist.barrier()

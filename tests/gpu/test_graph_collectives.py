@@ -1,6 +1,7 @@
 """Collectives between CUDA graph pieces on two GPUs (tests/gpu/graph_collectives.py under torchrun):
 graphed outputs bit-identical to plain ones, and the expected pieces, for our all-to-all (eager and
-compiled) and for a tiny transformer split over the GPUs with compiled blocks. Skipped with fewer
+compiled) and for a tiny transformer split over the GPUs with compiled blocks (each self-attention
+exchange; "overlap" in bf16, through the fused partial-attention kernels). Skipped with fewer
 than two GPUs."""
 
 import subprocess
@@ -15,10 +16,12 @@ pytestmark = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("case", ["all_to_all", "compiled", "model"])
-def test_graphed_collectives_equal_plain_ones(case):
+@pytest.mark.parametrize("case, options", [
+    ("all_to_all", []), ("compiled", []), ("model", []), ("model", ["--exchange", "heads"]),
+    ("model", ["--exchange", "overlap", "--dtype", "bfloat16", "--grid", "2x4x4"])])  # even: no padding mask
+def test_graphed_collectives_equal_plain_ones(case, options):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "tests" / "gpu" / "graph_collectives.py"), case, "--hang-s", "240"]
+           str(ROOT / "tests" / "gpu" / "graph_collectives.py"), case, "--hang-s", "240", *options]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"{case} ok 0.000e+00 (group of 2 of 2)" in proc.stdout, proc.stdout[-3000:]
