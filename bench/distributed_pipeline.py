@@ -34,14 +34,13 @@ compile in their own cold call. ``--graphs``: each (size, GPUs) run again with t
 CUDA graphs (``LTXTransformer.graph_blocks``, as ``Components(cuda_graphs=True)`` sets; recorded
 in the warm-up call, which then also captures; passes over ``GRAPH_MAX_TOKENS`` run plain, as in
 the pipelines), its steps' time against the plain run's ("steps_vs_plain"; its speed-up over the
-1-GPU graphed run). With several GPUs the collectives run eagerly between graph pieces (they are
+1-GPU graphed run; ``--graphs-only``: no plain runs, the graphed warm-up call compiles). With several GPUs the collectives run eagerly between graph pieces (they are
 custom ops, plain runs included); ``--funcol-plain`` runs each (size, GPUs) once more without graphs
 and with PyTorch's functional collectives traced into the compiled graphs instead (rows "Nf").
 ``--exchanges heads,keys``: each N-GPU variant once with each self-attention exchange (the
 transformer's ``sequence_exchange``: "heads", Ulysses all-to-alls, rows "Nh"; "keys", keys and
-values all-gathered, rows "Nk"; "overlap", the all-gather behind the attention to the own keys,
-rows "No"; default "auto", what the model picks: "keys" on 2 GPUs, "heads" on more; an exchange
-that another one listed already means at that count runs once).
+values all-gathered, rows "Nk"; default "auto", what the model picks: "keys" on 2 GPUs, "heads"
+on more; an exchange that another one listed already means at that count runs once).
 ``--deadline-s``: no new (size, GPUs) run starts after that many seconds. ``--smoke``: tiny models
 in float32 on the CPU over gloo (the N-process frames then agree with the one-process frames within
 one level). Only rank 0 prints and writes ``--json``.
@@ -98,12 +97,13 @@ def parse_args(argv=None):
     p.add_argument("--graphs", action="store_true",
                    help="also run each (size, GPUs) with the transformer blocks through CUDA graphs "
                         "(graph_blocks, recorded in the warm-up call); table rows 'Ng'")
+    p.add_argument("--graphs-only", action="store_true", help="--graphs without the plain runs (their cold call compiles)")
     p.add_argument("--funcol-plain", action="store_true",
                    help="also run each (size, GPUs) without graphs and with PyTorch's functional collectives "
                         "(functional_collectives) instead of the custom ops, against the plain run; table rows 'Nf'")
     p.add_argument("--exchanges", default="auto",
-                   help="self-attention exchanges to run each N-GPU variant with (auto, heads, keys, overlap; "
-                        "e.g. heads,keys); table rows 'Nh', 'Nk', 'No'")
+                   help="self-attention exchanges to run each N-GPU variant with (auto, heads, keys; "
+                        "e.g. heads,keys); table rows 'Nh', 'Nk'")
     p.add_argument("--deadline-s", type=float, default=420.0, help="start no new run after this many seconds")
     p.add_argument("--json", default=None, help="write the results there (rank 0)")
     p.add_argument("--smoke", action="store_true", help="tiny float32 models on the CPU over gloo: checks the script")
@@ -112,6 +112,7 @@ def parse_args(argv=None):
     args.frames = args.frames or (9 if args.smoke else 121)
     args.reps = args.reps or (1 if args.smoke else 3)
     args.exchanges = args.exchanges.split(",")
+    args.graphs = args.graphs or args.graphs_only
     if any(e not in EXCHANGES for e in args.exchanges):
         p.error(f"--exchanges: each one of {', '.join(EXCHANGES)} expected, got {args.exchanges}")
     return args
@@ -264,8 +265,8 @@ def line(row: dict) -> str:
 
 def gpu_column(row: dict) -> str:
     """The table's GPU column: the count, "g" added for CUDA graphs, "f" for PyTorch's functional
-    collectives, "h" / "k" / "o" for a named exchange."""
-    exchange = {"heads": "h", "keys": "k", "overlap": "o"}.get(row.get("exchange"), "")
+    collectives, "h" / "k" for a named exchange."""
+    exchange = {"heads": "h", "keys": "k"}.get(row.get("exchange"), "")
     return f"{row['gpus']}{'g' if row.get('graphs') else ''}{'f' if row.get('funcol') else ''}{exchange}"
 
 
@@ -357,7 +358,7 @@ def main(argv=None) -> dict | None:
             return measure(several[gpus], device, kwargs, args.reps, together=worlds[gpus], clock=clock)
         return None
 
-    variants = ["plain"] + ["funcol"] * args.funcol_plain + ["graphs"] * args.graphs
+    variants = ["plain"] * (not args.graphs_only) + ["funcol"] * args.funcol_plain + ["graphs"] * args.graphs
     for size in args.sizes.split(","):
         h, w = (int(v) for v in size.split("x"))
         kwargs = dict(prompt=POSITIVE, seed=10, height=h, width=w, num_frames=args.frames, fps=24.0, progress=False)

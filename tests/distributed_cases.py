@@ -97,17 +97,6 @@ def sequence_cases(world: World, prefix: str) -> dict:
     finally:
         v1.sequence_exchange = "auto"
     out[f"{prefix}sp_other_exchange"] = _error(ours, v1(video, audio))
-    # "overlap": the gather behind the attention to the own keys (on 4 ranks the middle ones combine
-    # three partials), with STG; with a mask it takes "keys"
-    overlap = {"overlap": (inputs(v1, grid=(2, 2, 4), sigmas=(0.9, 0.9), seed=10), [Perturbation(), Perturbation.stg((0,))]),
-               "overlap_mask": (inputs(v1, grid=(2, 3, 5), appended=7, mask=True, seed=9), None)}
-    for name, ((video, audio), perturbations) in overlap.items():
-        v1.sequence_exchange = "overlap"
-        try:
-            ours = v1(video, audio, perturbations, sequence=world.sequence)
-        finally:
-            v1.sequence_exchange = "auto"
-        out[f"{prefix}sp_{name}"] = _error(ours, v1(video, audio, perturbations))
     video, audio = inputs(v1, appended=5, seed=6)
     cache = v1.cache_text(video, audio)
     out[f"{prefix}sp_text_cache"] = _error(v1(video, audio, None, cache, sequence=world.sequence), v1(video, audio))
@@ -127,15 +116,6 @@ def sequence_cases(world: World, prefix: str) -> dict:
         error = _error(v1(video, audio, sequence=world.sequence), ref)
         expected = (3 if auto == "heads" else 2) * len(v1.transformer_blocks) + 1
         out[f"{prefix}sp_compiled"] = error if len(calls) == expected else f"{len(calls)} != {expected} calls"
-        calls.clear()
-        v1.sequence_exchange = "overlap"  # two steps a block (start, wait) + the video->audio gather
-        even = inputs(v1, grid=(2, 2, 4), seed=10)  # no padding (which takes "keys")
-        try:
-            error = _error(v1(*even, sequence=world.sequence), v1(*even))
-        finally:
-            v1.sequence_exchange = "auto"
-        expected = 3 * len(v1.transformer_blocks) + 1
-        out[f"{prefix}sp_compiled_overlap"] = error if len(calls) == expected else f"{len(calls)} != {expected} calls"
         calls.clear()
         with distributed.functional_collectives():
             error = _error(v1(video, audio, sequence=world.sequence), ref)

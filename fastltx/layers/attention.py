@@ -133,11 +133,10 @@ class Attention(nn.Module):
 
 
 def _sharded_attention(q, k, v, heads, mask, backend, shard, self_attention: bool) -> torch.Tensor:
-    from fastltx.layers import sequence_parallel as sp
+    from fastltx.layers.sequence_parallel import gathered_keys_attention, sharded_keys_attention, ulysses_attention
     if self_attention:
-        exchange = {"keys": sp.gathered_keys_attention, "overlap": sp.overlapped_keys_attention}.get(
-            shard.exchange, sp.ulysses_attention)
+        exchange = gathered_keys_attention if shard.exchange == "keys" else ulysses_attention
         return exchange(q, k, v, heads, mask, backend, shard.group)
     if mask is not None:
         raise ValueError("cross-attention to sharded keys takes no mask")
-    return sp.sharded_keys_attention(q, k, v, heads, shard)
+    return sharded_keys_attention(q, k, v, heads, shard)

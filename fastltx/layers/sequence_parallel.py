@@ -10,10 +10,7 @@ are never attended to (the caller masks them as keys). Two cases need communicat
   turns the result back; "keys": one all-gather gives every rank every token's keys and values, and
   this rank's queries attend to them with every head. A rank sends 4 (P - 1) / P token-rows of
   (heads x d) with "heads" and 2 (P - 1) with "keys": the same on 2 ranks, in one collective instead
-  of two and with fewer layout copies; twice as much on 4. "overlap": "keys" with the all-gather
-  running (on a side stream) while this rank's queries attend to its own keys, the other ranks'
-  keys attended to after it and the partial results combined by log-sum-exp (below);
-  "auto" takes "keys" on 2 ranks only;
+  of two and with fewer layout copies; twice as much on 4. "auto" takes "keys" on 2 ranks only;
 * cross-attention from replicated queries to sharded keys (audio attending to video): each rank
   attends to its own keys and returns the softmax normaliser; the small partial results (queries x
   heads) are all-gathered and combined exactly, so the keys are never gathered.
@@ -24,10 +21,10 @@ from dataclasses import dataclass
 import torch
 
 from fastltx.layers.attention import sdpa
-from fastltx.runtime.distributed import Group, all_gather, all_gather_during, all_to_all
+from fastltx.runtime.distributed import Group, all_gather, all_to_all
 
 
-EXCHANGES = ("auto", "heads", "keys", "overlap")
+EXCHANGES = ("auto", "heads", "keys")
 
 
 def resolve_exchange(exchange: str, ranks: int) -> str:
@@ -124,15 +121,14 @@ def gathered_keys_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, h
     return out.transpose(1, 2).reshape(b, chunk, inner)
 
 
-def partial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, fused: bool = True,
-                      dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax attention on (B, heads, T, d), in ``dtype``, and its log-sum-exp normaliser (B,
-    heads, Tq), float32.
+def partial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                      fused: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax attention on (B, heads, T, d) and its log-sum-exp normaliser (B, heads, Tq), float32.
 
     The fused kernels that return the normaliser are used where they exist (CUDA bf16/fp16, CPU)
     unless ``fused`` is False; elsewhere it is computed directly in float32."""
     if k.shape[2] == 0:
-        return q.new_zeros(q.shape, dtype=dtype), q.new_full(q.shape[:3], float("-inf"), dtype=torch.float32)
+        return q.new_zeros(q.shape, dtype=torch.float32), q.new_full(q.shape[:3], float("-inf"), dtype=torch.float32)
     if fused and q.is_cuda and q.dtype in (torch.bfloat16, torch.float16):
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v)[:2]
     elif fused and q.device.type == "cpu":
@@ -141,64 +137,7 @@ def partial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, fused: 
         scores = (q.float() @ k.float().transpose(-1, -2)) * q.shape[-1] ** -0.5
         lse = torch.logsumexp(scores, dim=-1)
         out = torch.exp(scores - lse.unsqueeze(-1)) @ v.float()
-    return out.to(dtype), lse.float()
-
-
-def overlapped_keys_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
-                              mask: torch.Tensor | None, backend: str | None, group: Group) -> torch.Tensor:
-    """``gathered_keys_attention`` with the all-gather hidden behind attention: while every rank's
-    keys and values travel, this rank's queries attend to its own (partial softmax with its
-    normaliser); then to the other ranks' (one or two more partials), and the partials are combined
-    exactly by log-sum-exp in float32. Without a mask only (padding or attention strengths take
-    ``gathered_keys_attention``, as does a ``backend`` other than flash, the kernel of the partials)."""
-    if mask is not None or backend not in (None, "flash"):
-        return gathered_keys_attention(q, k, v, heads, mask, backend, group)
-    b, chunk, inner = q.shape
-    send = q.new_empty(chunk, 2, b, inner)
-    send[:, 0], send[:, 1] = k.transpose(0, 1), v.transpose(0, 1)
-    parts = torch.ops.fastltx.keys_attention_parts(q, send, heads, group.group.group_name, group.rank, group.size)
-    outs, lses = parts[:len(parts) // 2], parts[len(parts) // 2:]  # (B, chunk, heads, d), (B, heads, chunk)
-    lses = [lse.transpose(1, 2).unsqueeze(-1) for lse in lses]
-    top = lses[0]
-    for lse in lses[1:]:
-        top = torch.maximum(top, lse)
-    weights = [torch.exp(lse - top) for lse in lses]
-    out = sum(o.float() * w for o, w in zip(outs, weights)) / sum(weights)
-    return out.to(q.dtype).reshape(b, chunk, inner)
-
-
-def _other_ranges(rank: int, size: int) -> list[tuple[int, int]]:
-    """The other ranks' slots of a gather, as (first, end) runs of consecutive ranks."""
-    return [(a, e) for a, e in ((0, rank), (rank + 1, size)) if e > a]
-
-
-@torch.library.custom_op("fastltx::keys_attention_parts", mutates_args=())
-def _keys_attention_parts(q: torch.Tensor, send: torch.Tensor, heads: int, group_name: str, rank: int,
-                          size: int) -> list[torch.Tensor]:
-    """The partial attentions of ``overlapped_keys_attention``: q (B, chunk, heads*d), send (chunk, 2,
-    B, heads*d) this rank's keys and values; [attention (B, chunk, heads, d) of the own keys, then
-    of each run of other ranks' keys, ..., their normalisers (B, heads, chunk)], the own partial
-    computed while the others' keys are gathered."""
-    chunk, _, b, inner = send.shape
-    d = inner // heads
-    qh = q.unflatten(-1, (heads, d)).transpose(1, 2)
-
-    def attend(kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # kv (T, 2, B, heads*d)
-        k, v = (kv[:, j].unflatten(-1, (heads, d)).permute(1, 2, 0, 3) for j in range(2))
-        out, lse = partial_attention(qh, k, v, dtype=q.dtype)
-        return out.transpose(1, 2).contiguous(), lse.contiguous()
-
-    gathered, own = all_gather_during(send, group_name, size, lambda: attend(send))
-    parts = [own] + [attend(gathered[a * chunk:e * chunk]) for a, e in _other_ranges(rank, size)]
-    return [o for o, _ in parts] + [lse for _, lse in parts]
-
-
-@_keys_attention_parts.register_fake
-def _(q, send, heads, group_name, rank, size):
-    chunk, _, b, inner = send.shape
-    n = 1 + len(_other_ranges(rank, size))
-    return ([q.new_empty(b, chunk, heads, inner // heads) for _ in range(n)]
-            + [q.new_empty(b, heads, chunk, dtype=torch.float32) for _ in range(n)])
+    return out.float(), lse.float()
 
 
 def sharded_keys_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,

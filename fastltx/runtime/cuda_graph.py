@@ -150,16 +150,20 @@ class _Graph:
         self.sources = [None] * len(leaves)  # (weak reference, version) of what each buffer last copied
         self.template = args
         device = leaves[0].device if leaves else torch.device("cuda")
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
+        caller, side = torch.cuda.current_stream(device), torch.cuda.Stream(device)
+        side.wait_stream(caller)
         self.pieces = _Pieces(capture_error_mode)
-        with torch.cuda.stream(side):  # a warm-up, then the recording, on a side stream
-            try:
+        try:
+            with torch.cuda.stream(side):  # a warm-up, then the recording, on a side stream
                 fn(*_rebuild(args, iter(self.inputs)))
                 torch.cuda.synchronize(device)
                 self.outputs = self.pieces.record(fn, _rebuild(args, iter(self.inputs)))
-            finally:
-                torch.cuda.current_stream(device).wait_stream(side)
+        finally:
+            # the caller's stream (not the side one, current inside the block) waits for what the
+            # recording ran eagerly: its collectives, on garbage, still writing the buffers the first
+            # replay fills (they overwrote its exchanged keys: 2 x H200, "keys", 30 of 30 first
+            # replays wrong before this wait was on the right stream, docs/benchmarks.md)
+            caller.wait_stream(side)
 
     def __call__(self, leaves: list[torch.Tensor]):
         for i, (buffer, t) in enumerate(zip(self.inputs, leaves)):

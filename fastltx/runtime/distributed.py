@@ -275,44 +275,6 @@ def _(x: torch.Tensor, group_name: str, size: int) -> torch.Tensor:
     return x.new_empty((size * x.shape[0], *x.shape[1:]))
 
 
-_side_streams: dict[torch.device, torch.cuda.Stream] = {}
-
-
-def all_gather_during(x: torch.Tensor, group_name: str, size: int, work: Callable[[], object]) -> tuple[torch.Tensor, object]:
-    """(``x`` of every rank concatenated along dim 0, ``work()``), the all-gather running while ``work``
-    does: on CUDA the collective goes on a side stream (after what the current stream has queued)
-    and the current stream waits for it only after ``work``'s kernels; on the CPU one after the other.
-
-    For use inside a custom op (Dynamo does not trace streams). Inside a CUDA graph recording the
-    start and the wait are both steps ``between_pieces``: ``work``'s kernels are a graph piece of
-    their own, replayed while the collective runs."""
-    x = x.contiguous()
-    out = x.new_empty((size * x.shape[0], *x.shape[1:]))
-    group = _resolve_process_group(group_name)
-    gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
-    side = None
-    if x.is_cuda:
-        side = _side_streams.get(x.device)
-        if side is None:
-            side = _side_streams[x.device] = torch.cuda.Stream(x.device)
-
-    def start():
-        if side is None:
-            return gather(out, x, group=group)
-        side.wait_stream(torch.cuda.current_stream(x.device))
-        with torch.cuda.stream(side):  # a synchronous launch: NCCL's kernel on the (now) current stream
-            gather(out, x, group=group)
-
-    def finish():
-        if side is not None:
-            torch.cuda.current_stream(x.device).wait_stream(side)
-
-    between_pieces(start, x, out)
-    result = work()
-    between_pieces(finish)
-    return out, result
-
-
 def _resolve_process_group(name: str) -> dist.ProcessGroup:
     from torch.distributed.distributed_c10d import _resolve_process_group as resolve
     return resolve(name)

@@ -56,3 +56,36 @@ def test_graphed_blocks_equal_plain_blocks(compiled, fp8):
         w = want[i % len(calls)]
         assert torch.equal(g[0], w[0]) and torch.equal(g[1], w[1]), i
     dynamo.reset()
+
+
+def test_first_replay_waits_for_what_the_recording_ran_eagerly():
+    """A step between graph pieces runs once eagerly while recording (on buffers the recorded kernels
+    have not filled), on the recording's side stream; the caller's stream must wait for it before
+    the first replay, else a late write of it lands over the replay's own (the first graphed step
+    on two GPUs with the "keys" exchange came out wrong that way: its all-gather at recording time
+    still ran). Here the step, off the default stream (warm-up, recording), sleeps on the GPU and then
+    writes -1, and the next piece sleeps longer before it reads: a first replay that does not wait
+    reads the -1."""
+    from fastltx.runtime.cuda_graph import GraphedCall, between_pieces
+
+    def fn(x):
+        y = x * 2
+        out = torch.empty_like(y)
+
+        def step():
+            if torch.cuda.current_stream() != torch.cuda.default_stream():
+                torch.cuda._sleep(100_000_000)  # ~60 ms of GPU clock cycles
+                out.fill_(-1)
+            else:
+                out.copy_(y)
+        between_pieces(step, y, out)
+        torch.cuda._sleep(200_000_000)
+        return out + 1
+
+    graphed = GraphedCall(fn)
+    x = torch.arange(4096.0, device="cuda")
+    with torch.no_grad():
+        for scale in (1.0, 2.0, 3.0):  # as is, recorded then replayed, replayed
+            got = graphed(x * scale).clone()
+            assert torch.equal(got, x * scale * 2 + 1), scale
+    assert len(next(iter(graphed.graphs.values())).pieces.held) == 1
