@@ -34,8 +34,9 @@ compile in their own cold call. ``--graphs``: each (size, GPUs) run again with t
 CUDA graphs (``LTXTransformer.graph_blocks``, as ``Components(cuda_graphs=True)`` sets; recorded
 in the warm-up call, which then also captures; passes over ``GRAPH_MAX_TOKENS`` run plain, as in
 the pipelines), its steps' time against the plain run's ("steps_vs_plain"; its speed-up over the
-1-GPU graphed run; ``--graphs-only``: no plain runs, the graphed warm-up call compiles). With several GPUs the collectives run eagerly between graph pieces (they are
-custom ops, plain runs included); ``--funcol-plain`` runs each (size, GPUs) once more without graphs
+1-GPU graphed run; ``--graphs-only``: no plain runs, the graphed warm-up call compiles). With
+several GPUs the collectives run eagerly between graph pieces (they are custom ops, plain runs
+included); ``--funcol-plain`` runs each (size, GPUs) once more without graphs
 and with PyTorch's functional collectives traced into the compiled graphs instead (rows "Nf").
 ``--exchanges heads,keys``: each N-GPU variant once with each self-attention exchange (the
 transformer's ``sequence_exchange``: "heads", Ulysses all-to-alls, rows "Nh"; "keys", keys and

@@ -5,9 +5,9 @@ The collectives are not recorded: each one ends a graph piece and runs eagerly b
 at every replay (``between_pieces``). Cases: ``all_to_all`` (our all-to-all, eager), ``compiled``
 (the same under torch.compile), ``model`` (a tiny transformer split over the group, compiled
 blocks, ``graph_blocks``; ``--exchange``: its self-attention exchange, "auto" by default, which
-with "heads" makes 3 eager steps a block, with "keys" 2; ``--dtype``: float32 by
-default). Each graphed call is compared with the plain call on
-the same inputs and the pieces are counted; rank 0 prints ``CASE ok <max abs diff>``.
+with "heads" makes 3 eager steps a block, with "keys" 2; ``--dtype``: float32 by default). Each
+graphed call is compared with the plain call on the same inputs (every call's difference printed
+when one differs) and the pieces are counted; rank 0 prints ``CASE ok <max abs diff>``.
 ``--group G``: the first G ranks take part, the others wait at a barrier (as bench/distributed.py's
 sub-worlds do). A hang dumps every thread's stack after ``--hang-s`` seconds and exits.
 """

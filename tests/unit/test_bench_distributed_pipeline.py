@@ -22,6 +22,8 @@ def test_arguments():
     assert args.exchanges == ["auto"] and parse_args(["--exchanges", "auto,heads"]).exchanges == ["auto", "heads"]
     with pytest.raises(SystemExit):
         parse_args(["--exchanges", "ring"])
+    only = parse_args(["--graphs-only"])  # the graphed runs without the plain ones
+    assert (args.graphs, args.graphs_only, only.graphs, only.graphs_only) == (False, False, True, True)
 
 
 def test_smoke_run_under_torchrun(tmp_path):
