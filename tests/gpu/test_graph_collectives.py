@@ -1,8 +1,7 @@
 """Collectives between CUDA graph pieces on two GPUs (tests/gpu/graph_collectives.py under torchrun):
 graphed outputs bit-identical to plain ones, and the expected pieces, for our all-to-all (eager and
 compiled) and for a tiny transformer split over the GPUs with compiled blocks (each self-attention
-exchange; in float32 and bf16). Skipped with fewer
-than two GPUs."""
+exchange; in float32 and bf16). Skipped with fewer than two GPUs."""
 
 import subprocess
 import sys
