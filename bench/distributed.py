@@ -3,7 +3,6 @@
     torchrun --standalone --nproc_per_node 4 bench/distributed.py [--reps 3] [--sizes 768x1280,1024x1536]
         [--compile [--mode MODE]] [--graphs] [--profile-dir DIR [--profile-gpus N]] [--no-guided] [--json PATH]
         [--graph-capture-mode MODE] [--hang-s S [--hang-dir DIR]] [--counts 1,4] [--no-audio] [--trace-dir DIR]
-        [--audio-beside [0,16]]
     torchrun --standalone --nproc_per_node 2 bench/distributed.py --smoke [--compile]   # CPU, gloo, tiny model
 
 Every rank builds the same random full-size LTX-2 19B transformer (bf16, fused projections, text K/V
@@ -28,10 +27,6 @@ the kernels' self CUDA time into NCCL, GEMM, attention and the rest (printed, an
 NCCL, idle gaps by cause), writes the Chrome trace to DIR/trace_{label}_{n}gpu_rank{r}.json and
 prints its summary line. ``--counts``: the GPU counts measured (default 1, 2, 4, ... up to the
 world size). ``--no-audio``: the video stream alone (what the replicated audio stream costs).
-``--audio-beside``: each distilled step (plain, and graphed with ``--graphs``) once more with the audio
-stream's block work on a second CUDA stream (``model.audio_beside``), labelled "beside" and compared
-with the same step in order (the "x plain" ratio: beside over in order); given SM counts, once per
-count, the video feed-forward's GEMMs leaving that many SMs to the audio (``audio_beside_sms``).
 Results go to stdout and, as JSON, to ``--json``.
 """
 
@@ -210,10 +205,6 @@ def parse_args(argv=None):
                              "(reorder_for_compute_comm_overlap), to overlap them")
     parser.add_argument("--counts", default=None, help="GPU counts to measure, e.g. 1,4 (default 1, 2, 4, ...)")
     parser.add_argument("--no-audio", action="store_true", help="the video stream alone (no audio tokens)")
-    parser.add_argument("--audio-beside", nargs="?", const="0", default=None,
-                        help="each distilled step once more with the audio on a side stream (model.audio_beside), "
-                             "compared with the same step without (time ratio, identical or not); a list of SM "
-                             "counts (e.g. 0,16): once per count left free by the video feed-forward's GEMMs")
     parser.add_argument("--trace-dir", default=None, help="trace every measured step on every rank (bench/timeline.py)")
     parser.add_argument("--smoke", action="store_true", help="a tiny model on the CPU (gloo): checks the script")
     args = parser.parse_args(argv)
@@ -221,11 +212,6 @@ def parse_args(argv=None):
         parser.error("--mode needs --compile")
     if args.overlap and not args.compile:
         parser.error("--overlap needs --compile")
-    if args.audio_beside is not None:
-        try:
-            args.audio_beside = [int(n) for n in args.audio_beside.split(",")]
-        except ValueError:
-            parser.error(f"--audio-beside: SM counts like 0,16 expected, got {args.audio_beside!r}")
     if args.counts is not None:
         try:
             args.counts = sorted({int(c) for c in args.counts.split(",")})
@@ -293,24 +279,15 @@ def main(argv=None) -> None:
             return lambda: model(video, audio, None, cache, **extra)
         profile = {n: str(Path(args.profile_dir) / f"prof_{h}x{w}_{n}gpu.txt")
                    for n in {1, profile_gpus}} if args.profile_dir else None
-        before = {}  # graphed or not -> the results with the audio in order, to compare the beside ones with
-        for beside in [None, *args.audio_beside] if args.audio_beside else [None]:
-            model.audio_beside, model.audio_beside_sms = beside is not None, beside or 0
-            name = label if beside is None else label.replace("step", f"step beside{beside or ''}")
-            plain = measure(world, worlds, name, simple, args.reps, rows, args.compile, None if beside is not None else profile,
-                            before.get(False), trace_dir=args.trace_dir)
-            before.setdefault(False, plain)
-            if args.graphs:  # the same steps through CUDA graphs (compiled code reused), against the plain ones
-                from fastltx.models.transformer import model as transformer_module
-                transformer_module.GRAPH_MAX_TOKENS = 1 << 30  # every size graphed here (the model: small passes only)
-                model.graph_blocks(capture_error_mode=args.graph_capture_mode)
-                graphed = measure(world, worlds, name.replace("step", "step graphed"), simple, args.reps, rows,
-                                  args.compile, plain=before.get(True, plain), trace_dir=args.trace_dir)
-                before.setdefault(True, graphed)
-                model.graph_blocks(False)
+        plain = measure(world, worlds, label, simple, args.reps, rows, args.compile, profile, trace_dir=args.trace_dir)
+        if args.graphs:  # the same steps through CUDA graphs (compiled code reused), against the plain ones
+            from fastltx.models.transformer import model as transformer_module
+            transformer_module.GRAPH_MAX_TOKENS = 1 << 30  # every size graphed here (the model: small passes only)
+            model.graph_blocks(capture_error_mode=args.graph_capture_mode)
+            measure(world, worlds, label.replace("step", "step graphed"), simple, args.reps, rows, args.compile, plain=plain,
+                    trace_dir=args.trace_dir)
+            model.graph_blocks(False)
             del plain
-        model.audio_beside, model.audio_beside_sms = False, 0
-        del before
         if i == 0 and not args.no_guided and audio is not None:  # the guided step runs both streams
             gen = torch.Generator(device=world.device).manual_seed(1)
             negative = [torch.randn(m.context.shape, generator=gen, device=world.device).to(m.context.dtype)

@@ -1,7 +1,7 @@
 """The whole distilled pipeline end to end on all N GPUs of a torchrun world vs one GPU, in one session.
 
     torchrun --standalone --nproc_per_node 2 bench/distributed_pipeline.py [--sizes 768x1280,1024x1536]
-        [--reps 3] [--compile] [--graphs] [--exchanges heads,keys] [--audio-beside] [--json PATH] [--deadline-s 420]
+        [--reps 3] [--compile] [--graphs] [--exchanges heads,keys] [--json PATH] [--deadline-s 420]
     torchrun --standalone --nproc_per_node 4 bench/distributed_pipeline.py --gpus 2,4   # 1, 2 and 4 GPUs
     torchrun --standalone --nproc_per_node 2 bench/distributed_pipeline.py --smoke   # CPU, gloo, tiny models
 
@@ -42,9 +42,6 @@ and with PyTorch's functional collectives traced into the compiled graphs instea
 transformer's ``sequence_exchange``: "heads", Ulysses all-to-alls, rows "Nh"; "keys", keys and
 values all-gathered, rows "Nk"; default "auto", what the model picks: "keys" on 2 GPUs, "heads"
 on more; an exchange that another one listed already means at that count runs once).
-``--audio-beside``: each (size, GPUs) once more (after the others; graphed with ``--graphs``) with
-the audio stream's block work on a second CUDA stream (``LTXTransformer.audio_beside``, rows "Nb";
-its speed-ups over the 1-GPU run of that variant).
 ``--deadline-s``: no new (size, GPUs) run starts after that many seconds. ``--smoke``: tiny models
 in float32 on the CPU over gloo (the N-process frames then agree with the one-process frames within
 one level). Only rank 0 prints and writes ``--json``.
@@ -108,8 +105,6 @@ def parse_args(argv=None):
     p.add_argument("--exchanges", default="auto",
                    help="self-attention exchanges to run each N-GPU variant with (auto, heads, keys; "
                         "e.g. heads,keys); table rows 'Nh', 'Nk'")
-    p.add_argument("--audio-beside", action="store_true",
-                   help="each (size, GPUs) once more with the audio's block work on a side stream (graphed with --graphs)")
     p.add_argument("--deadline-s", type=float, default=420.0, help="start no new run after this many seconds")
     p.add_argument("--json", default=None, help="write the results there (rank 0)")
     p.add_argument("--smoke", action="store_true", help="tiny float32 models on the CPU over gloo: checks the script")
@@ -246,8 +241,7 @@ def gpu_steps(r: dict) -> float:
 
 def line(row: dict) -> str:
     head = (f"{row['size']} {row['gpus']} GPU(s){' graphed' if row.get('graphs') else ''}"
-            f"{' funcol' if row.get('funcol') else ''}{' audio beside' if row.get('beside') else ''}"
-            f"{' ' + row['exchange'] if row.get('exchange') else ''}: ")
+            f"{' funcol' if row.get('funcol') else ''}{' ' + row['exchange'] if row.get('exchange') else ''}: ")
     if "error" in row:
         return head + "FAILED " + row["error"].strip().splitlines()[-1]
     st = " ".join(f"{k} {v * 1e3:.0f}" for k, v in row["stages"].items())
@@ -272,10 +266,9 @@ def line(row: dict) -> str:
 
 def gpu_column(row: dict) -> str:
     """The table's GPU column: the count, "g" added for CUDA graphs, "f" for PyTorch's functional
-    collectives, "b" for the audio beside the video, "h" / "k" for a named exchange."""
+    collectives, "h" / "k" for a named exchange."""
     exchange = {"heads": "h", "keys": "k"}.get(row.get("exchange"), "")
-    return (f"{row['gpus']}{'g' if row.get('graphs') else ''}{'f' if row.get('funcol') else ''}"
-            f"{'b' if row.get('beside') else ''}{exchange}")
+    return f"{row['gpus']}{'g' if row.get('graphs') else ''}{'f' if row.get('funcol') else ''}{exchange}"
 
 
 def table(results: dict) -> str:
@@ -366,8 +359,7 @@ def main(argv=None) -> dict | None:
             return measure(several[gpus], device, kwargs, args.reps, together=worlds[gpus], clock=clock)
         return None
 
-    variants = (["plain"] * (not args.graphs_only) + ["funcol"] * args.funcol_plain + ["graphs"] * args.graphs
-                + ["beside"] * args.audio_beside)
+    variants = ["plain"] * (not args.graphs_only) + ["funcol"] * args.funcol_plain + ["graphs"] * args.graphs
     for size in args.sizes.split(","):
         h, w = (int(v) for v in size.split("x"))
         kwargs = dict(prompt=POSITIVE, seed=10, height=h, width=w, num_frames=args.frames, fps=24.0, progress=False)
@@ -378,20 +370,19 @@ def main(argv=None) -> dict | None:
             exchanges = list(dict.fromkeys(resolve_exchange(e, gpus) for e in args.exchanges)) if gpus > 1 else [None]
             runs = [(v, e) for v in variants for e in exchanges]
             for variant, exchange in runs:
-                graphs = variant == "graphs" or (variant == "beside" and args.graphs)
+                graphs = variant == "graphs"
                 late = not go_on(f"{size} on {gpus} GPU(s), {variant}, exchange {exchange}")
                 if late:
                     break
                 transformer.graph_blocks(graphs)  # new graphs, recorded in the warm-up call
                 transformer.sequence_exchange = exchange or "auto"
-                transformer.audio_beside = variant == "beside"
                 with functional_collectives() if variant == "funcol" else contextlib.nullcontext():
                     r = run_once(gpus)
                 transformer.graph_blocks(False)
                 dist.barrier()
                 if main_rank:
                     row = dict(size=size, gpus=gpus, graphs=graphs, funcol=variant == "funcol",
-                               beside=variant == "beside", exchange=exchange)
+                               exchange=exchange)
                     record(row, r, base.get(variant))
                     if gpus == 1 and "error" not in r:
                         base[variant] = r

@@ -97,15 +97,6 @@ def sequence_cases(world: World, prefix: str) -> dict:
     finally:
         v1.sequence_exchange = "auto"
     out[f"{prefix}sp_other_exchange"] = _error(ours, v1(video, audio))
-    # the audio's block work in the order it takes beside the video (on the GPU, a side stream)
-    video, audio = inputs(v1, sigmas=(0.9, 0.9, 0.9), clean=4, seed=10)
-    ref = v1(video, audio, stg)
-    v1.audio_beside = "ordered"
-    try:
-        ours = v1(video, audio, stg, sequence=world.sequence)
-    finally:
-        v1.audio_beside = False
-    out[f"{prefix}sp_audio_beside"] = _error(ours, ref)
     video, audio = inputs(v1, appended=5, seed=6)
     cache = v1.cache_text(video, audio)
     out[f"{prefix}sp_text_cache"] = _error(v1(video, audio, None, cache, sequence=world.sequence), v1(video, audio))

@@ -2,9 +2,7 @@
 
 All blocks run the same code on same-shaped tensors, and the per-block perturbation plan is an
 argument, so Dynamo produces one graph for all 48 blocks (one more per distinct plan shape, e.g. a
-batch where some samples skip a block's self-attention). The parts of a block that the transformer
-runs one by one when the audio runs beside the video (``LTXTransformer.audio_beside``) are compiled
-the same way, each on its own.
+batch where some samples skip a block's self-attention).
 """
 
 import functools
@@ -17,14 +15,11 @@ from fastltx.models.transformer.block import AVBlock
 RECOMPILE_LIMIT = 64  # at least this many compiled variants of the block function (Dynamo's limit)
 
 
-PARTS = ("forward", "stream_head", "cross", "stream_tail")  # the AVBlock methods compiled
-
-
 @functools.cache
-def _compiled_block_part(name: str, mode: str | None, dynamic: bool | None, tune: bool):
+def _compiled_block_forward(mode: str | None, dynamic: bool | None, tune: bool):
     if tune:  # Inductor benchmarks block sizes of its own kernels (norms, modulation, quantisation)
-        return torch.compile(getattr(AVBlock, name), dynamic=dynamic, options={"coordinate_descent_tuning": True})
-    return torch.compile(getattr(AVBlock, name), mode=mode, dynamic=dynamic)
+        return torch.compile(AVBlock.forward, dynamic=dynamic, options={"coordinate_descent_tuning": True})
+    return torch.compile(AVBlock.forward, mode=mode, dynamic=dynamic)
 
 
 def compile_blocks(model: torch.nn.Module, mode: str | None = None, dynamic: bool | None = False,
@@ -43,10 +38,9 @@ def compile_blocks(model: torch.nn.Module, mode: str | None = None, dynamic: boo
     for knob in ("recompile_limit", "cache_size_limit"):
         if hasattr(torch._dynamo.config, knob):
             setattr(torch._dynamo.config, knob, max(getattr(torch._dynamo.config, knob), RECOMPILE_LIMIT))
-    for name in PARTS:
-        fn = _compiled_block_part(name, mode, dynamic, tune)
-        for block in model.transformer_blocks:
-            setattr(block, name, functools.partial(fn, block))
+    fn = _compiled_block_forward(mode, dynamic, tune)
+    for block in model.transformer_blocks:
+        block.forward = functools.partial(fn, block)
 
 
 def blocks_compiled(model) -> bool:
@@ -57,5 +51,4 @@ def blocks_compiled(model) -> bool:
 
 def uncompile_blocks(model: torch.nn.Module) -> None:
     for block in model.transformer_blocks:
-        for name in PARTS:
-            block.__dict__.pop(name, None)
+        block.__dict__.pop("forward", None)

@@ -5,8 +5,7 @@ The collectives are not recorded: each one ends a graph piece and runs eagerly b
 at every replay (``between_pieces``). Cases: ``all_to_all`` (our all-to-all, eager), ``compiled``
 (the same under torch.compile), ``model`` (a tiny transformer split over the group, compiled
 blocks, ``graph_blocks``; ``--exchange``: its self-attention exchange, "auto" by default, which
-with "heads" makes 3 eager steps a block, with "keys" 2; ``--dtype``: float32 by default;
-``--audio-beside``: the audio's block work on a side stream, joined before each collective). Each
+with "heads" makes 3 eager steps a block, with "keys" 2; ``--dtype``: float32 by default). Each
 graphed call is compared with the plain call on the same inputs (every call's difference printed
 when one differs) and the pieces are counted; rank 0 prints ``CASE ok <max abs diff>``.
 ``--group G``: the first G ranks take part, the others wait at a barrier (as bench/distributed.py's
@@ -44,7 +43,7 @@ def _as(m, dtype: torch.dtype):
 
 
 def run_case(case: str, world, sub, rows: int = 64, layers: int = 3, grid=(2, 3, 5), sequence_exchange: str = "auto",
-             dtype: torch.dtype = torch.float32, audio_beside: bool = False) -> float:
+             dtype: torch.dtype = torch.float32) -> float:
     device = world.device
     gen = torch.Generator(device=device).manual_seed(world.rank)
     if case in ("all_to_all", "compiled"):
@@ -66,7 +65,6 @@ def run_case(case: str, world, sub, rows: int = 64, layers: int = 3, grid=(2, 3,
     model = random_transformer(cfg, seed=6, device=device, dtype=dtype)
     model.fuse_projections()
     model.sequence_exchange = sequence_exchange
-    model.audio_beside = audio_beside
     compile_blocks(model)
     calls = [tuple(_as(modality_on(m, device), dtype) for m in inputs(model, grid=grid, seed=s)) for s in (1, 2, 3)]
     with torch.no_grad():
@@ -94,7 +92,6 @@ def main() -> None:
     p.add_argument("--device", default="cuda", help="cpu: gloo, no graphs (checks this script)")
     p.add_argument("--exchange", default="auto", help="model: the self-attention exchange")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="model: weights and inputs")
-    p.add_argument("--audio-beside", action="store_true", help="model: the audio's block work on a side stream")
     args = p.parse_args()
     faulthandler.dump_traceback_later(args.hang_s, exit=True)
     world = init_distributed(device=args.device)
@@ -102,8 +99,7 @@ def main() -> None:
     sub = world if size == world.size else world_from_ranks(list(range(size)), world.device)
     if world.rank < size:
         grid = tuple(int(v) for v in args.grid.split("x"))
-        diff = run_case(args.case, world, sub, args.rows, args.layers, grid, args.exchange, getattr(torch, args.dtype),
-                        args.audio_beside)
+        diff = run_case(args.case, world, sub, args.rows, args.layers, grid, args.exchange, getattr(torch, args.dtype))
         if world.rank == 0:
             print(f"{args.case} ok {diff:.3e} (group of {size} of {world.size})", flush=True)
     dist.barrier()

@@ -89,36 +89,3 @@ def test_first_replay_waits_for_what_the_recording_ran_eagerly():
             got = graphed(x * scale).clone()
             assert torch.equal(got, x * scale * 2 + 1), scale
     assert len(next(iter(graphed.graphs.values())).pieces.held) == 1
-
-
-@pytest.mark.parametrize("compiled", [False, True])
-def test_audio_beside_the_video(compiled):
-    """The audio's block work on a side stream (model.audio_beside): eager, the very numbers of the
-    blocks in order (the same kernels); compiled (each part its own graph: other fusions than the
-    whole block's) close to them; through CUDA graphs (the side stream a branch of each recording),
-    the very numbers of the same model without graphs."""
-    import torch._dynamo as dynamo
-    from fastltx.runtime.compile import compile_blocks
-    model = model_on_cuda()
-    calls = [cuda_inputs(model, sigmas=(0.8,), seed=s) for s in (1, 2)] + [cuda_inputs(model, sigmas=(0.5, 0.3))]
-    dynamo.reset()
-    with torch.no_grad():
-        caches = [model.cache_text(v, a) for v, a in calls]
-        want = [model(v, a, None, c) for (v, a), c in zip(calls, caches)]
-        if compiled:
-            compile_blocks(model)
-        model.audio_beside = True
-        beside = [model(v, a, None, c) for (v, a), c in zip(calls, caches)]
-        model.graph_blocks()
-        graphed = [model(v, a, None, c) for _ in range(3) for (v, a), c in zip(calls, caches)]
-    assert model._beside(torch.device("cuda")).stream is not None
-    for i, (b, w) in enumerate(zip(beside, want)):
-        for got, ref in zip(b, w):
-            if compiled:
-                assert ((got.float() - ref.float()).norm() / ref.float().norm()).item() < 2e-2, i
-            else:
-                assert torch.equal(got, ref), i
-    for i, g in enumerate(graphed):
-        b = beside[i % len(calls)]
-        assert torch.equal(g[0], b[0]) and torch.equal(g[1], b[1]), i
-    dynamo.reset()

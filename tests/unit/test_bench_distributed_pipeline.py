@@ -24,13 +24,6 @@ def test_arguments():
         parse_args(["--exchanges", "ring"])
     only = parse_args(["--graphs-only"])  # the graphed runs without the plain ones
     assert (args.graphs, args.graphs_only, only.graphs, only.graphs_only) == (False, False, True, True)
-    assert not args.audio_beside and parse_args(["--audio-beside"]).audio_beside
-
-
-def test_table_columns_name_the_variant():
-    from bench.distributed_pipeline import gpu_column
-    assert gpu_column(dict(gpus=4, graphs=True, beside=True, exchange="heads")) == "4gbh"
-    assert gpu_column(dict(gpus=1, graphs=False, funcol=True)) == "1f"
 
 
 def test_smoke_run_under_torchrun(tmp_path):

@@ -53,28 +53,6 @@ def test_cached_text(model_and_inputs):
     assert max(max_rel_error(g, w) for g, w in zip(got, want)) <= 1e-6
 
 
-@torch.no_grad()
-def test_audio_beside_the_video_is_the_same_computation(model_and_inputs):
-    """The order the blocks take with the audio on a side stream (each block's audio feed-forward
-    and the next block's audio attentions beside the video feed-forward), on the CPU in order:
-    the same operations on the same data, so the same numbers, with perturbations and cached text."""
-    model, (v, a) = model_and_inputs
-    cache = None if model.cfg.cross_attention_adaln else model.cache_text(v, a)
-    want = model(v, a, PERTS, text_cache=cache)
-    model.audio_beside = "ordered"
-    calls = []
-    block = model.transformer_blocks[1]
-    block.stream_tail = lambda s, audio: (calls.append(audio), type(block).stream_tail(block, s, audio))[1]
-    got = model(v, a, PERTS, text_cache=cache)
-    assert calls == [True, False]  # through the parts, the audio's tail first (it goes to the side stream)
-    assert all(torch.equal(g, w) for g, w in zip(got, want))
-    calls.clear()
-    alone = model(v, None)[0]  # a stream left out: the plain order
-    assert calls == []
-    model.audio_beside = False
-    assert torch.equal(alone, model(v, None)[0])
-
-
 def test_fp8_linear_is_the_dequantised_product():
     torch.manual_seed(0)
     lin = torch.nn.Linear(32, 24)
@@ -135,29 +113,6 @@ def test_compiled_blocks_share_one_graph():
         dynamo.reset()
     assert max(max_rel_error(g, w) for g, w in zip(got, want)) <= 1e-5
     assert dataclasses.is_dataclass(v)
-
-
-@torch.no_grad()
-def test_compiled_parts_with_the_audio_beside():
-    """With the audio beside the video the blocks run through their compiled parts: one graph for
-    each stream's head and tail and one for the cross-attentions, shared by every block."""
-    import torch._dynamo as dynamo
-    from fastltx.runtime.compile import compile_blocks, uncompile_blocks
-    model = random_transformer(transformer_config("v1", num_layers=3), seed=5, dtype=torch.float32)
-    v, a = inputs(model, torch.float32, sigmas=(0.6,))
-    want = model(v, a)
-    dynamo.reset()
-    dynamo.utils.counters.clear()
-    compile_blocks(model)
-    model.audio_beside = "ordered"
-    try:
-        got = model(v, a)
-        assert dynamo.utils.counters["stats"]["unique_graphs"] == 5
-    finally:
-        uncompile_blocks(model)
-        dynamo.reset()
-    assert "stream_head" not in model.transformer_blocks[0].__dict__
-    assert max(max_rel_error(g, w) for g, w in zip(got, want)) <= 1e-5
 
 
 def test_tuning_and_a_compile_mode_are_exclusive():

@@ -115,54 +115,6 @@ class AVBlock(nn.Module):
         return (self.attn2.keys_values(video_context) if video_context is not None else None,
                 self.audio_attn2.keys_values(audio_context) if audio_context is not None else None)
 
-    # The parts of ``forward``, each callable on its own (``LTXTransformer.audio_beside`` runs them in
-    # another order). ``forward`` calls the private ones: ``compile_blocks`` replaces the public names
-    # of a block by compiled forms, which a compiled ``forward`` must not call into.
-    def stream_head(self, s: Stream, audio: bool, skip: BlockSkips = NO_SKIP, text_kv=None) -> torch.Tensor:
-        """One stream's self-attention and text cross-attention: its new ``x`` (not assigned)."""
-        return self._head(s, audio, skip, text_kv)
-
-    def stream_tail(self, s: Stream, audio: bool) -> torch.Tensor:
-        """One stream's feed-forward: its new ``x`` (not assigned)."""
-        return self._tail(s, audio)
-
-    def cross(self, video: Stream | None, audio: Stream | None, skips: dict) -> None:
-        """The audio->video and video->audio cross-attentions (each stream's ``x`` updated in place)."""
-        self._cross(video, audio, skips)
-
-    def _head(self, s: Stream, audio: bool, skip: BlockSkips, text_kv) -> torch.Tensor:
-        p = "audio_" if audio else ""
-        return self._self_and_text(s, getattr(self, p + "attn1"), getattr(self, p + "attn2"),
-                                   getattr(self, p + "scale_shift_table"),
-                                   getattr(self, p + "prompt_scale_shift_table", None), skip, text_kv)
-
-    def _tail(self, s: Stream, audio: bool) -> torch.Tensor:
-        p = "audio_" if audio else ""
-        return self._feed_forward(s, getattr(self, p + "ff"), getattr(self, p + "scale_shift_table"))
-
-    def _cross(self, video: Stream | None, audio: Stream | None, skips: dict) -> None:
-        run_a2v = video is not None and video.active and audio is not None and audio.x.numel() > 0
-        run_v2a = audio is not None and audio.active and video is not None and video.x.numel() > 0
-        if not (run_a2v or run_v2a):
-            return
-        vn, an = rms_norm(video.x, eps=self.eps), rms_norm(audio.x, eps=self.eps)
-        vt, at = self.scale_shift_table_a2v_ca_video, self.scale_shift_table_a2v_ca_audio
-        a2v, v2a = skips.get("a2v", NO_SKIP), skips.get("v2a", NO_SKIP)
-        if run_a2v and not a2v.all:
-            scale_v, shift_v = self._cross_modulation(vt, video, slice(0, 2))
-            scale_a, shift_a = self._cross_modulation(at, audio, slice(0, 2))
-            gate = (vt[4:][None, None].to(video.cross_gate.dtype) + video.cross_gate)[:, :, 0]
-            out = self.audio_to_video_attn(vn * (1 + scale_v) + shift_v, an * (1 + scale_a) + shift_a,
-                                           rope=video.cross_rope, k_rope=audio.cross_rope) * gate
-            video.x = video.x + (out if a2v.keep is None else out * a2v.keep)
-        if run_v2a and not v2a.all:
-            scale_a, shift_a = self._cross_modulation(at, audio, slice(2, 4))
-            scale_v, shift_v = self._cross_modulation(vt, video, slice(2, 4))
-            gate = (at[4:][None, None].to(audio.cross_gate.dtype) + audio.cross_gate)[:, :, 0]
-            out = self.video_to_audio_attn(an * (1 + scale_a) + shift_a, vn * (1 + scale_v) + shift_v,
-                                           rope=audio.cross_rope, k_rope=video.cross_rope, shard=video.shard) * gate
-            audio.x = audio.x + (out if v2a.keep is None else out * v2a.keep)
-
     def forward(self, video: Stream | None, audio: Stream | None, skips: dict, text_kv=(None, None)) -> None:
         """Update ``video.x`` and ``audio.x`` in place (the Stream objects, not the tensors).
 
@@ -171,11 +123,34 @@ class AVBlock(nn.Module):
         run_v = video is not None and video.active
         run_a = audio is not None and audio.active
         if run_v:
-            video.x = self._head(video, False, skips.get("video_self", NO_SKIP), text_kv[0])
+            video.x = self._self_and_text(video, self.attn1, self.attn2, self.scale_shift_table,
+                                          getattr(self, "prompt_scale_shift_table", None),
+                                          skips.get("video_self", NO_SKIP), text_kv[0])
         if run_a:
-            audio.x = self._head(audio, True, skips.get("audio_self", NO_SKIP), text_kv[1])
-        self._cross(video, audio, skips)
+            audio.x = self._self_and_text(audio, self.audio_attn1, self.audio_attn2, self.audio_scale_shift_table,
+                                          getattr(self, "audio_prompt_scale_shift_table", None),
+                                          skips.get("audio_self", NO_SKIP), text_kv[1])
+        run_a2v = run_v and audio is not None and audio.x.numel() > 0
+        run_v2a = run_a and video is not None and video.x.numel() > 0
+        if run_a2v or run_v2a:
+            vn, an = rms_norm(video.x, eps=self.eps), rms_norm(audio.x, eps=self.eps)
+            vt, at = self.scale_shift_table_a2v_ca_video, self.scale_shift_table_a2v_ca_audio
+            a2v, v2a = skips.get("a2v", NO_SKIP), skips.get("v2a", NO_SKIP)
+            if run_a2v and not a2v.all:
+                scale_v, shift_v = self._cross_modulation(vt, video, slice(0, 2))
+                scale_a, shift_a = self._cross_modulation(at, audio, slice(0, 2))
+                gate = (vt[4:][None, None].to(video.cross_gate.dtype) + video.cross_gate)[:, :, 0]
+                out = self.audio_to_video_attn(vn * (1 + scale_v) + shift_v, an * (1 + scale_a) + shift_a,
+                                               rope=video.cross_rope, k_rope=audio.cross_rope) * gate
+                video.x = video.x + (out if a2v.keep is None else out * a2v.keep)
+            if run_v2a and not v2a.all:
+                scale_a, shift_a = self._cross_modulation(at, audio, slice(2, 4))
+                scale_v, shift_v = self._cross_modulation(vt, video, slice(2, 4))
+                gate = (at[4:][None, None].to(audio.cross_gate.dtype) + audio.cross_gate)[:, :, 0]
+                out = self.video_to_audio_attn(an * (1 + scale_a) + shift_a, vn * (1 + scale_v) + shift_v,
+                                               rope=audio.cross_rope, k_rope=video.cross_rope, shard=video.shard) * gate
+                audio.x = audio.x + (out if v2a.keep is None else out * v2a.keep)
         if run_v:
-            video.x = self._tail(video, False)
+            video.x = self._feed_forward(video, self.ff, self.scale_shift_table)
         if run_a:
-            audio.x = self._tail(audio, True)
+            audio.x = self._feed_forward(audio, self.audio_ff, self.audio_scale_shift_table)

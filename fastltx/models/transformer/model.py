@@ -16,11 +16,10 @@ from fastltx.layers.norm import layer_norm
 from fastltx.layers.rope import rope_tables
 from fastltx.layers.sequence_parallel import SequenceShard
 from fastltx.models.transformer import sharding
-from fastltx.models.transformer.block import NO_SKIP, AVBlock, BlockSkips, Stream
+from fastltx.models.transformer.block import AVBlock, BlockSkips, Stream
 from fastltx.models.transformer.config import StreamGeometry, TransformerConfig
 from fastltx.models.transformer.inputs import ModalityInput, Perturbation, Skip, distinct_levels
 from fastltx.runtime.distributed import Group
-from fastltx.runtime.streams import Beside, sm_carveout
 
 _SKIP_NAMES = {Skip.VIDEO_SELF_ATTN: "video_self", Skip.AUDIO_SELF_ATTN: "audio_self",
                Skip.A2V_CROSS_ATTN: "a2v", Skip.V2A_CROSS_ATTN: "v2a"}
@@ -48,10 +47,6 @@ class LTXTransformer(nn.Module):
         # how a forward split over ranks exchanges the video tokens around self-attention:
         # "heads" (Ulysses all-to-alls), "keys" (keys and values all-gathered), "auto" ("keys" on 2 ranks)
         self.sequence_exchange = "auto"
-        # the audio stream's block work on a second CUDA stream beside the video's (``run_blocks``);
-        # "ordered" runs that schedule in order on the current stream (CPU tests of its order)
-        self.audio_beside: bool | str = False
-        self.audio_beside_sms = 0  # SMs the video's feed-forward GEMMs leave to the audio beside them
         v, a = cfg.video, cfg.audio
         if v is not None:
             self.patchify_proj, self.adaln_single, self.scale_shift_table, self.proj_out = self._stream_io(v)
@@ -256,45 +251,9 @@ class LTXTransformer(nn.Module):
 
     def run_blocks(self, vs: Stream | None, as_: Stream | None, plans: list[dict], text_cache: list | None):
         """Every block over the two streams; their final activations (video, audio)."""
-        kv = [(None, None)] * len(plans) if text_cache is None else text_cache
-        if (self.audio_beside and vs is not None and as_ is not None and vs.active and as_.active
-                and not self._streamed()):  # streamed blocks load their weights in a hook on forward
-            beside = Beside.ordered() if self.audio_beside == "ordered" else self._beside(vs.x.device)
-            self._run_beside(vs, as_, plans, kv, beside)
-        else:
-            for block, plan, block_kv in zip(self.transformer_blocks, plans, kv):
-                block(vs, as_, plan, block_kv)
+        for i, (block, plan) in enumerate(zip(self.transformer_blocks, plans)):
+            block(vs, as_, plan, text_cache[i] if text_cache is not None else (None, None))
         return (vs.x if vs is not None else None), (as_.x if as_ is not None else None)
-
-    def _beside(self, device: torch.device) -> Beside:
-        held = self.__dict__.get("_beside_stream")
-        if held is None or held[0] != device:
-            held = self.__dict__["_beside_stream"] = (device, Beside.on(device))
-        return held[1]
-
-    def _run_beside(self, vs: Stream, as_: Stream, plans: list[dict], kv: list, beside: Beside) -> None:
-        """The blocks with the audio's own work on a side stream: block i's audio feed-forward and block
-        i + 1's audio self- and text attention run while block i's video feed-forward does; the
-        streams meet at each block's audio-video cross-attention (and the collectives of a split
-        video, all on the current stream, lie outside the side stream's stretches). The same
-        operations on the same data as ``AVBlock.forward``, in another order."""
-        blocks, previous = self.transformer_blocks, None
-        for block, plan, (video_kv, audio_kv) in zip([*blocks, None], [*plans, None], [*kv, (None, None)]):
-            held = as_.x  # allocated on the current stream, read on the side one: kept until the join
-            with beside.fork():
-                if previous is not None:
-                    as_.x = previous.stream_tail(as_, True)
-                if block is not None:
-                    as_.x = block.stream_head(as_, True, plan.get("audio_self", NO_SKIP), audio_kv)
-            if previous is not None:
-                with sm_carveout(self.audio_beside_sms if beside.stream is not None else 0):
-                    vs.x = previous.stream_tail(vs, False)
-            beside.join()
-            del held
-            if block is not None:
-                vs.x = block.stream_head(vs, False, plan.get("video_self", NO_SKIP), video_kv)
-                block.cross(vs, as_, plan)
-            previous = block
 
     def graph_blocks(self, on: bool = True, capture_error_mode: str = "global") -> None:
         """Run the blocks through CUDA graphs (``fastltx.runtime.cuda_graph``), one recording per input
