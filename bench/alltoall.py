@@ -25,6 +25,22 @@ from bench.timeline import nccl_settings  # noqa: E402
 from fastltx.runtime.distributed import init_distributed  # noqa: E402
 
 
+def timed(fn, reps: int) -> float:
+    """Median microseconds of ``fn()`` (CUDA events on this rank) over ``reps`` calls after 3
+    warm-ups, a host barrier before each call."""
+    times = []
+    for i in range(reps + 3):
+        dist.barrier()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        if i >= 3:
+            times.append(start.elapsed_time(end) * 1e3)
+    return statistics.median(times)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--mib", default="4,15,45,60,180")
@@ -38,17 +54,7 @@ def main() -> None:
         elems = int(mib * 2**20 / 2) // n * n
         send = torch.randn(elems, device=world.device).to(torch.bfloat16)
         recv = torch.empty_like(send)
-        times = []
-        for i in range(args.reps + 3):
-            dist.barrier()
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            dist.all_to_all_single(recv, send)
-            end.record()
-            torch.cuda.synchronize()
-            if i >= 3:
-                times.append(start.elapsed_time(end) * 1e3)
-        us = statistics.median(times)
+        us = timed(lambda: dist.all_to_all_single(recv, send), args.reps)
         sent = send.numel() * 2 * (n - 1) / n
         if world.rank == 0:
             print(f"  {mib:>7.1f} MiB a rank: {us:>8.1f} us  {sent / us / 1e3:>6.1f} GB/s sent a rank", flush=True)
