@@ -5,7 +5,7 @@ holds its send buffer in symmetric memory (``torch.distributed._symmetric_memory
 the others' buffers), and each rank pulls its part from every other rank's buffer between two
 device-side barriers (``barrier``: a small kernel that signals the peers and waits for theirs).
 Two ways to pull: "ce", one ``copy_`` per peer (contiguous device-to-device copies: the copy
-engines, no SMs), and "sm", one ``torch.cat`` kernel reading every peer's part over NVLink. Both
+engines, no SMs), and "sm", one ``torch.stack`` kernel reading every peer's part over NVLink. Both
 run plain and recorded in a CUDA graph (the barriers and copies are kernels and memcpy nodes, so a
 graph could hold the whole exchange: NCCL's collectives run eagerly between graph pieces here).
 Each result is checked against NCCL's ``all_to_all_single`` on the same data. Median of ``--reps``
