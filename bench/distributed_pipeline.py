@@ -36,7 +36,8 @@ in the warm-up call, which then also captures; passes over ``GRAPH_MAX_TOKENS`` 
 the pipelines), its steps' time against the plain run's ("steps_vs_plain"; its speed-up over the
 1-GPU graphed run; ``--graphs-only``: no plain runs, the graphed warm-up call compiles). With
 several GPUs the collectives run eagerly between graph pieces (they are custom ops, plain runs
-included); ``--funcol-plain`` runs each (size, GPUs) once more without graphs
+included; ``--symmetric``: once more, graphed, through CUDA symmetric memory, where the graphs hold
+the exchanges whole, rows "Ngs"); ``--funcol-plain`` runs each (size, GPUs) once more without graphs
 and with PyTorch's functional collectives traced into the compiled graphs instead (rows "Nf").
 ``--exchanges heads,keys``: each N-GPU variant once with each self-attention exchange (the
 transformer's ``sequence_exchange``: "heads", Ulysses all-to-alls, rows "Nh"; "keys", keys and
@@ -49,6 +50,7 @@ one level). Only rank 0 prints and writes ``--json``.
 
 import argparse
 import contextlib
+import faulthandler
 import gc
 import json
 import shutil
@@ -102,10 +104,16 @@ def parse_args(argv=None):
     p.add_argument("--funcol-plain", action="store_true",
                    help="also run each (size, GPUs) without graphs and with PyTorch's functional collectives "
                         "(functional_collectives) instead of the custom ops, against the plain run; table rows 'Nf'")
+    p.add_argument("--symmetric", action="store_true",
+                   help="also run each N-GPU size graphed with the exchanges through CUDA symmetric memory "
+                        "(the transformer's sequence_transport 'symmetric', recorded whole in the graphs; "
+                        "implies --graphs, against whose 1-GPU run it is compared); table rows 'Ngs'")
     p.add_argument("--exchanges", default="auto",
                    help="self-attention exchanges to run each N-GPU variant with (auto, heads, keys; "
                         "e.g. heads,keys); table rows 'Nh', 'Nk'")
     p.add_argument("--deadline-s", type=float, default=420.0, help="start no new run after this many seconds")
+    p.add_argument("--hang-s", type=float, default=None,
+                   help="after this many seconds, every rank prints its threads' stacks and exits (a hang's where)")
     p.add_argument("--json", default=None, help="write the results there (rank 0)")
     p.add_argument("--smoke", action="store_true", help="tiny float32 models on the CPU over gloo: checks the script")
     args = p.parse_args(argv)
@@ -113,7 +121,7 @@ def parse_args(argv=None):
     args.frames = args.frames or (9 if args.smoke else 121)
     args.reps = args.reps or (1 if args.smoke else 3)
     args.exchanges = args.exchanges.split(",")
-    args.graphs = args.graphs or args.graphs_only
+    args.graphs = args.graphs or args.graphs_only or args.symmetric
     if any(e not in EXCHANGES for e in args.exchanges):
         p.error(f"--exchanges: each one of {', '.join(EXCHANGES)} expected, got {args.exchanges}")
     return args
@@ -241,7 +249,8 @@ def gpu_steps(r: dict) -> float:
 
 def line(row: dict) -> str:
     head = (f"{row['size']} {row['gpus']} GPU(s){' graphed' if row.get('graphs') else ''}"
-            f"{' funcol' if row.get('funcol') else ''}{' ' + row['exchange'] if row.get('exchange') else ''}: ")
+            f"{' funcol' if row.get('funcol') else ''}{' symmetric' if row.get('symmetric') else ''}"
+            f"{' ' + row['exchange'] if row.get('exchange') else ''}: ")
     if "error" in row:
         return head + "FAILED " + row["error"].strip().splitlines()[-1]
     st = " ".join(f"{k} {v * 1e3:.0f}" for k, v in row["stages"].items())
@@ -266,9 +275,10 @@ def line(row: dict) -> str:
 
 def gpu_column(row: dict) -> str:
     """The table's GPU column: the count, "g" added for CUDA graphs, "f" for PyTorch's functional
-    collectives, "h" / "k" for a named exchange."""
+    collectives, "s" for symmetric memory, "h" / "k" for a named exchange."""
     exchange = {"heads": "h", "keys": "k"}.get(row.get("exchange"), "")
-    return f"{row['gpus']}{'g' if row.get('graphs') else ''}{'f' if row.get('funcol') else ''}{exchange}"
+    return (f"{row['gpus']}{'g' if row.get('graphs') else ''}{'f' if row.get('funcol') else ''}"
+            f"{'s' if row.get('symmetric') else ''}{exchange}")
 
 
 def table(results: dict) -> str:
@@ -295,6 +305,8 @@ def table(results: dict) -> str:
 
 def main(argv=None) -> dict | None:
     args = parse_args(argv)
+    if args.hang_s:
+        faulthandler.dump_traceback_later(args.hang_s, exit=True)
     start = time.perf_counter()
     world = init_distributed(device="cpu" if args.smoke else "cuda")
     device, main_rank = world.device, world.main
@@ -359,7 +371,10 @@ def main(argv=None) -> dict | None:
             return measure(several[gpus], device, kwargs, args.reps, together=worlds[gpus], clock=clock)
         return None
 
-    variants = ["plain"] * (not args.graphs_only) + ["funcol"] * args.funcol_plain + ["graphs"] * args.graphs
+    if args.symmetric and device.type != "cuda":
+        raise SystemExit("--symmetric needs GPUs (CUDA symmetric memory)")
+    variants = (["plain"] * (not args.graphs_only) + ["funcol"] * args.funcol_plain + ["graphs"] * args.graphs
+                + ["symm"] * args.symmetric)
     for size in args.sizes.split(","):
         h, w = (int(v) for v in size.split("x"))
         kwargs = dict(prompt=POSITIVE, seed=10, height=h, width=w, num_frames=args.frames, fps=24.0, progress=False)
@@ -368,22 +383,23 @@ def main(argv=None) -> dict | None:
         for gpus in (1, *counts):
             plain = {}  # exchange -> the plain result
             exchanges = list(dict.fromkeys(resolve_exchange(e, gpus) for e in args.exchanges)) if gpus > 1 else [None]
-            runs = [(v, e) for v in variants for e in exchanges]
+            runs = [(v, e) for v in variants for e in exchanges if gpus > 1 or v != "symm"]
             for variant, exchange in runs:
-                graphs = variant == "graphs"
+                graphs = variant in ("graphs", "symm")
                 late = not go_on(f"{size} on {gpus} GPU(s), {variant}, exchange {exchange}")
                 if late:
                     break
                 transformer.graph_blocks(graphs)  # new graphs, recorded in the warm-up call
                 transformer.sequence_exchange = exchange or "auto"
+                transformer.sequence_transport = "symmetric" if variant == "symm" else "nccl"
                 with functional_collectives() if variant == "funcol" else contextlib.nullcontext():
                     r = run_once(gpus)
                 transformer.graph_blocks(False)
                 dist.barrier()
                 if main_rank:
                     row = dict(size=size, gpus=gpus, graphs=graphs, funcol=variant == "funcol",
-                               exchange=exchange)
-                    record(row, r, base.get(variant))
+                               exchange=exchange, symmetric=variant == "symm")
+                    record(row, r, base.get("graphs" if variant == "symm" else variant))
                     if gpus == 1 and "error" not in r:
                         base[variant] = r
                     first = plain.get(exchange)
