@@ -36,14 +36,14 @@ in the warm-up call, which then also captures; passes over ``GRAPH_MAX_TOKENS`` 
 the pipelines), its steps' time against the plain run's ("steps_vs_plain"; its speed-up over the
 1-GPU graphed run; ``--graphs-only``: no plain runs, the graphed warm-up call compiles). With
 several GPUs the collectives run eagerly between graph pieces (they are custom ops, plain runs
-included; ``--symmetric``: once more, graphed, through CUDA symmetric memory, where the graphs hold
-the exchanges whole, rows "Ngs"); ``--funcol-plain`` runs each (size, GPUs) once more without graphs
+included); ``--funcol-plain`` runs each (size, GPUs) once more without graphs
 and with PyTorch's functional collectives traced into the compiled graphs instead (rows "Nf").
 ``--exchanges heads,keys``: each N-GPU variant once with each self-attention exchange (the
 transformer's ``sequence_exchange``: "heads", Ulysses all-to-alls, rows "Nh"; "keys", keys and
 values all-gathered, rows "Nk"; default "auto", what the model picks: "keys" on 2 GPUs, "heads"
 on more; an exchange that another one listed already means at that count runs once).
-``--deadline-s``: no new (size, GPUs) run starts after that many seconds. ``--smoke``: tiny models
+``--deadline-s``: no new (size, GPUs) run starts after that many seconds; ``--hang-s``: after that
+many, every rank prints its threads' stacks and exits. ``--smoke``: tiny models
 in float32 on the CPU over gloo (the N-process frames then agree with the one-process frames within
 one level). Only rank 0 prints and writes ``--json``.
 """
@@ -104,10 +104,6 @@ def parse_args(argv=None):
     p.add_argument("--funcol-plain", action="store_true",
                    help="also run each (size, GPUs) without graphs and with PyTorch's functional collectives "
                         "(functional_collectives) instead of the custom ops, against the plain run; table rows 'Nf'")
-    p.add_argument("--symmetric", action="store_true",
-                   help="also run each N-GPU size graphed with the exchanges through CUDA symmetric memory "
-                        "(the transformer's sequence_transport 'symmetric', recorded whole in the graphs; "
-                        "implies --graphs, against whose 1-GPU run it is compared); table rows 'Ngs'")
     p.add_argument("--exchanges", default="auto",
                    help="self-attention exchanges to run each N-GPU variant with (auto, heads, keys; "
                         "e.g. heads,keys); table rows 'Nh', 'Nk'")
@@ -121,7 +117,7 @@ def parse_args(argv=None):
     args.frames = args.frames or (9 if args.smoke else 121)
     args.reps = args.reps or (1 if args.smoke else 3)
     args.exchanges = args.exchanges.split(",")
-    args.graphs = args.graphs or args.graphs_only or args.symmetric
+    args.graphs = args.graphs or args.graphs_only
     if any(e not in EXCHANGES for e in args.exchanges):
         p.error(f"--exchanges: each one of {', '.join(EXCHANGES)} expected, got {args.exchanges}")
     return args
@@ -249,8 +245,7 @@ def gpu_steps(r: dict) -> float:
 
 def line(row: dict) -> str:
     head = (f"{row['size']} {row['gpus']} GPU(s){' graphed' if row.get('graphs') else ''}"
-            f"{' funcol' if row.get('funcol') else ''}{' symmetric' if row.get('symmetric') else ''}"
-            f"{' ' + row['exchange'] if row.get('exchange') else ''}: ")
+            f"{' funcol' if row.get('funcol') else ''}{' ' + row['exchange'] if row.get('exchange') else ''}: ")
     if "error" in row:
         return head + "FAILED " + row["error"].strip().splitlines()[-1]
     st = " ".join(f"{k} {v * 1e3:.0f}" for k, v in row["stages"].items())
@@ -275,10 +270,9 @@ def line(row: dict) -> str:
 
 def gpu_column(row: dict) -> str:
     """The table's GPU column: the count, "g" added for CUDA graphs, "f" for PyTorch's functional
-    collectives, "s" for symmetric memory, "h" / "k" for a named exchange."""
+    collectives, "h" / "k" for a named exchange."""
     exchange = {"heads": "h", "keys": "k"}.get(row.get("exchange"), "")
-    return (f"{row['gpus']}{'g' if row.get('graphs') else ''}{'f' if row.get('funcol') else ''}"
-            f"{'s' if row.get('symmetric') else ''}{exchange}")
+    return f"{row['gpus']}{'g' if row.get('graphs') else ''}{'f' if row.get('funcol') else ''}{exchange}"
 
 
 def table(results: dict) -> str:
@@ -371,10 +365,7 @@ def main(argv=None) -> dict | None:
             return measure(several[gpus], device, kwargs, args.reps, together=worlds[gpus], clock=clock)
         return None
 
-    if args.symmetric and device.type != "cuda":
-        raise SystemExit("--symmetric needs GPUs (CUDA symmetric memory)")
-    variants = (["plain"] * (not args.graphs_only) + ["funcol"] * args.funcol_plain + ["graphs"] * args.graphs
-                + ["symm"] * args.symmetric)
+    variants = ["plain"] * (not args.graphs_only) + ["funcol"] * args.funcol_plain + ["graphs"] * args.graphs
     for size in args.sizes.split(","):
         h, w = (int(v) for v in size.split("x"))
         kwargs = dict(prompt=POSITIVE, seed=10, height=h, width=w, num_frames=args.frames, fps=24.0, progress=False)
@@ -383,23 +374,22 @@ def main(argv=None) -> dict | None:
         for gpus in (1, *counts):
             plain = {}  # exchange -> the plain result
             exchanges = list(dict.fromkeys(resolve_exchange(e, gpus) for e in args.exchanges)) if gpus > 1 else [None]
-            runs = [(v, e) for v in variants for e in exchanges if gpus > 1 or v != "symm"]
+            runs = [(v, e) for v in variants for e in exchanges]
             for variant, exchange in runs:
-                graphs = variant in ("graphs", "symm")
+                graphs = variant == "graphs"
                 late = not go_on(f"{size} on {gpus} GPU(s), {variant}, exchange {exchange}")
                 if late:
                     break
                 transformer.graph_blocks(graphs)  # new graphs, recorded in the warm-up call
                 transformer.sequence_exchange = exchange or "auto"
-                transformer.sequence_transport = "symmetric" if variant == "symm" else "nccl"
                 with functional_collectives() if variant == "funcol" else contextlib.nullcontext():
                     r = run_once(gpus)
                 transformer.graph_blocks(False)
                 dist.barrier()
                 if main_rank:
                     row = dict(size=size, gpus=gpus, graphs=graphs, funcol=variant == "funcol",
-                               exchange=exchange, symmetric=variant == "symm")
-                    record(row, r, base.get("graphs" if variant == "symm" else variant))
+                               exchange=exchange)
+                    record(row, r, base.get(variant))
                     if gpus == 1 and "error" not in r:
                         base[variant] = r
                     first = plain.get(exchange)

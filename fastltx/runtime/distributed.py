@@ -24,25 +24,19 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-from fastltx.runtime import symmetric
 from fastltx.runtime.cuda_graph import between_pieces
 from fastltx.runtime.memory import concrete_device
 
 DEFAULT_TIMEOUT = datetime.timedelta(minutes=10)
-TRANSPORTS = ("nccl", "symmetric")
 
 
 @dataclass(frozen=True)
 class Group:
-    """A process group and this process's place in it; ``size == 1`` means no communication.
-    ``transport``: how ``all_to_all`` and ``all_gather`` move the data, "nccl" (the process group's
-    own collectives; gloo on the CPU) or "symmetric" (CUDA symmetric memory,
-    ``fastltx.runtime.symmetric``: recorded whole in CUDA graphs; CUDA tensors only)."""
+    """A process group and this process's place in it; ``size == 1`` means no communication."""
 
     group: dist.ProcessGroup | None = None
     rank: int = 0
     size: int = 1
-    transport: str = "nccl"
 
 
 SINGLE = Group()
@@ -289,8 +283,6 @@ def _resolve_process_group(name: str) -> dist.ProcessGroup:
 def all_to_all(x: torch.Tensor, group: Group) -> torch.Tensor:
     """Split dim 0 into ``group.size`` equal parts, send part i to rank i; dim 0 of the result is
     ordered by source rank."""
-    if group.transport == "symmetric":
-        return symmetric.all_to_all(x, group.group.group_name, group.size)
     if not _functional:
         return torch.ops.fastltx.all_to_all(x, group.group.group_name)
     return _ready(_funcol().all_to_all_single(x.contiguous(), None, None, group.group))
@@ -298,8 +290,6 @@ def all_to_all(x: torch.Tensor, group: Group) -> torch.Tensor:
 
 def all_gather(x: torch.Tensor, group: Group) -> torch.Tensor:
     """Every rank's ``x`` concatenated along dim 0, in rank order."""
-    if group.transport == "symmetric":
-        return symmetric.all_gather(x, group.group.group_name, group.size)
     if not _functional:
         return torch.ops.fastltx.all_gather(x, group.group.group_name, group.size)
     funcol = _funcol()

@@ -2,13 +2,12 @@
 launch: ``torchrun --nproc_per_node N tests/gpu/graph_collectives.py CASE [--group 2]``.
 
 The collectives are not recorded: each one ends a graph piece and runs eagerly between two pieces
-at every replay (``between_pieces``); through symmetric memory (``--transport symmetric``) they are
-recorded with the rest, in one piece. Cases: ``all_to_all`` (our all-to-all, eager), ``compiled``
+at every replay (``between_pieces``). Cases: ``all_to_all`` (our all-to-all, eager), ``compiled``
 (the same under torch.compile), ``model`` (a tiny transformer split over the group, compiled
 blocks, ``graph_blocks``; ``--exchange``: its self-attention exchange, "auto" by default, which
 with "heads" makes 3 eager steps a block, with "keys" 2; ``--dtype``: float32 by default). Each
-graphed call is compared with the plain call on the same inputs, NCCL's (every call's difference
-printed when one differs; with ``--transport symmetric``, its plain calls too) and the pieces are counted; rank 0 prints ``CASE ok <max abs diff>``.
+graphed call is compared with the plain call on the same inputs (every call's difference printed
+when one differs) and the pieces are counted; rank 0 prints ``CASE ok <max abs diff>``.
 ``--group G``: the first G ranks take part, the others wait at a barrier (as bench/distributed.py's
 sub-worlds do). A hang dumps every thread's stack after ``--hang-s`` seconds and exits.
 """
@@ -44,23 +43,18 @@ def _as(m, dtype: torch.dtype):
 
 
 def run_case(case: str, world, sub, rows: int = 64, layers: int = 3, grid=(2, 3, 5), sequence_exchange: str = "auto",
-             dtype: torch.dtype = torch.float32, transport: str = "nccl") -> float:
+             dtype: torch.dtype = torch.float32) -> float:
     device = world.device
     gen = torch.Generator(device=device).manual_seed(world.rank)
-    one_piece = transport == "symmetric"  # the exchanges recorded with the rest
     if case in ("all_to_all", "compiled"):
-        group = dataclasses.replace(sub.sequence, transport=transport)
-
-        def make(g):
-            return (lambda x: exchange(x, g)) if case == "all_to_all" else \
-                torch.compile(lambda x: exchange(x, g), fullgraph=True)
-        fn = make(group)
+        fn = (lambda x: exchange(x, sub.sequence)) if case == "all_to_all" else \
+            torch.compile(lambda x: exchange(x, sub.sequence), fullgraph=True)
         graphed = GraphedCall(fn)
         xs = [torch.randn(sub.size * rows, 256, generator=gen, device=device) for _ in range(4)]
-        want = [make(sub.sequence)(x).clone() for x in xs]  # NCCL's
-        got = [fn(x).clone() for x in xs] + [graphed(x).clone() for _ in range(2) for x in xs]
-        assert device.type != "cuda" or pieces(graphed) == ((1, 0) if one_piece else (2, 1))
-        return max((g - w).abs().max().item() for g, w in zip(got, want * 3))
+        want = [fn(x).clone() for x in xs]
+        got = [graphed(x).clone() for _ in range(2) for x in xs]
+        assert device.type != "cuda" or pieces(graphed) == (2, 1)
+        return max((g - w).abs().max().item() for g, w in zip(got, want * 2))
     from fastltx.checkpoint.factory import random_transformer, transformer_config
     from fastltx.layers.sequence_parallel import resolve_exchange
     from fastltx.runtime.compile import compile_blocks
@@ -75,16 +69,13 @@ def run_case(case: str, world, sub, rows: int = 64, layers: int = 3, grid=(2, 3,
     calls = [tuple(_as(modality_on(m, device), dtype) for m in inputs(model, grid=grid, seed=s)) for s in (1, 2, 3)]
     with torch.no_grad():
         caches = [model.cache_text(v, a) for v, a in calls]
-        want = [model(v, a, None, c, sequence=sub.sequence) for (v, a), c in zip(calls, caches)]  # NCCL's
-        model.sequence_transport = transport
-        got = [model(v, a, None, c, sequence=sub.sequence) for (v, a), c in zip(calls, caches)] if one_piece else []
+        want = [model(v, a, None, c, sequence=sub.sequence) for (v, a), c in zip(calls, caches)]
         model.graph_blocks()
-        got += [model(v, a, None, c, sequence=sub.sequence) for _ in range(3) for (v, a), c in zip(calls, caches)]
-    steps = 0 if one_piece else (2 if resolve_exchange(sequence_exchange, sub.size) == "keys" else 3) * layers
-    assert device.type != "cuda" or pieces(model.__dict__["graphed_blocks"]) == (steps + 1, steps)  # eager steps
+        got = [model(v, a, None, c, sequence=sub.sequence) for _ in range(3) for (v, a), c in zip(calls, caches)]
+    steps = (2 if resolve_exchange(sequence_exchange, sub.size) == "keys" else 3) * layers  # eager steps of the blocks
+    assert device.type != "cuda" or pieces(model.__dict__["graphed_blocks"]) == (steps + 1, steps)
     model.graph_blocks(False)  # the graphs go now (a run that kept them hung in the teardown once)
-    diffs = [max((g[i].float() - w[i].float()).abs().max().item() for i in range(2))
-             for g, w in zip(got, want * (len(got) // len(want)))]
+    diffs = [max((g[i].float() - w[i].float()).abs().max().item() for i in range(2)) for g, w in zip(got, want * 3)]
     if world.rank == 0 and max(diffs):
         print("graphed against plain, call by call:", " ".join(f"{d:.2e}" for d in diffs), flush=True)
     return max(diffs)
@@ -100,7 +91,6 @@ def main() -> None:
     p.add_argument("--grid", default="2x3x5", help="model: latent frames x height x width")
     p.add_argument("--device", default="cuda", help="cpu: gloo, no graphs (checks this script)")
     p.add_argument("--exchange", default="auto", help="model: the self-attention exchange")
-    p.add_argument("--transport", default="nccl", choices=("nccl", "symmetric"), help="the exchanges' transport")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="model: weights and inputs")
     args = p.parse_args()
     faulthandler.dump_traceback_later(args.hang_s, exit=True)
@@ -109,8 +99,7 @@ def main() -> None:
     sub = world if size == world.size else world_from_ranks(list(range(size)), world.device)
     if world.rank < size:
         grid = tuple(int(v) for v in args.grid.split("x"))
-        diff = run_case(args.case, world, sub, args.rows, args.layers, grid, args.exchange, getattr(torch, args.dtype),
-                        args.transport)
+        diff = run_case(args.case, world, sub, args.rows, args.layers, grid, args.exchange, getattr(torch, args.dtype))
         if world.rank == 0:
             print(f"{args.case} ok {diff:.3e} (group of {size} of {world.size})", flush=True)
     dist.barrier()

@@ -24,6 +24,7 @@ def test_arguments():
         parse_args(["--exchanges", "ring"])
     only = parse_args(["--graphs-only"])  # the graphed runs without the plain ones
     assert (args.graphs, args.graphs_only, only.graphs, only.graphs_only) == (False, False, True, True)
+    assert args.hang_s is None and parse_args(["--hang-s", "30"]).hang_s == 30.0
 
 
 def test_smoke_run_under_torchrun(tmp_path):

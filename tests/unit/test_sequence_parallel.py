@@ -111,17 +111,3 @@ def test_auto_exchange_gathers_keys_on_two_ranks_only(size, exchange):
     assert SequenceShard.plan(10, _Group(size), "keys").exchange == "keys"
     with pytest.raises(ValueError, match="unknown sequence exchange"):
         SequenceShard.plan(10, _Group(size), "ring")
-
-
-def test_transport_is_checked_before_any_exchange():
-    """The symmetric-memory transport takes CUDA tensors only: on the CPU, and for an unknown
-    transport, planning the shard raises a clear error; the planned group carries the transport."""
-    from fastltx.models.transformer import ModalityInput, sharding
-    video = ModalityInput(torch.zeros(1, 10, 4), torch.tensor([0.5]), torch.full((1, 10), 0.5),
-                          torch.zeros(1, 3, 10, 2), torch.zeros(1, 2, 8))
-    group = Group(None, 0, 2)
-    assert group.transport == "nccl" and sharding.plan(video, group, 4).group.transport == "nccl"
-    with pytest.raises(ValueError, match="needs CUDA tensors"):
-        sharding.plan(video, group, 4, transport="symmetric")
-    with pytest.raises(ValueError, match="unknown sequence transport"):
-        sharding.plan(video, group, 4, transport="nvshmem")

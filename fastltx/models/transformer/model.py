@@ -47,9 +47,6 @@ class LTXTransformer(nn.Module):
         # how a forward split over ranks exchanges the video tokens around self-attention:
         # "heads" (Ulysses all-to-alls), "keys" (keys and values all-gathered), "auto" ("keys" on 2 ranks)
         self.sequence_exchange = "auto"
-        # what carries those exchanges: "nccl" (collectives between CUDA graph pieces) or "symmetric"
-        # (CUDA symmetric memory, inside the graphs; fastltx.runtime.symmetric)
-        self.sequence_transport = "nccl"
         v, a = cfg.video, cfg.audio
         if v is not None:
             self.patchify_proj, self.adaln_single, self.scale_shift_table, self.proj_out = self._stream_io(v)
@@ -234,8 +231,7 @@ class LTXTransformer(nn.Module):
         cached = text_cache is not None
         shard = None
         if sequence is not None and sequence.size > 1 and video is not None:
-            shard = sharding.plan(video, sequence, cfg.video.heads, self.sequence_exchange,
-                                  self.sequence_transport)
+            shard = sharding.plan(video, sequence, cfg.video.heads, self.sequence_exchange)
         vs = self._stream(video, audio, False, cached, shard) if video is not None else None
         as_ = self._stream(audio, video, True, cached) if audio is not None else None
         first = video if video is not None else audio

@@ -14,7 +14,7 @@ import torch
 
 from fastltx.layers.sequence_parallel import SequenceShard
 from fastltx.models.transformer.inputs import ModalityInput
-from fastltx.runtime.distributed import TRANSPORTS, Group
+from fastltx.runtime.distributed import Group
 
 
 # Fewest video tokens a rank keeps of a pass: below it, the fixed cost of the collectives (and, eager,
@@ -53,16 +53,7 @@ def sequence_group(world, video: ModalityInput | None, compiled: bool, graphed: 
     return world.sequence_for(tokens, minimum if tokens >= split else max(tokens, 1))
 
 
-def plan(video: ModalityInput, group: Group, heads: int, exchange: str = "auto",
-         transport: str = "nccl") -> SequenceShard:
-    """How this rank's part of the video is cut and exchanged; ``transport``: the collectives' (a
-    ``Group.transport``; "symmetric" needs the inputs on a GPU)."""
-    if transport not in TRANSPORTS:
-        raise ValueError(f"unknown sequence transport {transport!r}; choose one of {', '.join(TRANSPORTS)}")
-    if transport == "symmetric" and not video.latent.is_cuda:
-        raise ValueError("the symmetric-memory transport needs CUDA tensors; use transport 'nccl' on the CPU")
-    if transport != group.transport:
-        group = replace(group, transport=transport)
+def plan(video: ModalityInput, group: Group, heads: int, exchange: str = "auto") -> SequenceShard:
     shard = SequenceShard.plan(video.latent.shape[1], group, exchange)
     if shard.exchange == "heads" and heads % group.size:
         raise ValueError(f"sequence parallelism over {group.size} ranks needs a video head count divisible by "
