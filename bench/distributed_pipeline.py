@@ -42,6 +42,8 @@ and with PyTorch's functional collectives traced into the compiled graphs instea
 transformer's ``sequence_exchange``: "heads", Ulysses all-to-alls, rows "Nh"; "keys", keys and
 values all-gathered, rows "Nk"; default "auto", what the model picks: "keys" on 2 GPUs, "heads"
 on more; an exchange that another one listed already means at that count runs once).
+``--riders on,off``: each N-GPU variant with and without the video->audio partials riding in the
+next block's exchange (the transformer's ``sequence_riders``, off by default; rows with them end in "r").
 ``--deadline-s``: no new (size, GPUs) run starts after that many seconds; ``--hang-s``: after that
 many, every rank prints its threads' stacks and exits. ``--smoke``: tiny models
 in float32 on the CPU over gloo (the N-process frames then agree with the one-process frames within
@@ -107,6 +109,9 @@ def parse_args(argv=None):
     p.add_argument("--exchanges", default="auto",
                    help="self-attention exchanges to run each N-GPU variant with (auto, heads, keys; "
                         "e.g. heads,keys); table rows 'Nh', 'Nk'")
+    p.add_argument("--riders", default="off",
+                   help="on, off or on,off: each N-GPU variant with / without the video->audio partials riding in "
+                        "the next block's exchange (sequence_riders); rows with them end in 'r'")
     p.add_argument("--deadline-s", type=float, default=420.0, help="start no new run after this many seconds")
     p.add_argument("--hang-s", type=float, default=None,
                    help="after this many seconds, every rank prints its threads' stacks and exits (a hang's where)")
@@ -118,6 +123,10 @@ def parse_args(argv=None):
     args.reps = args.reps or (1 if args.smoke else 3)
     args.exchanges = args.exchanges.split(",")
     args.graphs = args.graphs or args.graphs_only
+    riders = args.riders.split(",")
+    if any(r not in ("on", "off") for r in riders):
+        p.error(f"--riders: on, off or on,off, got {args.riders}")
+    args.riders = [r == "on" for r in riders]
     if any(e not in EXCHANGES for e in args.exchanges):
         p.error(f"--exchanges: each one of {', '.join(EXCHANGES)} expected, got {args.exchanges}")
     return args
@@ -128,16 +137,19 @@ class StepClock:
     CUDA events around each call on a GPU (no waiting), the host clock on the CPU. A step's time
     runs from the GPU reaching its first kernel (or the host starting it, if the GPU was idle) to its
     last kernel's end; the stages' times also hold what lies between the steps (state set-up, Euler
-    updates, the host getting ahead again at a stage's start)."""
+    updates, the host getting ahead again at a stage's start). ``host``: the host's seconds in each
+    call of the last ``take`` (launching its work; a step whose host time reaches its GPU time is
+    bound by the host)."""
 
     def __init__(self, denoiser_class, cuda: bool):
-        self.marks, self.on, self.cuda = [], False, cuda
+        self.marks, self.on, self.cuda, self.host = [], False, cuda, []
         call, clock = denoiser_class.__call__, self
 
         def timed(denoiser, *args, **kwargs):
             if not clock.on:
                 return call(denoiser, *args, **kwargs)
-            start = torch.cuda.Event(enable_timing=True) if cuda else time.perf_counter()
+            began = time.perf_counter()
+            start = torch.cuda.Event(enable_timing=True) if cuda else began
             if cuda:
                 start.record()
             out = call(denoiser, *args, **kwargs)
@@ -146,7 +158,7 @@ class StepClock:
                 end.record()
             else:
                 end = time.perf_counter()
-            clock.marks.append((start, end))
+            clock.marks.append((start, end, time.perf_counter() - began))
             return out
         denoiser_class.__call__ = timed
 
@@ -154,9 +166,10 @@ class StepClock:
         """Seconds of each step since the last ``take``."""
         if self.cuda:
             torch.cuda.synchronize()
-            times = [a.elapsed_time(b) / 1e3 for a, b in self.marks]
+            times = [a.elapsed_time(b) / 1e3 for a, b, _ in self.marks]
         else:
-            times = [b - a for a, b in self.marks]
+            times = [b - a for a, b, _ in self.marks]
+        self.host = [h for _, _, h in self.marks]
         self.marks = []
         return times
 
@@ -185,14 +198,15 @@ def timed_call(pipe: DistilledPipeline, device: torch.device, kwargs: dict, toge
         return None
     stages = dict(pipe.timings)
     stages["other"] = total - sum(stages.values())
-    return total, stages, result.video, result.audio, peak_above(device, base), step_times
+    return total, stages, result.video, result.audio, peak_above(device, base), step_times, clock.host if clock else []
 
 
 def measure(pipe: DistilledPipeline, device, kwargs: dict, reps: int, together: World | None,
             clock: StepClock | None = None) -> dict | None:
     """One warm-up (cold) call, then ``reps`` timed calls: ``bench.pipeline.summarize`` + cold_s
     and, with ``clock``, ``step_s``: the median seconds in the transformer steps of stage 1 and of
-    stage 2 (their first ``STAGE1_STEPS`` and the rest) (rank 0)."""
+    stage 2 (their first ``STAGE1_STEPS`` and the rest) and ``host_step_s``: the same for the host's
+    time in those calls (rank 0)."""
     cold = timed_call(pipe, device, kwargs, together, clock)
     runs = [timed_call(pipe, device, kwargs, together, clock) for _ in range(reps)]
     if cold is None:
@@ -200,9 +214,10 @@ def measure(pipe: DistilledPipeline, device, kwargs: dict, reps: int, together: 
     out = summarize(runs)
     out["cold_s"] = cold[0]
     if clock is not None:
-        out["step_s"] = {"stage 1": statistics.median(sum(r[5][:STAGE1_STEPS]) for r in runs),
-                         "stage 2": statistics.median(sum(r[5][STAGE1_STEPS:]) for r in runs),
-                         "steps": len(runs[-1][5])}
+        for key, i in (("step_s", 5), ("host_step_s", 6)):
+            out[key] = {"stage 1": statistics.median(sum(r[i][:STAGE1_STEPS]) for r in runs),
+                        "stage 2": statistics.median(sum(r[i][STAGE1_STEPS:]) for r in runs),
+                        "steps": len(runs[-1][i])}
     return out
 
 
@@ -245,7 +260,8 @@ def gpu_steps(r: dict) -> float:
 
 def line(row: dict) -> str:
     head = (f"{row['size']} {row['gpus']} GPU(s){' graphed' if row.get('graphs') else ''}"
-            f"{' funcol' if row.get('funcol') else ''}{' ' + row['exchange'] if row.get('exchange') else ''}: ")
+            f"{' funcol' if row.get('funcol') else ''}{' ' + row['exchange'] if row.get('exchange') else ''}"
+            f"{' riders' if row.get('riders') else ''}: ")
     if "error" in row:
         return head + "FAILED " + row["error"].strip().splitlines()[-1]
     st = " ".join(f"{k} {v * 1e3:.0f}" for k, v in row["stages"].items())
@@ -256,6 +272,9 @@ def line(row: dict) -> str:
         st_ = row["step_s"]
         x += (f", {st_['steps']} transformer steps {st_['stage 1'] * 1e3:.0f} + {st_['stage 2'] * 1e3:.0f} ms"
               + ("" if row.get("step_speedup") is None else f" x{row['step_speedup']:.2f}"))
+        if row.get("host_step_s"):
+            h = row["host_step_s"]
+            x += f", host {h['stage 1'] * 1e3:.0f} + {h['stage 2'] * 1e3:.0f} ms"
     s = (head + f"{row['total'] * 1e3:.0f} ms (x{x}; cold {row['cold_s']:.1f} s; runs "
          f"{', '.join(f'{t * 1e3:.0f}' for t in row['totals'])}; {st}"
          + ("" if row["peak_gib"] != row["peak_gib"] else f"; peak +{row['peak_gib']:.2f} GiB on rank 0") + ")")
@@ -270,9 +289,10 @@ def line(row: dict) -> str:
 
 def gpu_column(row: dict) -> str:
     """The table's GPU column: the count, "g" added for CUDA graphs, "f" for PyTorch's functional
-    collectives, "h" / "k" for a named exchange."""
+    collectives, "h" / "k" for a named exchange, "r" for riders."""
     exchange = {"heads": "h", "keys": "k"}.get(row.get("exchange"), "")
-    return f"{row['gpus']}{'g' if row.get('graphs') else ''}{'f' if row.get('funcol') else ''}{exchange}"
+    riders = "r" if row.get("riders") else ""
+    return f"{row['gpus']}{'g' if row.get('graphs') else ''}{'f' if row.get('funcol') else ''}{exchange}{riders}"
 
 
 def table(results: dict) -> str:
@@ -374,29 +394,30 @@ def main(argv=None) -> dict | None:
         for gpus in (1, *counts):
             plain = {}  # exchange -> the plain result
             exchanges = list(dict.fromkeys(resolve_exchange(e, gpus) for e in args.exchanges)) if gpus > 1 else [None]
-            runs = [(v, e) for v in variants for e in exchanges]
-            for variant, exchange in runs:
+            runs = [(v, e, r) for v in variants for e in exchanges for r in (args.riders if gpus > 1 else [False])]
+            for variant, exchange, riders in runs:
                 graphs = variant == "graphs"
-                late = not go_on(f"{size} on {gpus} GPU(s), {variant}, exchange {exchange}")
+                late = not go_on(f"{size} on {gpus} GPU(s), {variant}, exchange {exchange}, riders {riders}")
                 if late:
                     break
                 transformer.graph_blocks(graphs)  # new graphs, recorded in the warm-up call
                 transformer.sequence_exchange = exchange or "auto"
+                transformer.sequence_riders = riders
                 with functional_collectives() if variant == "funcol" else contextlib.nullcontext():
                     r = run_once(gpus)
                 transformer.graph_blocks(False)
                 dist.barrier()
                 if main_rank:
                     row = dict(size=size, gpus=gpus, graphs=graphs, funcol=variant == "funcol",
-                               exchange=exchange)
+                               exchange=exchange, riders=riders)
                     record(row, r, base.get(variant))
                     if gpus == 1 and "error" not in r:
                         base[variant] = r
-                    first = plain.get(exchange)
+                    first = plain.get((exchange, riders))
                     if variant != "plain" and first is not None and "error" not in r and "error" not in first:
                         row["steps_vs_plain"] = steps(r) / steps(first)
                     if variant == "plain":
-                        plain[exchange] = r
+                        plain[(exchange, riders)] = r
                     results["rows"].append(row)
                     say(f"[{time.perf_counter() - start:5.0f} s] {line(row)}")
                     save()

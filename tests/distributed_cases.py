@@ -83,9 +83,22 @@ def sequence_cases(world: World, prefix: str) -> dict:
         "v2_appended": (v2, inputs(v2, appended=4, clean=3, seed=4), None),
         "video_only": (v1, (inputs(v1, seed=5)[0], None), None),
     }
-    for name, (m, (video, audio), perturbations) in cases.items():
+    # the video->audio partials riding in the next block's exchange (``sequence_riders``), also where
+    # a block cannot carry them: its video self-attention skipped for the whole batch (STG: no
+    # exchange; gathered on their own), no video->audio attention at all (isolated modalities)
+    riders = {
+        "riders_perturbations": (v1, inputs(v1, sigmas=(0.9, 0.9, 0.9), seed=3), stg),
+        "riders_v2_appended": (v2, inputs(v2, appended=4, clean=3, seed=4), None),
+        "riders_stg_whole_batch": (v1, inputs(v1, seed=10), [Perturbation.stg((1,))]),
+        "riders_isolated_whole_batch": (v1, inputs(v1, seed=11), [Perturbation.isolate_modalities()]),
+    }
+    for name, (m, (video, audio), perturbations) in {**cases, **riders}.items():
         ref = m(video, audio, perturbations)
-        ours = m(video, audio, perturbations, sequence=world.sequence)
+        m.sequence_riders = name in riders
+        try:
+            ours = m(video, audio, perturbations, sequence=world.sequence)
+        finally:
+            m.sequence_riders = False
         out[f"{prefix}sp_{name}"] = _error(ours, ref)
     # the self-attention exchange "auto" does not take on this world (4 ranks: "keys", 2: "heads"),
     # with a strengths mask (whose rows the "keys" exchange cuts) and padding
@@ -109,12 +122,20 @@ def sequence_cases(world: World, prefix: str) -> dict:
     # graph recordings cut at), and with PyTorch's functional collectives traced in
     video, audio = inputs(v1, grid=(2, 3, 5), appended=3, seed=8)
     ref = v1(video, audio)
-    compile_blocks(v1)
+    calls = []  # the custom ops' collectives
+    distributed.between_pieces = lambda step, *uses: (calls.append(1), step())
+    layers = len(v1.transformer_blocks)
     try:
-        calls = []  # the custom ops' collectives: 3 a block ("heads"; "keys": 2) + the gather
-        distributed.between_pieces = lambda step, *uses: (calls.append(1), step())
+        # a block's exchanges (2 "heads", 1 "keys") and its video->audio partials' gather, the velocity gather
         error = _error(v1(video, audio, sequence=world.sequence), ref)
-        expected = (3 if auto == "heads" else 2) * len(v1.transformer_blocks) + 1
+        expected = (3 if auto == "heads" else 2) * layers + 1
+        out[f"{prefix}sp_collectives"] = error if len(calls) == expected else f"{len(calls)} != {expected} calls"
+        # with riders, compiled: the partials ride in the next block's exchange (the last block's gathered after it)
+        v1.sequence_riders = True
+        compile_blocks(v1)
+        calls.clear()
+        error = _error(v1(video, audio, sequence=world.sequence), ref)
+        expected = (2 if auto == "heads" else 1) * layers + 2
         out[f"{prefix}sp_compiled"] = error if len(calls) == expected else f"{len(calls)} != {expected} calls"
         calls.clear()
         with distributed.functional_collectives():
@@ -122,6 +143,7 @@ def sequence_cases(world: World, prefix: str) -> dict:
         out[f"{prefix}sp_compiled_functional"] = error if not calls else f"{len(calls)} custom-op calls"
     finally:
         distributed.between_pieces = between_pieces
+        v1.sequence_riders = False
         uncompile_blocks(v1)
     return out
 

@@ -96,47 +96,80 @@ class Attention(nn.Module):
         k, v = self._project_kv(context)
         return self.k_norm(k), v
 
+    def _qkv(self, x: torch.Tensor, context: torch.Tensor, rope: Rope | None, k_rope: Rope | None, kv):
+        if kv is None:
+            q, k, v = self._project(x, context)
+            q, k = self.q_norm(q), self.k_norm(k)
+        else:
+            q, (k, v) = self.q_norm(self.to_q(x)), kv
+        if rope is not None:
+            q = apply_rope(q, rope)
+            k = apply_rope(k, rope if k_rope is None else k_rope)
+        return q, k, v
+
+    def _gated_out(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        if self.to_gate_logits is not None:
+            gates = 2.0 * torch.sigmoid(self.to_gate_logits(x))  # (B, T, heads); zero logits = identity
+            out = (out.unflatten(-1, (self.heads, self.head_dim)) * gates.unsqueeze(-1)).flatten(-2)
+        return self.to_out(out)
+
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                 rope: Rope | None = None, k_rope: Rope | None = None, keep: torch.Tensor | None = None,
                 passthrough: bool = False, kv: tuple[torch.Tensor, torch.Tensor] | None = None,
-                shard=None) -> torch.Tensor:
+                shard=None, rider: torch.Tensor | None = None):
         """Attend from x to context (x itself when None), or to precomputed ``kv`` (see keys_values).
 
         STG: ``passthrough`` replaces the attention by the value projection for every sample (the
         q/k path is skipped); ``keep`` (B, 1, 1) blends per sample, 1 = attention, 0 = value.
         ``shard``: a ``SequenceShard`` when the keys (x itself for self-attention) are this rank's
         part of a sequence split across ranks (see sequence_parallel.py); None on one process.
+        ``rider`` (self-attention over a shard whose exchange carries riders, not with
+        ``passthrough``): a float32 tensor sent to every rank with the exchange; the result is then
+        (output, every rank's rider stacked).
         """
         self_attention = context is None
         context = x if context is None else context
+        riders = None
         if passthrough:  # (with fused projections q and k come along; STG touches one block)
+            if rider is not None:
+                raise ValueError("a rider needs the attention's exchange; passthrough has none")
             out = self.to_v(context) if hasattr(self, "to_v") else self._project(x, context)[2]
         else:
-            if kv is None:
-                q, k, v = self._project(x, context)
-                q, k = self.q_norm(q), self.k_norm(k)
-            else:
-                q, (k, v) = self.q_norm(self.to_q(x)), kv
-            if rope is not None:
-                q = apply_rope(q, rope)
-                k = apply_rope(k, rope if k_rope is None else k_rope)
+            q, k, v = self._qkv(x, context, rope, k_rope, kv)
             if shard is None:
                 out = attention(q, k, v, self.heads, mask, self.backend)
             else:
-                out = _sharded_attention(q, k, v, self.heads, mask, self.backend, shard, self_attention)
+                out = _sharded_attention(q, k, v, self.heads, mask, self.backend, shard, self_attention, rider)
+                if rider is not None:
+                    out, riders = out
             if keep is not None:
                 out = out * keep + v * (1 - keep)
-        if self.to_gate_logits is not None:
-            gates = 2.0 * torch.sigmoid(self.to_gate_logits(x))  # (B, T, heads); zero logits = identity
-            out = (out.unflatten(-1, (self.heads, self.head_dim)) * gates.unsqueeze(-1)).flatten(-2)
-        return self.to_out(out)
+        out = self._gated_out(x, out)
+        return out if rider is None else (out, riders)
+
+    def partial(self, x: torch.Tensor, context: torch.Tensor, shard, rope: Rope | None = None,
+                k_rope: Rope | None = None) -> torch.Tensor:
+        """Cross-attention from replicated ``x`` to a ``context`` sharded as ``shard`` says, this
+        rank's part: ``sequence_parallel.local_partial``; ``finish`` completes it."""
+        from fastltx.layers.sequence_parallel import local_partial
+        q, k, v = self._qkv(x, context, rope, k_rope, None)
+        return local_partial(q, k, v, self.heads, shard)
+
+    def finish(self, x: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
+        """The output of ``partial`` from every rank (stacked) combined, gated and projected."""
+        from fastltx.layers.sequence_parallel import combine_partials
+        return self._gated_out(x, combine_partials(parts, x.dtype))
 
 
-def _sharded_attention(q, k, v, heads, mask, backend, shard, self_attention: bool) -> torch.Tensor:
+def _sharded_attention(q, k, v, heads, mask, backend, shard, self_attention: bool, rider=None):
     from fastltx.layers.sequence_parallel import gathered_keys_attention, sharded_keys_attention, ulysses_attention
     if self_attention:
         exchange = gathered_keys_attention if shard.exchange == "keys" else ulysses_attention
-        return exchange(q, k, v, heads, mask, backend, shard.group)
+        if rider is None:
+            return exchange(q, k, v, heads, mask, backend, shard.group)
+        return exchange(q, k, v, heads, mask, backend, shard.group, rider)
     if mask is not None:
         raise ValueError("cross-attention to sharded keys takes no mask")
+    if rider is not None:
+        raise ValueError("only self-attention carries riders")
     return sharded_keys_attention(q, k, v, heads, shard)

@@ -14,6 +14,14 @@ are never attended to (the caller masks them as keys). Two cases need communicat
 * cross-attention from replicated queries to sharded keys (audio attending to video): each rank
   attends to its own keys and returns the softmax normaliser; the small partial results (queries x
   heads) are all-gathered and combined exactly, so the keys are never gathered.
+
+The self-attention exchanges can carry a "rider": a small tensor every rank sends to every other
+(the partial results above, which the blocks can hand to the next block's self-attention instead
+of gathering them in a collective of their own: one collective a block fewer; the transformer's
+``sequence_riders``, off by default: no gain established). With "heads" it rides
+in the output all-to-all, whose two sides are layout copies anyway; with "keys" on 2 ranks, in the
+keys' all-gather, rank 0 placing it before its keys and rank 1 after, so that the gathered keys
+stay one strided run for the attention. ``carries_riders`` says whether an exchange can.
 """
 
 from dataclasses import dataclass
@@ -44,10 +52,16 @@ class SequenceShard:
     tokens: int  # real tokens of the whole sequence
     chunk: int  # tokens per rank, padding included
     exchange: str = "heads"  # how self-attention exchanges its tokens: "heads" (Ulysses) or "keys"
+    riders: bool = False  # let the self-attention exchanges carry riders where they can (see above)
 
     @classmethod
-    def plan(cls, tokens: int, group: Group, exchange: str = "auto") -> "SequenceShard":
-        return cls(group, tokens, -(-tokens // group.size), resolve_exchange(exchange, group.size))
+    def plan(cls, tokens: int, group: Group, exchange: str = "auto", riders: bool = False) -> "SequenceShard":
+        return cls(group, tokens, -(-tokens // group.size), resolve_exchange(exchange, group.size), riders)
+
+    @property
+    def carry(self) -> bool:
+        """Whether self-attention over this shard carries riders (``riders`` and ``carries_riders``)."""
+        return self.riders and carries_riders(self.exchange, self.group.size)
 
     @property
     def padded(self) -> int:
@@ -77,8 +91,28 @@ class SequenceShard:
         return parts.transpose(0, 1).flatten(1, 2)[:, :self.tokens]
 
 
+def carries_riders(exchange: str, ranks: int) -> bool:
+    """Whether self-attention through ``exchange`` over ``ranks`` ranks can carry a rider."""
+    return exchange == "heads" or (exchange == "keys" and ranks == 2)
+
+
+def _rider_elements(rider: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A float32 rider as a flat tensor of ``dtype`` (its bits reinterpreted; widened if ``dtype`` is wider)."""
+    flat = rider.float().reshape(-1)
+    return flat.view(dtype) if dtype.itemsize <= 4 else flat.to(dtype)
+
+
+def _rider_back(flat: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(P, n) elements from ``_rider_elements`` -> (P, *like.shape) float32."""
+    p = flat.shape[0]
+    if flat.dtype.itemsize <= 4:
+        count = like.numel() * 4 // flat.dtype.itemsize
+        return flat[:, :count].contiguous().view(torch.float32).view(p, *like.shape)
+    return flat[:, :like.numel()].float().view(p, *like.shape)
+
+
 def ulysses_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mask: torch.Tensor | None,
-                      backend: str | None, group: Group) -> torch.Tensor:
+                      backend: str | None, group: Group, rider: torch.Tensor | None = None):
     """Self-attention of (B, chunk, heads*d) shards over the whole (padded) sequence; ``mask``
     broadcasts to (B, heads, padded, padded).
 
@@ -87,7 +121,8 @@ def ulysses_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: 
     heads feed SDPA as strided views, without copies. (Pipelining the heads in groups, each group's
     all-to-all overlapping the previous group's attention, measured no gain at full size: 4 x H200,
     24,576 tokens, 4 groups against 1: 1132 vs 1137 ms on 2 GPUs, 609 vs 601 ms on 4; and it adds
-    collectives, whose fixed cost dominates the small steps.)
+    collectives, whose fixed cost dominates the small steps.) ``rider``: a float32 tensor sent to
+    every rank with the output; the result is then (output, every rank's rider stacked: (P, ...)).
     """
     p = group.size
     if heads % p:
@@ -99,26 +134,54 @@ def ulysses_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: 
         buf[:, :, j] = t.view(b, chunk, p, local * d).permute(2, 1, 0, 3)
     qkv = all_to_all(buf, group).view(p * chunk, 3, b, local, d)  # the whole sequence, this rank's heads
     out = sdpa(*(qkv[:, j].permute(1, 2, 0, 3) for j in range(3)), mask, backend)  # (B, local, padded, d)
-    back = all_to_all(out.view(b, local, p, chunk, d).permute(2, 3, 0, 1, 4), group)
-    return back.view(p, chunk, b, local * d).permute(2, 1, 0, 3).reshape(b, chunk, inner)
+    parts = out.view(b, local, p, chunk, d).permute(2, 3, 0, 1, 4)  # per destination rank: its tokens
+    if rider is None:
+        back = all_to_all(parts, group)
+        return back.view(p, chunk, b, local * d).permute(2, 1, 0, 3).reshape(b, chunk, inner)
+    extra = _rider_elements(rider, out.dtype)
+    n = chunk * b * local * d
+    send = out.new_empty(p, n + extra.numel())
+    send[:, :n].view(p, chunk, b, local, d).copy_(parts)
+    send[:, n:] = extra
+    back = all_to_all(send, group)
+    own = back[:, :n].view(p, chunk, b, local * d).permute(2, 1, 0, 3).reshape(b, chunk, inner)
+    return own, _rider_back(back[:, n:], rider)
 
 
 def gathered_keys_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
-                            mask: torch.Tensor | None, backend: str | None, group: Group) -> torch.Tensor:
+                            mask: torch.Tensor | None, backend: str | None, group: Group,
+                            rider: torch.Tensor | None = None):
     """Self-attention of (B, chunk, heads*d) shards: every rank's keys and values all-gathered
     (sequence-major, so that SDPA reads them in place), this rank's queries attending to them with
     every head; ``mask`` broadcasts to (B, heads, padded, padded) and its rows of this rank's
-    queries are used."""
+    queries are used. ``rider`` (2 ranks only): as in ``ulysses_attention``, carried in the gather
+    as whole rows, before rank 0's keys and after rank 1's."""
     b, chunk, inner = q.shape
     d, p = inner // heads, group.size
-    send = q.new_empty(chunk, 2, b, inner)
-    send[:, 0], send[:, 1] = k.transpose(0, 1), v.transpose(0, 1)
-    kv = all_gather(send, group).view(p * chunk, 2, b, heads, d)  # the whole (padded) sequence
+    rows = 0  # rider rows a rank sends (whole token rows of keys and values)
+    if rider is not None:
+        if p != 2:
+            raise ValueError(f"the keys exchange carries a rider on 2 ranks only, not {p}")
+        extra = _rider_elements(rider, q.dtype)
+        rows = -(-extra.numel() // (2 * b * inner))
+        send = q.new_empty(chunk + rows, 2, b, inner)
+        first = group.rank == 0  # rank 0: rider, keys; rank 1: keys, rider
+        (send[:rows] if first else send[chunk:]).view(-1)[:extra.numel()] = extra
+        kv_rows = send[rows:] if first else send[:chunk]
+    else:
+        send = kv_rows = q.new_empty(chunk, 2, b, inner)
+    kv_rows[:, 0], kv_rows[:, 1] = k.transpose(0, 1), v.transpose(0, 1)
+    gathered = all_gather(send, group)  # rank 0's rider, the whole (padded) sequence, rank 1's rider
+    kv = gathered[rows:rows + p * chunk].view(p * chunk, 2, b, heads, d)
     if mask is not None and mask.shape[-2] > 1:
         mask = mask.narrow(-2, group.rank * chunk, chunk)
     out = sdpa(q.view(b, chunk, heads, d).transpose(1, 2), *(kv[:, j].permute(1, 2, 0, 3) for j in range(2)),
                mask, backend)  # (B, heads, chunk, d)
-    return out.transpose(1, 2).reshape(b, chunk, inner)
+    out = out.transpose(1, 2).reshape(b, chunk, inner)
+    if rider is None:
+        return out
+    riders = torch.stack([gathered[:rows].reshape(-1), gathered[rows + 2 * chunk:].reshape(-1)])
+    return out, _rider_back(riders, rider)
 
 
 def partial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -140,18 +203,39 @@ def partial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return out.float(), lse.float()
 
 
-def sharded_keys_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
-                           shard: SequenceShard) -> torch.Tensor:
-    """Attention of replicated queries (B, Tq, heads*d) to keys/values sharded as ``shard`` says
-    (B, chunk, heads*d each): partial attention per rank, combined by log-sum-exp in float32."""
+def local_partial(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
+                  shard: SequenceShard) -> torch.Tensor:
+    """This rank's part of the attention of replicated queries (B, Tq, heads*d) to keys/values
+    sharded as ``shard`` says (B, chunk, heads*d each): (B, heads, Tq, d + 1) float32, the partial
+    output and its log-sum-exp normaliser, to be combined by ``combine_partials``."""
     b, tq, inner = q.shape
     d = inner // heads
     n = shard.local_tokens
     qh = q.view(b, tq, heads, d).transpose(1, 2)
     kh, vh = (t[:, :n].reshape(b, n, heads, d).transpose(1, 2) for t in (k, v))
     partial, lse = partial_attention(qh, kh, vh)
-    parts = all_gather(torch.cat([partial, lse.unsqueeze(-1)], dim=-1).unsqueeze(0), shard.group)
+    return torch.cat([partial, lse.unsqueeze(-1)], dim=-1)
+
+
+def combine_partials(parts: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Every rank's ``local_partial`` (P, B, heads, Tq, d + 1) -> the attention output (B, Tq, heads*d),
+    combined exactly by log-sum-exp in float32."""
+    _, b, heads, tq, width = parts.shape
+    d = width - 1
     outs, lses = parts[..., :d], parts[..., d:]  # (P, B, heads, Tq, d), (P, B, heads, Tq, 1)
     weights = torch.exp(lses - lses.max(dim=0).values)
     out = (outs * weights).sum(0) / weights.sum(0)
-    return out.transpose(1, 2).reshape(b, tq, inner).to(q.dtype)
+    return out.transpose(1, 2).reshape(b, tq, heads * d).to(dtype)
+
+
+def sharded_keys_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
+                           shard: SequenceShard) -> torch.Tensor:
+    """Attention of replicated queries (B, Tq, heads*d) to keys/values sharded as ``shard`` says
+    (B, chunk, heads*d each): partial attention per rank, all-gathered, combined."""
+    partial = local_partial(q, k, v, heads, shard)
+    return combine_partials(all_gather(partial.unsqueeze(0), shard.group), q.dtype)
+
+
+def gather_partials(partial: torch.Tensor, shard: SequenceShard) -> torch.Tensor:
+    """Every rank's ``local_partial``, stacked (P, ...): the collective of its own that a rider saves."""
+    return all_gather(partial.unsqueeze(0), shard.group)

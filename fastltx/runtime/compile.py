@@ -2,7 +2,8 @@
 
 All blocks run the same code on same-shaped tensors, and the per-block perturbation plan is an
 argument, so Dynamo produces one graph for all 48 blocks (one more per distinct plan shape, e.g. a
-batch where some samples skip a block's self-attention).
+batch where some samples skip a block's self-attention; with sequence-parallel riders, one for the
+first block, which finishes no earlier block's audio, and one for ``AVBlock.finish_pending``).
 """
 
 import functools
@@ -16,10 +17,11 @@ RECOMPILE_LIMIT = 64  # at least this many compiled variants of the block functi
 
 
 @functools.cache
-def _compiled_block_forward(mode: str | None, dynamic: bool | None, tune: bool):
+def _compiled_block_method(name: str, mode: str | None, dynamic: bool | None, tune: bool):
+    fn = getattr(AVBlock, name)
     if tune:  # Inductor benchmarks block sizes of its own kernels (norms, modulation, quantisation)
-        return torch.compile(AVBlock.forward, dynamic=dynamic, options={"coordinate_descent_tuning": True})
-    return torch.compile(AVBlock.forward, mode=mode, dynamic=dynamic)
+        return torch.compile(fn, dynamic=dynamic, options={"coordinate_descent_tuning": True})
+    return torch.compile(fn, mode=mode, dynamic=dynamic)
 
 
 def compile_blocks(model: torch.nn.Module, mode: str | None = None, dynamic: bool | None = False,
@@ -38,9 +40,12 @@ def compile_blocks(model: torch.nn.Module, mode: str | None = None, dynamic: boo
     for knob in ("recompile_limit", "cache_size_limit"):
         if hasattr(torch._dynamo.config, knob):
             setattr(torch._dynamo.config, knob, max(getattr(torch._dynamo.config, knob), RECOMPILE_LIMIT))
-    fn = _compiled_block_forward(mode, dynamic, tune)
-    for block in model.transformer_blocks:
-        block.forward = functools.partial(fn, block)
+    # the blocks' forward, and the audio work a sequence-parallel forward leaves after the last block
+    # (AVBlock.finish_pending; inside the blocks it is part of the next block's compiled forward)
+    for name in ("forward", "finish_pending"):
+        fn = _compiled_block_method(name, mode, dynamic, tune)
+        for block in model.transformer_blocks:
+            setattr(block, name, functools.partial(fn, block))
 
 
 def blocks_compiled(model) -> bool:
@@ -52,3 +57,4 @@ def blocks_compiled(model) -> bool:
 def uncompile_blocks(model: torch.nn.Module) -> None:
     for block in model.transformer_blocks:
         block.__dict__.pop("forward", None)
+        block.__dict__.pop("finish_pending", None)

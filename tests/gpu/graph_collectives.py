@@ -5,7 +5,9 @@ The collectives are not recorded: each one ends a graph piece and runs eagerly b
 at every replay (``between_pieces``). Cases: ``all_to_all`` (our all-to-all, eager), ``compiled``
 (the same under torch.compile), ``model`` (a tiny transformer split over the group, compiled
 blocks, ``graph_blocks``; ``--exchange``: its self-attention exchange, "auto" by default, which
-with "heads" makes 3 eager steps a block, with "keys" 2; ``--dtype``: float32 by default). Each
+with "heads" makes 3 eager steps a block, with "keys" 2; ``--riders on``: the video->audio partials
+riding in the next block's exchange, one step fewer a block and one after the blocks; ``--dtype``:
+float32 by default). Each
 graphed call is compared with the plain call on the same inputs (every call's difference printed
 when one differs) and the pieces are counted; rank 0 prints ``CASE ok <max abs diff>``.
 ``--group G``: the first G ranks take part, the others wait at a barrier (as bench/distributed.py's
@@ -43,7 +45,7 @@ def _as(m, dtype: torch.dtype):
 
 
 def run_case(case: str, world, sub, rows: int = 64, layers: int = 3, grid=(2, 3, 5), sequence_exchange: str = "auto",
-             dtype: torch.dtype = torch.float32) -> float:
+             dtype: torch.dtype = torch.float32, riders: bool = False) -> float:
     device = world.device
     gen = torch.Generator(device=device).manual_seed(world.rank)
     if case in ("all_to_all", "compiled"):
@@ -65,6 +67,7 @@ def run_case(case: str, world, sub, rows: int = 64, layers: int = 3, grid=(2, 3,
     model = random_transformer(cfg, seed=6, device=device, dtype=dtype)
     model.fuse_projections()
     model.sequence_exchange = sequence_exchange
+    model.sequence_riders = riders
     compile_blocks(model)
     calls = [tuple(_as(modality_on(m, device), dtype) for m in inputs(model, grid=grid, seed=s)) for s in (1, 2, 3)]
     with torch.no_grad():
@@ -72,7 +75,10 @@ def run_case(case: str, world, sub, rows: int = 64, layers: int = 3, grid=(2, 3,
         want = [model(v, a, None, c, sequence=sub.sequence) for (v, a), c in zip(calls, caches)]
         model.graph_blocks()
         got = [model(v, a, None, c, sequence=sub.sequence) for _ in range(3) for (v, a), c in zip(calls, caches)]
-    steps = (2 if resolve_exchange(sequence_exchange, sub.size) == "keys" else 3) * layers  # eager steps of the blocks
+    # the collectives of the blocks, run eagerly between the pieces: a block's exchanges (2 "heads", 1
+    # "keys"), the video->audio partials' gather (riding in the next block's exchange, or each block's own)
+    exchanges = 1 if resolve_exchange(sequence_exchange, sub.size) == "keys" else 2
+    steps = exchanges * layers + 1 if riders else (exchanges + 1) * layers
     assert device.type != "cuda" or pieces(model.__dict__["graphed_blocks"]) == (steps + 1, steps)
     model.graph_blocks(False)  # the graphs go now (a run that kept them hung in the teardown once)
     diffs = [max((g[i].float() - w[i].float()).abs().max().item() for i in range(2)) for g, w in zip(got, want * 3)]
@@ -92,6 +98,7 @@ def main() -> None:
     p.add_argument("--device", default="cuda", help="cpu: gloo, no graphs (checks this script)")
     p.add_argument("--exchange", default="auto", help="model: the self-attention exchange")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="model: weights and inputs")
+    p.add_argument("--riders", default="off", choices=("on", "off"), help="model: the transformer's sequence_riders")
     args = p.parse_args()
     faulthandler.dump_traceback_later(args.hang_s, exit=True)
     world = init_distributed(device=args.device)
@@ -99,7 +106,8 @@ def main() -> None:
     sub = world if size == world.size else world_from_ranks(list(range(size)), world.device)
     if world.rank < size:
         grid = tuple(int(v) for v in args.grid.split("x"))
-        diff = run_case(args.case, world, sub, args.rows, args.layers, grid, args.exchange, getattr(torch, args.dtype))
+        diff = run_case(args.case, world, sub, args.rows, args.layers, grid, args.exchange, getattr(torch, args.dtype),
+                        args.riders == "on")
         if world.rank == 0:
             print(f"{args.case} ok {diff:.3e} (group of {size} of {world.size})", flush=True)
     dist.barrier()

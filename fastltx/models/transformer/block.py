@@ -8,6 +8,7 @@ projection.
 """
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -16,7 +17,7 @@ from fastltx.layers.attention import Attention
 from fastltx.layers.mlp import FeedForward
 from fastltx.layers.norm import rms_norm
 from fastltx.layers.rope import Rope
-from fastltx.layers.sequence_parallel import SequenceShard
+from fastltx.layers.sequence_parallel import SequenceShard, gather_partials
 from fastltx.models.transformer.config import StreamGeometry, TransformerConfig
 
 
@@ -54,6 +55,15 @@ class BlockSkips:
 NO_SKIP = BlockSkips()
 
 
+class PendingAudio(NamedTuple):
+    """A block's audio work left for the next block (see ``AVBlock.forward``): this rank's
+    video->audio partial, that cross-attention's query input, and its per-sample keep mask."""
+
+    partial: torch.Tensor  # (B, heads, Tq, d + 1) float32
+    query: torch.Tensor  # (B, Tq, D)
+    keep: torch.Tensor | None
+
+
 def modulation(table: torch.Tensor, ada: torch.Tensor, rows: slice) -> tuple[torch.Tensor, ...]:
     """(table[rows] + ada[:, :, rows]) unbound into per-row tensors of shape (B, T, D)."""
     return (table[rows][None, None].to(ada.dtype) + ada[:, :, rows]).unbind(dim=2)
@@ -88,17 +98,23 @@ class AVBlock(nn.Module):
             self.scale_shift_table_a2v_ca_video = nn.Parameter(torch.empty(5, v.dim))
 
     def _self_and_text(self, s: Stream, attn1: Attention, attn2: Attention, table: torch.Tensor,
-                       prompt_table: torch.Tensor | None, skip: BlockSkips, text_kv) -> torch.Tensor:
+                       prompt_table: torch.Tensor | None, skip: BlockSkips, text_kv,
+                       rider: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The stream after its self- and text attention, and the riders the exchange brought (or None)."""
         shift, scale, gate = modulation(table, s.ada, slice(0, 3))
         h = rms_norm(s.x, eps=self.eps) * (1 + scale) + shift
-        x = s.x + attn1(h, mask=s.self_mask, rope=s.rope, keep=skip.keep, passthrough=skip.all, shard=s.shard) * gate
+        out = attn1(h, mask=s.self_mask, rope=s.rope, keep=skip.keep, passthrough=skip.all, shard=s.shard, rider=rider)
+        riders = None
+        if rider is not None:
+            out, riders = out
+        x = s.x + out * gate
         if not self.cross_adaln:
-            return x + attn2(rms_norm(x, eps=self.eps), s.context, s.context_mask, kv=text_kv)
+            return x + attn2(rms_norm(x, eps=self.eps), s.context, s.context_mask, kv=text_kv), riders
         shift_q, scale_q, gate_q = modulation(table, s.ada, slice(6, 9))
         shift_kv, scale_kv = modulation(prompt_table, s.prompt_ada, slice(0, 2))
         q_in = rms_norm(x, eps=self.eps) * (1 + scale_q) + shift_q
         kv_in = s.context * (1 + scale_kv) + shift_kv
-        return x + attn2(q_in, kv_in, s.context_mask) * gate_q
+        return x + attn2(q_in, kv_in, s.context_mask) * gate_q, riders
 
     def _feed_forward(self, s: Stream, ff: FeedForward, table: torch.Tensor) -> torch.Tensor:
         shift, scale, gate = modulation(table, s.ada, slice(3, 6))
@@ -115,23 +131,38 @@ class AVBlock(nn.Module):
         return (self.attn2.keys_values(video_context) if video_context is not None else None,
                 self.audio_attn2.keys_values(audio_context) if audio_context is not None else None)
 
-    def forward(self, video: Stream | None, audio: Stream | None, skips: dict, text_kv=(None, None)) -> None:
+    def forward(self, video: Stream | None, audio: Stream | None, skips: dict, text_kv=(None, None),
+                prev: "AVBlock | None" = None, pending: PendingAudio | None = None) -> PendingAudio | None:
         """Update ``video.x`` and ``audio.x`` in place (the Stream objects, not the tensors).
 
         ``text_kv``: this block's cached text (keys, values) per stream, or None to project them here.
+        With the video split over ranks and riders on (``SequenceShard.carry``: the transformer's
+        ``sequence_riders`` and an exchange that can carry them), the video->audio partials are not
+        gathered here: the audio's rest of the block (that cross-attention's output and the audio
+        feed-forward) is returned as ``PendingAudio`` and done by the next block (``prev``: this
+        block, ``pending``: what it returned) once its video self-attention has brought every rank's
+        partials; after the last block, ``finish_pending``. Otherwise the result is None.
         """
         run_v = video is not None and video.active
         run_a = audio is not None and audio.active
+        parts = None
         if run_v:
-            video.x = self._self_and_text(video, self.attn1, self.attn2, self.scale_shift_table,
-                                          getattr(self, "prompt_scale_shift_table", None),
-                                          skips.get("video_self", NO_SKIP), text_kv[0])
+            rider = None
+            skip = skips.get("video_self", NO_SKIP)
+            if pending is not None and video.shard is not None and not skip.all:
+                rider = pending.partial
+            video.x, parts = self._self_and_text(video, self.attn1, self.attn2, self.scale_shift_table,
+                                                 getattr(self, "prompt_scale_shift_table", None), skip,
+                                                 text_kv[0], rider)
+        if pending is not None:
+            AVBlock.finish_pending(prev, audio, pending, parts, video.shard)  # (the method, never a compiled copy)
         if run_a:
-            audio.x = self._self_and_text(audio, self.audio_attn1, self.audio_attn2, self.audio_scale_shift_table,
-                                          getattr(self, "audio_prompt_scale_shift_table", None),
-                                          skips.get("audio_self", NO_SKIP), text_kv[1])
+            audio.x, _ = self._self_and_text(audio, self.audio_attn1, self.audio_attn2, self.audio_scale_shift_table,
+                                             getattr(self, "audio_prompt_scale_shift_table", None),
+                                             skips.get("audio_self", NO_SKIP), text_kv[1])
         run_a2v = run_v and audio is not None and audio.x.numel() > 0
         run_v2a = run_a and video is not None and video.x.numel() > 0
+        deferred = None
         if run_a2v or run_v2a:
             vn, an = rms_norm(video.x, eps=self.eps), rms_norm(audio.x, eps=self.eps)
             vt, at = self.scale_shift_table_a2v_ca_video, self.scale_shift_table_a2v_ca_audio
@@ -146,11 +177,32 @@ class AVBlock(nn.Module):
             if run_v2a and not v2a.all:
                 scale_a, shift_a = self._cross_modulation(at, audio, slice(2, 4))
                 scale_v, shift_v = self._cross_modulation(vt, video, slice(2, 4))
-                gate = (at[4:][None, None].to(audio.cross_gate.dtype) + audio.cross_gate)[:, :, 0]
-                out = self.video_to_audio_attn(an * (1 + scale_a) + shift_a, vn * (1 + scale_v) + shift_v,
-                                               rope=audio.cross_rope, k_rope=video.cross_rope, shard=video.shard) * gate
-                audio.x = audio.x + (out if v2a.keep is None else out * v2a.keep)
+                query, keys = an * (1 + scale_a) + shift_a, vn * (1 + scale_v) + shift_v
+                if video.shard is not None and video.shard.carry:
+                    partial = self.video_to_audio_attn.partial(query, keys, video.shard, rope=audio.cross_rope,
+                                                               k_rope=video.cross_rope)
+                    deferred = PendingAudio(partial, query, v2a.keep)
+                else:
+                    out = self.video_to_audio_attn(query, keys, rope=audio.cross_rope, k_rope=video.cross_rope,
+                                                   shard=video.shard)
+                    audio.x = audio.x + self._v2a_residual(audio, out, v2a.keep)
         if run_v:
             video.x = self._feed_forward(video, self.ff, self.scale_shift_table)
-        if run_a:
+        if run_a and deferred is None:
             audio.x = self._feed_forward(audio, self.audio_ff, self.audio_scale_shift_table)
+        return deferred
+
+    def _v2a_residual(self, audio: Stream, out: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        at = self.scale_shift_table_a2v_ca_audio
+        out = out * (at[4:][None, None].to(audio.cross_gate.dtype) + audio.cross_gate)[:, :, 0]
+        return out if keep is None else out * keep
+
+    def finish_pending(self, audio: Stream, pending: PendingAudio, parts: torch.Tensor | None,
+                       shard: SequenceShard) -> None:
+        """This block's deferred audio work (see ``forward``): the video->audio output from every
+        rank's partials (``parts``, or None: gathered here over ``shard``) and the audio feed-forward."""
+        if parts is None:
+            parts = gather_partials(pending.partial, shard)
+        out = self.video_to_audio_attn.finish(pending.query, parts)
+        audio.x = audio.x + self._v2a_residual(audio, out, pending.keep)
+        audio.x = self._feed_forward(audio, self.audio_ff, self.audio_scale_shift_table)

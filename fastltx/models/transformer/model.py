@@ -47,6 +47,11 @@ class LTXTransformer(nn.Module):
         # how a forward split over ranks exchanges the video tokens around self-attention:
         # "heads" (Ulysses all-to-alls), "keys" (keys and values all-gathered), "auto" ("keys" on 2 ranks)
         self.sequence_exchange = "auto"
+        # whether the video->audio partials ride in the next block's self-attention exchange instead of
+        # a collective of their own (sequence_parallel.py: riders). Off: no gain established (4 x H200,
+        # 768x1280 distilled, graphed, 4 GPUs: 3.27x against 3.22x in one launch, 3.15x against 3.22x
+        # in another; docs/benchmarks-multi-gpu.md, fourteenth session)
+        self.sequence_riders = False
         v, a = cfg.video, cfg.audio
         if v is not None:
             self.patchify_proj, self.adaln_single, self.scale_shift_table, self.proj_out = self._stream_io(v)
@@ -231,7 +236,7 @@ class LTXTransformer(nn.Module):
         cached = text_cache is not None
         shard = None
         if sequence is not None and sequence.size > 1 and video is not None:
-            shard = sharding.plan(video, sequence, cfg.video.heads, self.sequence_exchange)
+            shard = sharding.plan(video, sequence, cfg.video.heads, self.sequence_exchange, self.sequence_riders)
         vs = self._stream(video, audio, False, cached, shard) if video is not None else None
         as_ = self._stream(audio, video, True, cached) if audio is not None else None
         first = video if video is not None else audio
@@ -251,8 +256,13 @@ class LTXTransformer(nn.Module):
 
     def run_blocks(self, vs: Stream | None, as_: Stream | None, plans: list[dict], text_cache: list | None):
         """Every block over the two streams; their final activations (video, audio)."""
+        prev, pending = None, None
         for i, (block, plan) in enumerate(zip(self.transformer_blocks, plans)):
-            block(vs, as_, plan, text_cache[i] if text_cache is not None else (None, None))
+            carry = () if pending is None else (prev, pending)
+            pending = block(vs, as_, plan, text_cache[i] if text_cache is not None else (None, None), *carry)
+            prev = block
+        if pending is not None:  # the last block's audio work, its partials gathered (AVBlock.forward)
+            prev.finish_pending(as_, pending, None, vs.shard)
         return (vs.x if vs is not None else None), (as_.x if as_ is not None else None)
 
     def graph_blocks(self, on: bool = True, capture_error_mode: str = "global") -> None:

@@ -53,8 +53,8 @@ def sequence_group(world, video: ModalityInput | None, compiled: bool, graphed: 
     return world.sequence_for(tokens, minimum if tokens >= split else max(tokens, 1))
 
 
-def plan(video: ModalityInput, group: Group, heads: int, exchange: str = "auto") -> SequenceShard:
-    shard = SequenceShard.plan(video.latent.shape[1], group, exchange)
+def plan(video: ModalityInput, group: Group, heads: int, exchange: str = "auto", riders: bool = False) -> SequenceShard:
+    shard = SequenceShard.plan(video.latent.shape[1], group, exchange, riders)
     if shard.exchange == "heads" and heads % group.size:
         raise ValueError(f"sequence parallelism over {group.size} ranks needs a video head count divisible by "
                          f"{group.size}; this model has {heads} heads")
