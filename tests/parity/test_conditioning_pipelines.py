@@ -5,6 +5,9 @@ Bounds as in test_pipelines.py (issue 6): float32 frames max |diff| <= 2 (uint8)
 audio max <= 5e-6; bf16 as a sanity bound (24 / 2 / 3e-2). The reference's audio front end needs
 torchaudio (absent here): both sides get the same log mel, computed by ours (its parity with the
 reference's is tested in test_mel.py), by replacing the reference's ``vae_encode_audio``.
+
+Some bf16 cases run on fewer pixels or shorter audio than their float32 twins: PyTorch's bf16
+convolutions take a slow path on CPUs without AVX-512 (the VAE encoders' and audio decoder's above all).
 """
 
 import numpy as np
@@ -50,7 +53,9 @@ def media(tmp_path_factory):
     return {
         "models": demo_model_set(tmp_path_factory),
         "reference": write_mp4(root / "depth.mp4", clip(12, 80, 120, 0), 24.0),  # more frames than asked for
+        "reference_48": write_mp4(root / "depth48.mp4", clip(12, 80, 120, 0), 48.0),
         "source": write_mp4(root / "source.mp4", clip(9, 64, 96, 1), 24.0, tone(9 / 24, 24000), 24000),
+        "short_source": write_mp4(root / "short.mp4", clip(9, 64, 64, 1), 48.0, tone(9 / 48, 24000), 24000),
         "song": write_mp4(root / "song.mp4", clip(30, 32, 32, 2), 24.0, tone(1.2, 22050), 22050),
         "ic_lora": make_lora(root / "ic.safetensors", "v1", seed=7, metadata={"reference_downscale_factor": "2"}),
         "first": write_image(root / "first.png", 90, 120),
@@ -76,22 +81,23 @@ def _same_mel(monkeypatch, module, checkpoint):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_ic_lora(media, dtype, monkeypatch):
     """Reference video at stage-1 size / 2 (the LoRA's metadata); float32 with a pixel attention mask
-    and strength 0.7, bf16 with a scalar attention strength 0.5."""
+    and strength 0.7, bf16 with a scalar attention strength 0.5 (and at 48 fps: 5 audio latent frames)."""
     files, lora = media["models"], media["ic_lora"]
-    size = dict(seed=12, height=128, width=256, num_frames=9, fps=24.0)
+    fps, reference = (24.0, str(media["reference"])) if dtype == torch.float32 else (48.0, str(media["reference_48"]))
+    size = dict(seed=12, height=128, width=256, num_frames=9, fps=fps)
     gen = torch.Generator().manual_seed(3)
     mask = torch.rand(1, 1, 9, 64, 128, generator=gen) if dtype == torch.float32 else None
     strength = 0.7 if dtype == torch.float32 else 0.5
     ours = load_pipeline("ic-lora", files.checkpoint, files.text_encoder, files.upsampler, loras=[(lora, 0.9)],
                          device="cpu", dtype=dtype)
-    result = ours(PROMPT, [VideoInput(str(media["reference"]), 0.95)], attention_strength=strength,
+    result = ours(PROMPT, [VideoInput(reference, 0.95)], attention_strength=strength,
                   attention_mask=mask, tiling=None, progress=False, **size)
     with reference_pipelines(monkeypatch, files, dtype):
         from ltx_pipelines.ic_lora import ICLoraPipeline
         ref = ICLoraPipeline(files.checkpoint, files.upsampler, None, [reference_lora(lora, 0.9)],
                              device=torch.device("cpu"))
-        video, audio = ref(prompt=PROMPT, seed=12, height=128, width=256, num_frames=9, frame_rate=24.0, images=[],
-                           video_conditioning=[(str(media["reference"]), 0.95)], tiling_config=None,
+        video, audio = ref(prompt=PROMPT, seed=12, height=128, width=256, num_frames=9, frame_rate=fps, images=[],
+                           video_conditioning=[(reference, 0.95)], tiling_config=None,
                            conditioning_attention_strength=strength, conditioning_attention_mask=mask)
         _check("ic-lora", dtype, result, video, audio)
 
@@ -121,6 +127,8 @@ def test_keyframes(media, dtype, monkeypatch):
     lora_path, _ = files.stage2_loras[0]
     images = [ImageInput(str(media["first"]), 0, 1.0), ImageInput(str(media["last"]), 8, 0.9)]
     kw = dict(seed=11, height=128, width=128, num_frames=9, fps=24.0, steps=3)
+    if dtype == torch.bfloat16:  # a quarter of the pixels, 5 audio latent frames, not 9 (see the top)
+        kw.update(height=64, width=64, fps=48.0)
     ours = load_pipeline("keyframes", files.checkpoint, files.text_encoder, files.upsampler,
                          distilled_lora=(lora_path, 0.8), device="cpu", dtype=dtype)
     result = ours(PROMPT, NEGATIVE, video_guidance=VIDEO, audio_guidance=AUDIO, images=images, tiling=None,
@@ -130,9 +138,10 @@ def test_keyframes(media, dtype, monkeypatch):
         from ltx_pipelines.utils.args import ImageConditioningInput
         ref = KeyframeInterpolationPipeline(files.checkpoint, [reference_lora(lora_path, 0.8)], files.upsampler, None,
                                             loras=[], device=torch.device("cpu"))
-        video, audio = ref(prompt=PROMPT, negative_prompt=NEGATIVE, seed=11, height=128, width=128, num_frames=9,
-                           frame_rate=24.0, num_inference_steps=3, video_guider_params=_ref_params(VIDEO),
-                           audio_guider_params=_ref_params(AUDIO), tiling_config=None,
+        video, audio = ref(prompt=PROMPT, negative_prompt=NEGATIVE, seed=11, height=kw["height"], width=kw["width"],
+                           num_frames=9, frame_rate=kw["fps"], num_inference_steps=3,
+                           video_guider_params=_ref_params(VIDEO), audio_guider_params=_ref_params(AUDIO),
+                           tiling_config=None,
                            images=[ImageConditioningInput(i.path, i.frame, i.strength) for i in images])
         _check("keyframes", dtype, result, video, audio)
 
@@ -163,18 +172,20 @@ def test_a2v(media, dtype, monkeypatch):
 @pytest.mark.parametrize("dtype,distilled,regenerate", [(torch.float32, False, "both"), (torch.float32, True, "video"),
                                                         (torch.bfloat16, False, "audio")])
 def test_retake(media, dtype, distilled, regenerate, monkeypatch):
-    """Regenerate [0.2, 0.3) s of a 9-frame 64x96 video with 24 kHz AAC audio (video: the second latent
-    frame; audio: the tokens overlapping the span)."""
+    """Regenerate [0.2, 0.3) s of a 9-frame 64x96 video at 24 fps with 24 kHz AAC audio (bf16: [0.1, 0.15) s
+    of a 64x64 one at 48 fps) (video: the second latent frame; audio: the tokens overlapping the span)."""
     files = media["models"]
+    source, start, end = (str(media["source"]), 0.2, 0.3) if dtype == torch.float32 else \
+        (str(media["short_source"]), 0.1, 0.15)
     ours = load_pipeline("retake", files.checkpoint, files.text_encoder, device="cpu", dtype=dtype)
-    result = ours(str(media["source"]), PROMPT, 0.2, 0.3, seed=14, negative_prompt=NEGATIVE, regenerate=regenerate,
+    result = ours(source, PROMPT, start, end, seed=14, negative_prompt=NEGATIVE, regenerate=regenerate,
                   distilled=distilled, steps=3, video_guidance=VIDEO, audio_guidance=AUDIO, tiling=None,
                   progress=False)
     with reference_pipelines(monkeypatch, files, dtype):
         import ltx_pipelines.retake as retake
         _same_mel(monkeypatch, retake, files.checkpoint)
         ref = retake.RetakePipeline(files.checkpoint, None, loras=[], device=torch.device("cpu"))
-        video, audio = ref(str(media["source"]), PROMPT, 0.2, 0.3, 14, negative_prompt=NEGATIVE,
+        video, audio = ref(source, PROMPT, start, end, 14, negative_prompt=NEGATIVE,
                            num_inference_steps=3, video_guider_params=_ref_params(VIDEO),
                            audio_guider_params=_ref_params(AUDIO), regenerate_video=regenerate != "audio",
                            regenerate_audio=regenerate != "video", distilled=distilled, tiling_config=None)
