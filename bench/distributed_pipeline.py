@@ -138,8 +138,9 @@ class StepClock:
     runs from the GPU reaching its first kernel (or the host starting it, if the GPU was idle) to its
     last kernel's end; the stages' times also hold what lies between the steps (state set-up, Euler
     updates, the host getting ahead again at a stage's start). ``host``: the host's seconds in each
-    call of the last ``take`` (launching its work; a step whose host time reaches its GPU time is
-    bound by the host)."""
+    call of the last ``take``: launching its work and any wait inside the call (on 4 x H200 it came
+    to 88-95% of the GPU time even for one-graph steps on 1 GPU, so it does not tell a host-bound
+    step apart by itself)."""
 
     def __init__(self, denoiser_class, cuda: bool):
         self.marks, self.on, self.cuda, self.host = [], False, cuda, []
@@ -392,7 +393,7 @@ def main(argv=None) -> dict | None:
         base = {}  # variant -> the 1-GPU result
         late = False
         for gpus in (1, *counts):
-            plain = {}  # exchange -> the plain result
+            plain = {}  # (exchange, riders) -> the plain result
             exchanges = list(dict.fromkeys(resolve_exchange(e, gpus) for e in args.exchanges)) if gpus > 1 else [None]
             runs = [(v, e, r) for v in variants for e in exchanges for r in (args.riders if gpus > 1 else [False])]
             for variant, exchange, riders in runs:
