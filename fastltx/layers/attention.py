@@ -165,8 +165,6 @@ def _sharded_attention(q, k, v, heads, mask, backend, shard, self_attention: boo
     from fastltx.layers.sequence_parallel import gathered_keys_attention, sharded_keys_attention, ulysses_attention
     if self_attention:
         exchange = gathered_keys_attention if shard.exchange == "keys" else ulysses_attention
-        if rider is None:
-            return exchange(q, k, v, heads, mask, backend, shard.group)
         return exchange(q, k, v, heads, mask, backend, shard.group, rider)
     if mask is not None:
         raise ValueError("cross-attention to sharded keys takes no mask")

@@ -232,8 +232,7 @@ def sharded_keys_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, he
                            shard: SequenceShard) -> torch.Tensor:
     """Attention of replicated queries (B, Tq, heads*d) to keys/values sharded as ``shard`` says
     (B, chunk, heads*d each): partial attention per rank, all-gathered, combined."""
-    partial = local_partial(q, k, v, heads, shard)
-    return combine_partials(all_gather(partial.unsqueeze(0), shard.group), q.dtype)
+    return combine_partials(gather_partials(local_partial(q, k, v, heads, shard), shard), q.dtype)
 
 
 def gather_partials(partial: torch.Tensor, shard: SequenceShard) -> torch.Tensor:
