@@ -211,6 +211,29 @@ def error_case(world: World, prefix: str) -> dict:
     return {f"{prefix}same_error": "no error raised"}
 
 
+def from_main_case(world: World, prefix: str) -> dict:
+    """``World.from_main``: rank 0's result (a dataclass of tensors and None) on every rank, the
+    function not called elsewhere; rank 0's failure raised on every rank."""
+    from fastltx.models.text_encoder import TextEncoding
+
+    def encode():
+        if not world.main:
+            raise RuntimeError(f"called on rank {world.rank}")
+        return TextEncoding(torch.arange(24.0).view(1, 4, 6).transpose(1, 2), None)  # not contiguous
+    out = world.from_main(encode)
+    shared = float((out.video - torch.arange(24.0).view(1, 4, 6).transpose(1, 2)).abs().max())
+
+    def fail():
+        raise InputError("the text path failed on rank 0")
+    try:
+        world.from_main(fail)
+        error = "no error raised"
+    except InputError as e:
+        error = str(e)
+    return {f"{prefix}from_main": shared if out.audio is None and out.video.shape == (1, 6, 4) else f"got {out}",
+            f"{prefix}from_main_error": error}
+
+
 def pipeline_case(world: World, prefix: str, demo: str) -> dict:
     """The two-stage pipeline (guided stage 1, stage 2, upsampling, tiled decoding) through
     ``load_pipeline(world=...)``: rank 0 gets the frames of one process, the other ranks None."""
@@ -227,9 +250,11 @@ def pipeline_case(world: World, prefix: str, demo: str) -> dict:
                 tiling=Tiling(SpatialTiling(64, 32)))
     load = lambda w: load_pipeline("two-stage", files.checkpoint, files.text_encoder, files.upsampler,  # noqa: E731
                                    files.stage2_loras[0], device="cpu", dtype=torch.float32, world=w)
-    ours = load(world)(**call)
-    if not world.main:
-        return {f"{prefix}pipeline_elsewhere_none": 0.0 if ours is None else "a result off rank 0"}
+    pipe = load(world)
+    ours = pipe(**call)
+    if not world.main:  # the prompts are encoded on rank 0 only: no text encoder loaded here
+        return {f"{prefix}pipeline_elsewhere_none": 0.0 if ours is None else "a result off rank 0",
+                f"{prefix}pipeline_elsewhere_text_encoder": float("text_encoder" in pipe.components.__dict__)}
     ref = load(None)(**call)
     return {f"{prefix}pipeline_frames": float((ours.video.int() - ref.video.int()).abs().max()),
             f"{prefix}pipeline_audio": float((ours.audio - ref.audio).abs().max())}
@@ -246,7 +271,7 @@ def run_all(rank: int, size: int, port: int, folder: str, demo: str) -> None:
         pairs = [world_from_ranks([r, r + 1], torch.device("cpu")) for r in range(0, size, 2)]
         pair = pairs[rank // 2]
         runs = [(w, prefix, cases) for w, prefix in ((world, f"w{size}_"), (pair, "w2_"))
-                for cases in (sequence_cases, guidance_cases, decode_case, error_case)]
+                for cases in (sequence_cases, guidance_cases, decode_case, error_case, from_main_case)]
         for w, prefix, cases in runs + [(pair, "w2_", lambda w, p: pipeline_case(w, p, demo))]:
             try:
                 results.update(cases(w, prefix))

@@ -26,8 +26,10 @@ Loop = Callable[..., tuple[TokenState, TokenState]]
 
 
 def encode_prompts(components: Components, prompts: Sequence[str]) -> TextEncoding:
-    """All prompts of a call through the text path as one batch."""
-    return components.text_encoder.encode(list(prompts))
+    """All prompts of a call through the text path as one batch; with several processes, encoded
+    on rank 0 and sent to the others (``World.from_main``)."""
+    encode = lambda: components.text_encoder.encode(list(prompts))  # noqa: E731
+    return encode() if components.world is None else components.world.from_main(encode)
 
 
 @dataclass(frozen=True)

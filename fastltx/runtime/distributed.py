@@ -19,7 +19,7 @@ import pickle
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 import torch.distributed as dist
@@ -101,6 +101,37 @@ class World:
         if error is not None:
             raise error
         return result
+
+    def from_main(self, fn: Callable):
+        """``fn()`` run on rank 0 alone, its result on every rank: a dataclass whose fields are tensors
+        on this world's device or None (the text contexts: one encoding instead of one a rank, so no
+        rank waits at the first step for the slowest one's encoding, and the other ranks never load
+        the model behind ``fn``). Whatever ``fn`` raised on rank 0 is raised on every rank (there,
+        as a copy) instead of leaving them waiting."""
+        if self.size == 1:
+            return fn()
+        result, error, shared = None, None, None
+        if self.main:
+            try:
+                result = fn()
+            except Exception as e:  # noqa: BLE001  (any failure: every rank must hear of it)
+                error = e
+            parts = {} if error is not None else {f.name: getattr(result, f.name) for f in fields(result)}
+            shapes = {name: None if t is None else (tuple(t.shape), t.dtype) for name, t in parts.items()}
+            shared = (_portable(error), type(result), shapes)
+        failure, kind, shapes = self.broadcast(shared)
+        if failure is not None:
+            raise error if self.main else failure
+        source = dist.get_global_rank(self.group, 0)
+        values = {}
+        for name, spec in shapes.items():
+            if spec is None:
+                values[name] = None
+                continue
+            t = getattr(result, name).contiguous() if self.main else torch.empty(spec[0], dtype=spec[1], device=self.device)
+            dist.broadcast(t, src=source, group=self.group)
+            values[name] = t
+        return result if self.main else kind(**values)
 
     def broadcast(self, obj):
         """Rank 0's value of a small picklable object, on every rank."""

@@ -95,6 +95,14 @@ def test_two_stage_pipeline_over_two_processes(results):
         assert frames <= 1 and audio <= 1e-5, (frames, audio)
     for rank in (1, 3):
         assert results[rank].get("w2_pipeline_elsewhere_none") == 0.0, results[rank]
+        assert results[rank].get("w2_pipeline_elsewhere_text_encoder") == 0.0, results[rank]  # encoded on rank 0
+
+
+@pytest.mark.parametrize("world", ["w4", "w2"])
+def test_from_main_shares_rank_0_result_and_error(results, world):
+    """The text contexts' path: computed on rank 0 only, sent to the others; its failure raised everywhere."""
+    assert _value(results, f"{world}_from_main") == [0.0] * SIZE
+    assert [r[f"{world}_from_main_error"] for r in results] == ["the text path failed on rank 0"] * SIZE
 
 
 @pytest.mark.parametrize("world", ["w4", "w2"])
