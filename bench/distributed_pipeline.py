@@ -43,7 +43,8 @@ transformer's ``sequence_exchange``: "heads", Ulysses all-to-alls, rows "Nh"; "k
 values all-gathered, rows "Nk"; default "auto", what the model picks: "keys" on 2 GPUs, "heads"
 on more; an exchange that another one listed already means at that count runs once).
 ``--riders on,off``: each N-GPU variant with and without the video->audio partials riding in the
-next block's exchange (the transformer's ``sequence_riders``, off by default; rows with them end in "r").
+next block's exchange (the transformer's ``sequence_riders``; default "auto", the model's own
+choice: on small shards only; rows with riders always on end in "r", never in "n").
 ``--deadline-s``: no new (size, GPUs) run starts after that many seconds; ``--hang-s``: after that
 many, every rank prints its threads' stacks and exits. ``--smoke``: tiny models
 in float32 on the CPU over gloo (the N-process frames then agree with the one-process frames within
@@ -109,9 +110,10 @@ def parse_args(argv=None):
     p.add_argument("--exchanges", default="auto",
                    help="self-attention exchanges to run each N-GPU variant with (auto, heads, keys; "
                         "e.g. heads,keys); table rows 'Nh', 'Nk'")
-    p.add_argument("--riders", default="off",
-                   help="on, off or on,off: each N-GPU variant with / without the video->audio partials riding in "
-                        "the next block's exchange (sequence_riders); rows with them end in 'r'")
+    p.add_argument("--riders", default="auto",
+                   help="auto, on, off or a list (on,off): each N-GPU variant with the video->audio partials riding "
+                        "in the next block's exchange (sequence_riders) as the model picks (auto: small shards "
+                        "only), always, never; rows end in 'r' with on, 'n' with off")
     p.add_argument("--deadline-s", type=float, default=420.0, help="start no new run after this many seconds")
     p.add_argument("--hang-s", type=float, default=None,
                    help="after this many seconds, every rank prints its threads' stacks and exits (a hang's where)")
@@ -124,9 +126,9 @@ def parse_args(argv=None):
     args.exchanges = args.exchanges.split(",")
     args.graphs = args.graphs or args.graphs_only
     riders = args.riders.split(",")
-    if any(r not in ("on", "off") for r in riders):
-        p.error(f"--riders: on, off or on,off, got {args.riders}")
-    args.riders = [r == "on" for r in riders]
+    if any(r not in ("on", "off", "auto") for r in riders):
+        p.error(f"--riders: auto, on, off or a list such as on,off, got {args.riders}")
+    args.riders = [{"on": True, "off": False, "auto": "auto"}[r] for r in riders]
     if any(e not in EXCHANGES for e in args.exchanges):
         p.error(f"--exchanges: each one of {', '.join(EXCHANGES)} expected, got {args.exchanges}")
     return args
@@ -262,7 +264,7 @@ def gpu_steps(r: dict) -> float:
 def line(row: dict) -> str:
     head = (f"{row['size']} {row['gpus']} GPU(s){' graphed' if row.get('graphs') else ''}"
             f"{' funcol' if row.get('funcol') else ''}{' ' + row['exchange'] if row.get('exchange') else ''}"
-            f"{' riders' if row.get('riders') else ''}: ")
+            f"{ {True: ' riders', False: ' no riders'}.get(row.get('riders'), '')}: ")
     if "error" in row:
         return head + "FAILED " + row["error"].strip().splitlines()[-1]
     st = " ".join(f"{k} {v * 1e3:.0f}" for k, v in row["stages"].items())
@@ -290,9 +292,10 @@ def line(row: dict) -> str:
 
 def gpu_column(row: dict) -> str:
     """The table's GPU column: the count, "g" added for CUDA graphs, "f" for PyTorch's functional
-    collectives, "h" / "k" for a named exchange, "r" for riders."""
+    collectives, "h" / "k" for a named exchange, "r" / "n" for riders always / never (none: the
+    model's "auto"; before the fifteenth session's docs, untagged rows had riders off)."""
     exchange = {"heads": "h", "keys": "k"}.get(row.get("exchange"), "")
-    riders = "r" if row.get("riders") else ""
+    riders = {True: "r", False: "n"}.get(row.get("riders"), "")
     return f"{row['gpus']}{'g' if row.get('graphs') else ''}{'f' if row.get('funcol') else ''}{exchange}{riders}"
 
 
@@ -395,7 +398,7 @@ def main(argv=None) -> dict | None:
         for gpus in (1, *counts):
             plain = {}  # (exchange, riders) -> the plain result
             exchanges = list(dict.fromkeys(resolve_exchange(e, gpus) for e in args.exchanges)) if gpus > 1 else [None]
-            runs = [(v, e, r) for v in variants for e in exchanges for r in (args.riders if gpus > 1 else [False])]
+            runs = [(v, e, r) for v in variants for e in exchanges for r in (args.riders if gpus > 1 else ["auto"])]
             for variant, exchange, riders in runs:
                 graphs = variant == "graphs"
                 late = not go_on(f"{size} on {gpus} GPU(s), {variant}, exchange {exchange}, riders {riders}")

@@ -94,11 +94,11 @@ def sequence_cases(world: World, prefix: str) -> dict:
     }
     for name, (m, (video, audio), perturbations) in {**cases, **riders}.items():
         ref = m(video, audio, perturbations)
-        m.sequence_riders = name in riders
+        m.sequence_riders = name in riders  # the other cases without (the default "auto" would take them here)
         try:
             ours = m(video, audio, perturbations, sequence=world.sequence)
         finally:
-            m.sequence_riders = False
+            m.sequence_riders = False  # the cases below count the collectives of a block without riders
         out[f"{prefix}sp_{name}"] = _error(ours, ref)
     # the self-attention exchange "auto" does not take on this world (4 ranks: "keys", 2: "heads"),
     # with a strengths mask (whose rows the "keys" exchange cuts) and padding

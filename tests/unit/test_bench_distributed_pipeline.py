@@ -25,7 +25,7 @@ def test_arguments():
     only = parse_args(["--graphs-only"])  # the graphed runs without the plain ones
     assert (args.graphs, args.graphs_only, only.graphs, only.graphs_only) == (False, False, True, True)
     assert args.hang_s is None and parse_args(["--hang-s", "30"]).hang_s == 30.0
-    assert args.riders == [False] and parse_args(["--riders", "on,off"]).riders == [True, False]
+    assert args.riders == ["auto"] and parse_args(["--riders", "on,off,auto"]).riders == [True, False, "auto"]
     with pytest.raises(SystemExit):
         parse_args(["--riders", "maybe"])
 

@@ -111,3 +111,28 @@ def test_auto_exchange_gathers_keys_on_two_ranks_only(size, exchange):
     assert SequenceShard.plan(10, _Group(size), "keys").exchange == "keys"
     with pytest.raises(ValueError, match="unknown sequence exchange"):
         SequenceShard.plan(10, _Group(size), "ring")
+
+
+@pytest.mark.parametrize("batch, tokens, size, auto", [
+    (1, 3840, 4, True),    # 768x1280's stage 1 on 4 ranks: 960 a rank
+    (1, 3840, 2, True),    # on 2: 1,920 a rank
+    (1, 8192, 4, True),    # exactly RIDERS_MAX_TOKENS_PER_RANK
+    (1, 8193, 4, False),   # one token more: 2,049 a rank (padded)
+    (1, 15360, 4, False),  # stage 2 on 4 ranks: 3,840 a rank
+    (2, 3840, 2, False),   # two passes batched: 3,840 batch x tokens a rank
+])
+def test_riders_auto_only_for_small_shards(batch, tokens, size, auto):
+    """``sequence_riders`` "auto" lets the partials ride only on shards of at most
+    RIDERS_MAX_TOKENS_PER_RANK batch x tokens; True and False hold whatever the size."""
+    import types
+
+    from fastltx.models.transformer import sharding
+    assert sharding.RIDERS_MAX_TOKENS_PER_RANK == 2048
+    video = types.SimpleNamespace(latent=torch.zeros(batch, tokens, 8))
+    group = _Group(size)
+    assert sharding.plan(video, group, 32, "heads", "auto").riders is auto
+    assert sharding.plan(video, group, 32, "heads", "auto").carry is auto
+    assert sharding.plan(video, group, 32, "heads", True).riders is True
+    assert sharding.plan(video, group, 32, "heads", False).riders is False
+    with pytest.raises(ValueError, match="sequence_riders"):
+        sharding.plan(video, group, 32, "heads", "on")

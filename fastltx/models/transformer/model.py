@@ -48,10 +48,9 @@ class LTXTransformer(nn.Module):
         # "heads" (Ulysses all-to-alls), "keys" (keys and values all-gathered), "auto" ("keys" on 2 ranks)
         self.sequence_exchange = "auto"
         # whether the video->audio partials ride in the next block's self-attention exchange instead of
-        # a collective of their own (sequence_parallel.py: riders). Off: no gain established (4 x H200,
-        # 768x1280 distilled, graphed, 4 GPUs: 3.27x against 3.22x in one launch, 3.15x against 3.22x
-        # in another; docs/benchmarks-multi-gpu.md, fourteenth session)
-        self.sequence_riders = False
+        # a collective of their own (sequence_parallel.py: riders): True, False, or "auto": for small
+        # shards only (sharding.RIDERS_MAX_TOKENS_PER_RANK, where the measurements are)
+        self.sequence_riders = "auto"
         v, a = cfg.video, cfg.audio
         if v is not None:
             self.patchify_proj, self.adaln_single, self.scale_shift_table, self.proj_out = self._stream_io(v)

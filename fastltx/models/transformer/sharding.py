@@ -53,8 +53,28 @@ def sequence_group(world, video: ModalityInput | None, compiled: bool, graphed: 
     return world.sequence_for(tokens, minimum if tokens >= split else max(tokens, 1))
 
 
-def plan(video: ModalityInput, group: Group, heads: int, exchange: str = "auto", riders: bool = False) -> SequenceShard:
-    shard = SequenceShard.plan(video.latent.shape[1], group, exchange, riders)
+# Most of a pass's video tokens a rank keeps (batch x tokens a rank) for which ``sequence_riders``
+# "auto" lets the video->audio partials ride in the next block's exchange: one collective fewer a
+# block pays where a step is bound by the collectives' fixed cost, while on larger shards something
+# costs more than that (likely the longer exchange buffer: the attention output copied in beside the
+# rider; not profiled). 4 x H200, distilled 768x1280, compiled and graphed, riders against none paired
+# within a launch (docs/benchmarks-multi-gpu-2.md, fifteenth session): stage-1 steps on 4 GPUs (960
+# a rank) 1.0-1.5 ms faster in six of six pairs; on 2 GPUs (1,920 a rank) 0.6 ms faster in the one
+# pair timed step by step; stage 2 on 4 GPUs (3,840 a rank) 1-8 ms slower a stage (3 steps) in
+# seven of eight pairs, on 2 GPUs (7,680 a rank) even.
+RIDERS_MAX_TOKENS_PER_RANK = 2048
+
+
+def plan(video: ModalityInput, group: Group, heads: int, exchange: str = "auto",
+         riders: bool | str = False) -> SequenceShard:
+    """This rank's part of the video tokens. ``riders``: True, False, or "auto" (for shards of at
+    most ``RIDERS_MAX_TOKENS_PER_RANK`` batch x tokens)."""
+    batch, tokens = video.latent.shape[:2]
+    if riders == "auto":
+        riders = batch * -(-tokens // group.size) <= RIDERS_MAX_TOKENS_PER_RANK
+    elif not isinstance(riders, bool):
+        raise ValueError(f"sequence_riders: True, False or 'auto', got {riders!r}")
+    shard = SequenceShard.plan(tokens, group, exchange, riders)
     if shard.exchange == "heads" and heads % group.size:
         raise ValueError(f"sequence parallelism over {group.size} ranks needs a video head count divisible by "
                          f"{group.size}; this model has {heads} heads")
