@@ -26,7 +26,9 @@ stage synchronises the device), "other" the rest (the frames' copy to the host).
 reported, the speed-up over 1 GPU (of the call; of stages 1 and 2, "steps x"; and of the 11
 transformer steps themselves, "tsteps" ms and its "x": ``StepClock``, CUDA events around each
 denoiser call, without what lies between the steps), and the N-GPU frames against the 1-GPU frames
-(uint8 max / mean difference, audio max): bf16, so small differences are expected.
+(uint8 max / mean difference, audio max): bf16, so small differences are expected. Each row's line
+also gives stage 1's first step against its later ones, and with several GPUs every rank's text
+and stage-1 times (where the first step's waiting shows; docs/benchmarks-multi-gpu-2.md).
 
 ``--compile``: fused q/k/v projections and torch.compile of the blocks (as bench/pipeline.py's
 compiled variant), shared by both runs; the N-GPU graphs, with the collectives inside,
@@ -209,19 +211,43 @@ def measure(pipe: DistilledPipeline, device, kwargs: dict, reps: int, together: 
     """One warm-up (cold) call, then ``reps`` timed calls: ``bench.pipeline.summarize`` + cold_s
     and, with ``clock``, ``step_s``: the median seconds in the transformer steps of stage 1 and of
     stage 2 (their first ``STAGE1_STEPS`` and the rest) and ``host_step_s``: the same for the host's
-    time in those calls (rank 0)."""
+    time in those calls (rank 0); ``first_step_s``: the median first step of stage 1 and the median
+    of its later ones (the first makes the text cache, and waits for every rank to arrive).
+    ``rank_stages``, over several ranks: each rank's median text and stage-1 seconds (a rank that
+    ends its text stage early waits for the others at stage 1's first collective)."""
     cold = timed_call(pipe, device, kwargs, together, clock)
-    runs = [timed_call(pipe, device, kwargs, together, clock) for _ in range(reps)]
+    runs, ranks = [], []
+    for _ in range(reps):
+        runs.append(timed_call(pipe, device, kwargs, together, clock))
+        ranks.append(rank_stages(pipe, together))
     if cold is None:
         return None
     out = summarize(runs)
     out["cold_s"] = cold[0]
+    if together is not None:
+        out["rank_stages"] = [{k: statistics.median(call[r][k] for call in ranks) for k in RANK_STAGES}
+                              for r in range(together.size)]
     if clock is not None:
         for key, i in (("step_s", 5), ("host_step_s", 6)):
             out[key] = {"stage 1": statistics.median(sum(r[i][:STAGE1_STEPS]) for r in runs),
                         "stage 2": statistics.median(sum(r[i][STAGE1_STEPS:]) for r in runs),
                         "steps": len(runs[-1][i])}
+        out["first_step_s"] = {"first": statistics.median(r[5][0] for r in runs),
+                               "later": statistics.median(statistics.median(r[5][1:STAGE1_STEPS]) for r in runs)}
     return out
+
+
+RANK_STAGES = ("text", "stage 1")
+
+
+def rank_stages(pipe: DistilledPipeline, together: World | None) -> list[dict] | None:
+    """The text and stage-1 seconds of the last call on every rank of ``together`` (None: one process)."""
+    if together is None:
+        return None
+    mine = {k: pipe.timings.get(k, 0.0) for k in RANK_STAGES}
+    every = [None] * together.size
+    dist.all_gather_object(every, mine, group=together.group)
+    return every
 
 
 def single_run(pipe: DistilledPipeline, device, kwargs: dict, reps: int, clock: StepClock | None = None) -> dict:
@@ -278,6 +304,12 @@ def line(row: dict) -> str:
         if row.get("host_step_s"):
             h = row["host_step_s"]
             x += f", host {h['stage 1'] * 1e3:.0f} + {h['stage 2'] * 1e3:.0f} ms"
+        if row.get("first_step_s"):
+            f = row["first_step_s"]
+            x += f", stage-1 step 1 {f['first'] * 1e3:.1f} ms, later ones {f['later'] * 1e3:.1f}"
+    if row.get("rank_stages"):
+        x += "; text / stage 1 by rank " + ", ".join(f"{r['text'] * 1e3:.0f} / {r['stage 1'] * 1e3:.0f}"
+                                                   for r in row["rank_stages"])
     s = (head + f"{row['total'] * 1e3:.0f} ms (x{x}; cold {row['cold_s']:.1f} s; runs "
          f"{', '.join(f'{t * 1e3:.0f}' for t in row['totals'])}; {st}"
          + ("" if row["peak_gib"] != row["peak_gib"] else f"; peak +{row['peak_gib']:.2f} GiB on rank 0") + ")")

@@ -79,6 +79,12 @@ def check_series(rows: list) -> None:
         assert row["step_s"]["steps"] == 11
         assert 0 < row["step_s"]["stage 1"] <= row["stages"]["stage 1"]
         assert 0 < row["step_s"]["stage 2"] <= row["stages"]["stage 2"]
+        first = row["first_step_s"]  # stage 1's first step and the median of its later ones
+        assert 0 < first["first"] and 0 < first["later"] and first["first"] + first["later"] <= row["step_s"]["stage 1"]
+    assert "rank_stages" not in one
+    for row in several:  # every rank's text and stage-1 times; rank 0's are the row's (one timed call)
+        assert len(row["rank_stages"]) == 2 and all(r["text"] > 0 and r["stage 1"] > 0 for r in row["rank_stages"])
+        assert row["rank_stages"][0] == pytest.approx({k: row["stages"][k] for k in ("text", "stage 1")})
     for row in several:
         assert row["speedup"] == pytest.approx(one["total"] / row["total"])
         steps = lambda r: r["stages"]["stage 1"] + r["stages"]["stage 2"]  # noqa: E731
