@@ -18,8 +18,8 @@ are never attended to (the caller masks them as keys). Two cases need communicat
 The self-attention exchanges can carry a "rider": a small tensor every rank sends to every other
 (the partial results above, which the blocks can hand to the next block's self-attention instead
 of gathering them in a collective of their own: one collective a block fewer; the transformer's
-``sequence_riders``, off by default: no gain established). With "heads" it rides
-in the output all-to-all, whose two sides are layout copies anyway; with "keys" on 2 ranks, in the
+``sequence_riders``, by default on small shards only: models/transformer/sharding.py). With "heads"
+it rides in the output all-to-all, whose two sides are layout copies anyway; with "keys" on 2 ranks, in the
 keys' all-gather, rank 0 placing it before its keys and rank 1 after, so that the gathered keys
 stay one strided run for the attention. ``carries_riders`` says whether an exchange can.
 """
