@@ -4,6 +4,8 @@ All blocks run the same code on same-shaped tensors, and the per-block perturbat
 argument, so Dynamo produces one graph for all 48 blocks (one more per distinct plan shape, e.g. a
 batch where some samples skip a block's self-attention; with sequence-parallel riders, one for the
 first block, which finishes no earlier block's audio, and one for ``AVBlock.finish_pending``).
+The text keys and values of every block (``LTXTransformer.cache_text``, once a generation) are one
+more graph.
 """
 
 import functools
@@ -16,12 +18,24 @@ from fastltx.models.transformer.block import AVBlock
 RECOMPILE_LIMIT = 64  # at least this many compiled variants of the block function (Dynamo's limit)
 
 
-@functools.cache
-def _compiled_block_method(name: str, mode: str | None, dynamic: bool | None, tune: bool):
-    fn = getattr(AVBlock, name)
+def _compile(fn, mode: str | None, dynamic: bool | None, tune: bool):
     if tune:  # Inductor benchmarks block sizes of its own kernels (norms, modulation, quantisation)
         return torch.compile(fn, dynamic=dynamic, options={"coordinate_descent_tuning": True})
     return torch.compile(fn, mode=mode, dynamic=dynamic)
+
+
+@functools.cache
+def _compiled_block_method(name: str, mode: str | None, dynamic: bool | None, tune: bool):
+    return _compile(getattr(AVBlock, name), mode, dynamic, tune)
+
+
+@functools.cache
+def _compiled_text_cache(mode: str | None, dynamic: bool | None, tune: bool):
+    """Every block's text keys and values as one compiled function of (model, contexts..., batch)
+    (the model an argument, not bound: no reference cycle through the model's own dict)."""
+    def text_cache(model, *args):
+        return model._text_keys_values(*args)
+    return _compile(text_cache, mode, dynamic, tune)
 
 
 def compile_blocks(model: torch.nn.Module, mode: str | None = None, dynamic: bool | None = False,
@@ -46,6 +60,8 @@ def compile_blocks(model: torch.nn.Module, mode: str | None = None, dynamic: boo
         fn = _compiled_block_method(name, mode, dynamic, tune)
         for block in model.transformer_blocks:
             setattr(block, name, functools.partial(fn, block))
+    if hasattr(model, "_text_keys_values"):  # the text cache (``LTXTransformer.cache_text``): one graph
+        model.__dict__["compiled_text_cache"] = _compiled_text_cache(mode, dynamic, tune)
 
 
 def blocks_compiled(model) -> bool:
@@ -58,3 +74,4 @@ def uncompile_blocks(model: torch.nn.Module) -> None:
     for block in model.transformer_blocks:
         block.__dict__.pop("forward", None)
         block.__dict__.pop("finish_pending", None)
+    model.__dict__.pop("compiled_text_cache", None)

@@ -1,5 +1,5 @@
 """The transformer's blocks through CUDA graphs (model.graph_blocks) give what the plain blocks give,
-eager and compiled, bf16 and fp8 (skipped without CUDA)."""
+eager and compiled, bf16 and fp8, and so does the text cache made for them (skipped without CUDA)."""
 
 import pytest
 import torch
@@ -56,6 +56,62 @@ def test_graphed_blocks_equal_plain_blocks(compiled, fp8):
         w = want[i % len(calls)]
         assert torch.equal(g[0], w[0]) and torch.equal(g[1], w[1]), i
     dynamo.reset()
+
+
+def test_graphed_steps_copy_a_text_cache_once():
+    """As a pipeline runs (inference mode, one text cache for every step): the recording copies the
+    cache into its buffers at its first step only, and a new cache (the next generation) is copied."""
+    model = model_on_cuda()
+    (v, a), (v2, a2) = cuda_inputs(model, sigmas=(0.8,), seed=1), cuda_inputs(model, sigmas=(0.8,), seed=2)
+    with torch.inference_mode():
+        first, second = model.cache_text(v, a), model.cache_text(v2, a2)  # other contexts, other caches
+        want = [model(v, a, None, c) for c in (first, second)]
+        model.graph_blocks()
+        for _ in range(2):  # as is, recorded
+            model(v, a, None, first)
+        graph = next(iter(model.__dict__["graphed_blocks"].graphs.values()))
+        cached = [i for i, buffer in enumerate(graph.inputs) if buffer.shape == first[0][0][0].shape]
+        assert cached
+        copies = []
+        real_copy = torch.Tensor.copy_
+
+        def counted(buffer, t, *args, **kwargs):
+            copies.append(any(buffer is graph.inputs[i] for i in cached))
+            return real_copy(buffer, t, *args, **kwargs)
+        torch.Tensor.copy_ = counted
+        try:
+            got = [model(v, a, None, c)[0].clone() for c in (first, first, second, second)]
+        finally:
+            torch.Tensor.copy_ = real_copy
+    # the recording saw ``first`` last: no copy of it, then one set of copies for ``second``
+    assert sum(copies) == len(cached)
+    for g, w in zip(got, (want[0][0], want[0][0], want[1][0], want[1][0])):
+        assert torch.equal(g, w)
+
+
+@pytest.mark.parametrize("fp8", [False, True])
+def test_compiled_text_cache_on_cuda(fp8):
+    """The compiled text cache (``compile_blocks``) against the plain one, bf16 and fp8 on the GPU:
+    keys and values within bf16 rounding (Inductor may add the bias after the GEMM, or fuse the norm)."""
+    if fp8 and not fp8_supported("cuda"):
+        pytest.skip("needs fp8 matmuls")
+    import torch._dynamo as dynamo
+    from fastltx.runtime.compile import compile_blocks, uncompile_blocks
+    model = model_on_cuda(fp8)
+    v, a = cuda_inputs(model, sigmas=(0.8,), seed=1)
+    with torch.inference_mode():
+        want = model.cache_text(v, a)
+        dynamo.reset()
+        compile_blocks(model)
+        try:
+            got = model.cache_text(v, a)
+        finally:
+            uncompile_blocks(model)
+            dynamo.reset()
+    for block_got, block_want in zip(got, want):
+        for kv_got, kv_want in zip(block_got, block_want):
+            for x, y in zip(kv_got, kv_want):
+                torch.testing.assert_close(x, y, rtol=1.6e-2, atol=1e-2)
 
 
 def test_first_replay_waits_for_what_the_recording_ran_eagerly():

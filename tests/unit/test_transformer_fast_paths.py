@@ -51,6 +51,14 @@ def test_cached_text(model_and_inputs):
     want = model(v, a, PERTS)
     got = model(v, a, PERTS, text_cache=model.cache_text(v, a))
     assert max(max_rel_error(g, w) for g, w in zip(got, want)) <= 1e-6
+    # the pipelines run in inference mode: the cache is still made of tensors that keep a version
+    # counter (graphed steps copy it into their buffers once, not at every step), with the same values
+    with torch.inference_mode():
+        cache = model.cache_text(v, a)
+        tensors = [t for block in cache for kv in block if kv is not None for t in kv]
+        assert tensors and not any(t.is_inference() for t in tensors)
+        got = model(v, a, PERTS, text_cache=cache)
+    assert max(max_rel_error(g, w) for g, w in zip(got, want)) <= 1e-6
 
 
 def test_fp8_linear_is_the_dequantised_product():
@@ -113,6 +121,33 @@ def test_compiled_blocks_share_one_graph():
         dynamo.reset()
     assert max(max_rel_error(g, w) for g, w in zip(got, want)) <= 1e-5
     assert dataclasses.is_dataclass(v)
+
+
+def test_compiled_text_cache_equals_the_plain_one():
+    """``compile_blocks`` compiles the text cache too (one graph for every block): the same keys and
+    values within float32 reordering, as tensors that keep a version counter in inference mode."""
+    import torch._dynamo as dynamo
+    from fastltx.runtime.compile import compile_blocks, uncompile_blocks
+    model = random_transformer(transformer_config("v1", num_layers=3), seed=5, dtype=torch.float32)
+    model.fuse_projections()
+    v, a = inputs(model, torch.float32, sigmas=(0.6,))
+    flat = lambda cache: [t for block in cache for kv in block if kv is not None for t in kv]  # noqa: E731
+    with torch.no_grad():
+        want = flat(model.cache_text(v, a))
+    dynamo.reset()
+    dynamo.utils.counters.clear()
+    compile_blocks(model)
+    try:
+        with torch.inference_mode():
+            got = flat(model.cache_text(v, a))
+            again = flat(model.cache_text(v, a))  # no second graph
+        assert dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    finally:
+        uncompile_blocks(model)
+        dynamo.reset()
+    assert "compiled_text_cache" not in model.__dict__
+    assert len(got) == len(want) == 3 * 4 and not any(t.is_inference() for t in got)
+    assert max(max_rel_error(g, w) for g, w in zip(got + again, want * 2)) <= 1e-5
 
 
 def test_tuning_and_a_compile_mode_are_exclusive():
