@@ -30,19 +30,27 @@ from bench.alltoall import timed  # noqa: E402
 from fastltx.runtime.distributed import init_distributed  # noqa: E402
 
 
-def main() -> None:
+def symmetric_world():
+    """(the symmetric-memory module, World, group, print on rank 0 only) for these probes, the card
+    and versions printed."""
     import torch.distributed._symmetric_memory as symm_mem
+    world = init_distributed()
+    group = dist.group.WORLD
+    if hasattr(symm_mem, "enable_symm_mem_for_group"):  # needed before a rendezvous in some versions
+        symm_mem.enable_symm_mem_for_group(group.group_name)
+    say = print if world.rank == 0 else (lambda *a, **k: None)
+    say(f"{torch.cuda.get_device_name()} x {world.size}, NCCL {torch.cuda.nccl.version()}, torch {torch.__version__}",
+        flush=True)
+    return symm_mem, world, group, say
+
+
+def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--mib", default="7.5,22.5,30,90")
     p.add_argument("--reps", type=int, default=20)
     args = p.parse_args()
-    world = init_distributed()
+    symm_mem, world, group, say = symmetric_world()
     n, me = world.size, world.rank
-    group = dist.group.WORLD
-    if hasattr(symm_mem, "enable_symm_mem_for_group"):  # needed before a rendezvous in some versions
-        symm_mem.enable_symm_mem_for_group(group.group_name)
-    say = print if me == 0 else (lambda *a, **k: None)
-    say(f"{torch.cuda.get_device_name()} x {n}, NCCL {torch.cuda.nccl.version()}, torch {torch.__version__}", flush=True)
     for mib in (float(m) for m in args.mib.split(",")):
         elems = int(mib * 2**20 / 2) // n * n
         part = elems // n

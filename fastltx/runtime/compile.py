@@ -4,8 +4,8 @@ All blocks run the same code on same-shaped tensors, and the per-block perturbat
 argument, so Dynamo produces one graph for all 48 blocks (one more per distinct plan shape, e.g. a
 batch where some samples skip a block's self-attention; with sequence-parallel riders, one for the
 first block, which finishes no earlier block's audio, and one for ``AVBlock.finish_pending``).
-The text keys and values of every block (``LTXTransformer.cache_text``, once a generation) are one
-more graph.
+A block's text keys and values (``AVBlock.text_keys_values``, once a generation for the text
+cache) are one more graph, shared by the blocks too.
 """
 
 import functools
@@ -16,6 +16,11 @@ from fastltx.models.transformer.block import AVBlock
 
 
 RECOMPILE_LIMIT = 64  # at least this many compiled variants of the block function (Dynamo's limit)
+# The block methods routed through compiled functions. ``text_keys_values``, once a generation,
+# saves the host ~3-4 ms of launches at a graphed first step (docs/benchmarks-multi-gpu-2.md,
+# sixteenth session); one function shared by the blocks compiles in ~1 s where the 48 blocks'
+# caches compiled as one function took ~19 s (CPU, tiny model).
+COMPILED_METHODS = ("forward", "finish_pending", "text_keys_values")
 
 
 def _compile(fn, mode: str | None, dynamic: bool | None, tune: bool):
@@ -28,14 +33,6 @@ def _compile(fn, mode: str | None, dynamic: bool | None, tune: bool):
 def _compiled_block_method(name: str, mode: str | None, dynamic: bool | None, tune: bool):
     return _compile(getattr(AVBlock, name), mode, dynamic, tune)
 
-
-@functools.cache
-def _compiled_text_cache(mode: str | None, dynamic: bool | None, tune: bool):
-    """Every block's text keys and values as one compiled function of (model, contexts..., batch)
-    (the model an argument, not bound: no reference cycle through the model's own dict)."""
-    def text_cache(model, *args):
-        return model._text_keys_values(*args)
-    return _compile(text_cache, mode, dynamic, tune)
 
 
 def compile_blocks(model: torch.nn.Module, mode: str | None = None, dynamic: bool | None = False,
@@ -54,14 +51,13 @@ def compile_blocks(model: torch.nn.Module, mode: str | None = None, dynamic: boo
     for knob in ("recompile_limit", "cache_size_limit"):
         if hasattr(torch._dynamo.config, knob):
             setattr(torch._dynamo.config, knob, max(getattr(torch._dynamo.config, knob), RECOMPILE_LIMIT))
-    # the blocks' forward, and the audio work a sequence-parallel forward leaves after the last block
-    # (AVBlock.finish_pending; inside the blocks it is part of the next block's compiled forward)
-    for name in ("forward", "finish_pending"):
+    # the blocks' forward, the audio work a sequence-parallel forward leaves after the last block
+    # (AVBlock.finish_pending; inside the blocks it is part of the next block's compiled forward), and
+    # each block's text keys and values (``LTXTransformer.cache_text``)
+    for name in COMPILED_METHODS:
         fn = _compiled_block_method(name, mode, dynamic, tune)
         for block in model.transformer_blocks:
             setattr(block, name, functools.partial(fn, block))
-    if hasattr(model, "_text_keys_values"):  # the text cache (``LTXTransformer.cache_text``): one graph
-        model.__dict__["compiled_text_cache"] = _compiled_text_cache(mode, dynamic, tune)
 
 
 def blocks_compiled(model) -> bool:
@@ -72,6 +68,5 @@ def blocks_compiled(model) -> bool:
 
 def uncompile_blocks(model: torch.nn.Module) -> None:
     for block in model.transformer_blocks:
-        block.__dict__.pop("forward", None)
-        block.__dict__.pop("finish_pending", None)
-    model.__dict__.pop("compiled_text_cache", None)
+        for name in COMPILED_METHODS:
+            block.__dict__.pop(name, None)

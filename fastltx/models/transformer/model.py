@@ -127,13 +127,11 @@ class LTXTransformer(nn.Module):
 
     def _context(self, m: ModalityInput, audio: bool) -> torch.Tensor:
         """The text context at the stream's width (through the LTX-2 caption projection)."""
-        return self._project_context(m.context, m.latent.shape[0], audio)
-
-    def _project_context(self, context: torch.Tensor, batch: int, audio: bool) -> torch.Tensor:
         g = self.cfg.audio if audio else self.cfg.video
+        context = m.context
         if self.cfg.caption_channels is not None:
             context = getattr(self, ("audio_" if audio else "") + "caption_projection")(context)
-        return context.view(batch, -1, g.dim)
+        return context.view(m.latent.shape[0], -1, g.dim)
 
     def cache_text(self, video: ModalityInput | None, audio: ModalityInput | None) -> list:
         """Text keys/values of every block, computed once per generation and passed to ``forward``
@@ -144,28 +142,20 @@ class LTXTransformer(nn.Module):
         keep a version counter, which graphed steps see unchanged from the step before and do not
         copy again (an inference tensor is copied into the recording's buffers at every step: 1.2 GB
         for the 19B model's 48 blocks and 1,024 text tokens). With the blocks compiled
-        (``compile_blocks``) the cache is compiled too: the host launches a few hundred kernels
-        fewer at the first step, where the GPU waits for them when the steps are graphed
-        (docs/benchmarks-multi-gpu-2.md, sixteenth session)."""
+        (``compile_blocks``) their ``text_keys_values`` is compiled too: fewer launches at the first
+        step, where the GPU waits for the host when the steps are graphed."""
         if self.cfg.cross_attention_adaln:
             raise ValueError("text caching needs LTX-2 numerics: LTX-2.3 modulates the text by sigma")
-        contexts = (video.context if video is not None else None, audio.context if audio is not None else None)
-        batch = (video if video is not None else audio).latent.shape[0]
-        # (streamed blocks are neither graphed nor compiled here, and their weights' slots may be
-        # inference tensors that the streaming writes in place: they stay in the caller's mode)
+        # (streamed blocks take no graphs and run their text projections eagerly, their weights coming
+        # in through hooks; their slots may be inference tensors that the streaming writes in place:
+        # they stay in the caller's mode)
         streamed = self._streamed()
         with torch.inference_mode(torch.is_inference_mode_enabled() and streamed), torch.no_grad():
-            compiled = None if streamed else self.__dict__.get("compiled_text_cache")
-            if compiled is not None:
-                return compiled(self, *contexts, batch)
-            return self._text_keys_values(*contexts, batch)
-
-    def _text_keys_values(self, video_context: torch.Tensor | None, audio_context: torch.Tensor | None,
-                          batch: int) -> list:
-        """``cache_text`` from the raw text contexts."""
-        vc = self._project_context(video_context, batch, False) if video_context is not None else None
-        ac = self._project_context(audio_context, batch, True) if audio_context is not None else None
-        return [block.text_keys_values(vc, ac) for block in self.transformer_blocks]
+            vc = self._context(video, False) if video is not None else None
+            ac = self._context(audio, True) if audio is not None else None
+            if streamed:
+                return [AVBlock.text_keys_values(block, vc, ac) for block in self.transformer_blocks]
+            return [block.text_keys_values(vc, ac) for block in self.transformer_blocks]
 
     def _stream(self, m: ModalityInput, other: ModalityInput | None, audio: bool, cached_text: bool,
                 shard: SequenceShard | None = None) -> Stream:
