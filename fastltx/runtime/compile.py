@@ -16,23 +16,20 @@ from fastltx.models.transformer.block import AVBlock
 
 
 RECOMPILE_LIMIT = 64  # at least this many compiled variants of the block function (Dynamo's limit)
-# The block methods routed through compiled functions. ``text_keys_values``, once a generation,
-# saves the host ~3-4 ms of launches at a graphed first step (docs/benchmarks-multi-gpu-2.md,
-# sixteenth session); one function shared by the blocks compiles in ~1 s where the 48 blocks'
-# caches compiled as one function took ~19 s (CPU, tiny model).
+# The block methods routed through compiled functions. ``text_keys_values`` (once a generation, the
+# text cache) for the host's launches at a graphed first step: the 48 blocks' caches compiled as one
+# function shortened it by 4-6 ms on 2 and 4 H200s but took ~19 s to compile (CPU, tiny model); one
+# function shared by the blocks compiles in ~1 s and kept ~3/4 of the host saving on the CPU (not
+# measured on the GPU; docs/benchmarks-multi-gpu-2.md, sixteenth session).
 COMPILED_METHODS = ("forward", "finish_pending", "text_keys_values")
-
-
-def _compile(fn, mode: str | None, dynamic: bool | None, tune: bool):
-    if tune:  # Inductor benchmarks block sizes of its own kernels (norms, modulation, quantisation)
-        return torch.compile(fn, dynamic=dynamic, options={"coordinate_descent_tuning": True})
-    return torch.compile(fn, mode=mode, dynamic=dynamic)
 
 
 @functools.cache
 def _compiled_block_method(name: str, mode: str | None, dynamic: bool | None, tune: bool):
-    return _compile(getattr(AVBlock, name), mode, dynamic, tune)
-
+    fn = getattr(AVBlock, name)
+    if tune:  # Inductor benchmarks block sizes of its own kernels (norms, modulation, quantisation)
+        return torch.compile(fn, dynamic=dynamic, options={"coordinate_descent_tuning": True})
+    return torch.compile(fn, mode=mode, dynamic=dynamic)
 
 
 def compile_blocks(model: torch.nn.Module, mode: str | None = None, dynamic: bool | None = False,
