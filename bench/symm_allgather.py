@@ -33,10 +33,9 @@ from bench.symm_alltoall import symmetric_world  # noqa: E402
 WIDTH = 4096  # the 19B video stream's width (keys and values of that width per token)
 
 
-def beside(exchange, work):
-    """``exchange`` on a side stream while ``work`` runs on the caller's; the caller waits for both."""
+def beside(exchange, work, side: torch.cuda.Stream):
+    """``exchange`` on the ``side`` stream while ``work`` runs on the caller's; the caller waits for both."""
     main = torch.cuda.current_stream()
-    side = beside.stream
     side.wait_stream(main)
     with torch.cuda.stream(side):
         exchange()
@@ -52,7 +51,7 @@ def main() -> None:
     args = p.parse_args()
     symm_mem, world, group, say = symmetric_world()
     n, me = world.size, world.rank
-    beside.stream = torch.cuda.Stream()
+    side = torch.cuda.Stream()
     say("MiB a rank | tokens a rank | way | exchange us | GEMMs | GEMMs us | both us | hidden us", flush=True)
     for mib in (float(m) for m in args.mib.split(",")):
         elems = int(mib * 2**20 / 2)
@@ -91,7 +90,7 @@ def main() -> None:
                     say(f"{mib:>6.1f} | {tokens} | {name} | WRONG RESULT", flush=True)
                     continue
                 exchange = timed(fn, args.reps)
-                both = timed(lambda fn=fn, gemms=gemms: beside(fn, gemms), args.reps)
+                both = timed(lambda fn=fn, gemms=gemms: beside(fn, gemms, side), args.reps)
                 say(f"{mib:>6.1f} | {tokens} | {name} | {exchange:.0f} | {k} | {alone:.0f} | {both:.0f} | "
                     f"{exchange + alone - both:.0f}", flush=True)
         del handle, gathered
