@@ -42,8 +42,9 @@ included); ``--funcol-plain`` runs each (size, GPUs) once more without graphs
 and with PyTorch's functional collectives traced into the compiled graphs instead (rows "Nf").
 ``--exchanges heads,keys``: each N-GPU variant once with each self-attention exchange (the
 transformer's ``sequence_exchange``: "heads", Ulysses all-to-alls, rows "Nh"; "keys", keys and
-values all-gathered, rows "Nk"; default "auto", what the model picks: "keys" on 2 GPUs, "heads"
-on more; an exchange that another one listed already means at that count runs once).
+values all-gathered, rows "Nk"; "push", the same pushed into the peers' memory while the queries
+are projected, rows "Np"; default "auto", what the model picks: "push" on 2 GPUs with peer
+access ("keys" on 2 others), "heads" on more; an exchange that another one listed already means at that count runs once).
 ``--riders on,off``: each N-GPU variant with and without the video->audio partials riding in the
 next block's exchange (the transformer's ``sequence_riders``; default "auto", the model's own
 choice: on small shards only; rows with riders always on end in "r", never in "n").
@@ -110,8 +111,8 @@ def parse_args(argv=None):
                    help="also run each (size, GPUs) without graphs and with PyTorch's functional collectives "
                         "(functional_collectives) instead of the custom ops, against the plain run; table rows 'Nf'")
     p.add_argument("--exchanges", default="auto",
-                   help="self-attention exchanges to run each N-GPU variant with (auto, heads, keys; "
-                        "e.g. heads,keys); table rows 'Nh', 'Nk'")
+                   help="self-attention exchanges to run each N-GPU variant with (auto, heads, keys, push; "
+                        "e.g. heads,keys); table rows 'Nh', 'Nk', 'Np'")
     p.add_argument("--riders", default="auto",
                    help="auto, on, off or a list (on,off): each N-GPU variant with the video->audio partials riding "
                         "in the next block's exchange (sequence_riders) as the model picks (auto: small shards "
@@ -324,9 +325,9 @@ def line(row: dict) -> str:
 
 def gpu_column(row: dict) -> str:
     """The table's GPU column: the count, "g" added for CUDA graphs, "f" for PyTorch's functional
-    collectives, "h" / "k" for a named exchange, "r" / "n" for riders always / never (none: the
+    collectives, "h" / "k" / "p" for a named exchange, "r" / "n" for riders always / never (none: the
     model's "auto"; before the fifteenth session's docs, untagged rows had riders off)."""
-    exchange = {"heads": "h", "keys": "k"}.get(row.get("exchange"), "")
+    exchange = {"heads": "h", "keys": "k", "push": "p"}.get(row.get("exchange"), "")
     riders = {True: "r", False: "n"}.get(row.get("riders"), "")
     return f"{row['gpus']}{'g' if row.get('graphs') else ''}{'f' if row.get('funcol') else ''}{exchange}{riders}"
 
@@ -429,7 +430,7 @@ def main(argv=None) -> dict | None:
         late = False
         for gpus in (1, *counts):
             plain = {}  # (exchange, riders) -> the plain result
-            exchanges = list(dict.fromkeys(resolve_exchange(e, gpus) for e in args.exchanges)) if gpus > 1 else [None]
+            exchanges = list(dict.fromkeys(resolve_exchange(e, gpus, device) for e in args.exchanges)) if gpus > 1 else [None]
             runs = [(v, e, r) for v in variants for e in exchanges for r in (args.riders if gpus > 1 else ["auto"])]
             for variant, exchange, riders in runs:
                 graphs = variant == "graphs"

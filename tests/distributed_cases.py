@@ -110,6 +110,15 @@ def sequence_cases(world: World, prefix: str) -> dict:
     finally:
         v1.sequence_exchange = "auto"
     out[f"{prefix}sp_other_exchange"] = _error(ours, v1(video, audio))
+    # "push" (off CUDA: gathered at once by gloo through the same custom ops and buffers), with the
+    # strengths mask, padding and STG; riders on (they ride on 2 ranks; 4 ranks gather them apart)
+    video, audio = inputs(v1, grid=(2, 3, 5), mask=True, sigmas=(0.9, 0.9, 0.9), seed=12)
+    v1.sequence_exchange, v1.sequence_riders = "push", True
+    try:
+        ours = v1(video, audio, stg, sequence=world.sequence)
+    finally:
+        v1.sequence_exchange, v1.sequence_riders = "auto", False
+    out[f"{prefix}sp_push"] = _error(ours, v1(video, audio, stg))
     video, audio = inputs(v1, appended=5, seed=6)
     cache = v1.cache_text(video, audio)
     out[f"{prefix}sp_text_cache"] = _error(v1(video, audio, None, cache, sequence=world.sequence), v1(video, audio))
@@ -137,13 +146,20 @@ def sequence_cases(world: World, prefix: str) -> dict:
         error = _error(v1(video, audio, sequence=world.sequence), ref)
         expected = (2 if auto == "heads" else 1) * layers + 2
         out[f"{prefix}sp_compiled"] = error if len(calls) == expected else f"{len(calls)} != {expected} calls"
+        # "push", compiled: its exchanges are no collectives between graph pieces (riders: as above)
+        v1.sequence_exchange = "push"
+        calls.clear()
+        error = _error(v1(video, audio, sequence=world.sequence), ref)
+        expected = 2 if world.sequence.size == 2 else layers + 1
+        out[f"{prefix}sp_compiled_push"] = error if len(calls) == expected else f"{len(calls)} != {expected} calls"
+        v1.sequence_exchange = "auto"
         calls.clear()
         with distributed.functional_collectives():
             error = _error(v1(video, audio, sequence=world.sequence), ref)
         out[f"{prefix}sp_compiled_functional"] = error if not calls else f"{len(calls)} custom-op calls"
     finally:
         distributed.between_pieces = between_pieces
-        v1.sequence_riders = False
+        v1.sequence_riders, v1.sequence_exchange = False, "auto"
         uncompile_blocks(v1)
     return out
 

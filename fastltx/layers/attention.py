@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from fastltx.layers.linear import linear_rows
 from fastltx.layers.norm import RMSNorm
 from fastltx.layers.rope import Rope, apply_rope
 
@@ -135,17 +136,36 @@ class Attention(nn.Module):
                 raise ValueError("a rider needs the attention's exchange; passthrough has none")
             out = self.to_v(context) if hasattr(self, "to_v") else self._project(x, context)[2]
         else:
-            q, k, v = self._qkv(x, context, rope, k_rope, kv)
-            if shard is None:
-                out = attention(q, k, v, self.heads, mask, self.backend)
+            if shard is not None and self_attention and kv is None and shard.sends_keys:
+                out, v = self._sent_keys_attention(x, mask, rope, shard, rider)
             else:
-                out = _sharded_attention(q, k, v, self.heads, mask, self.backend, shard, self_attention, rider)
-                if rider is not None:
-                    out, riders = out
+                q, k, v = self._qkv(x, context, rope, k_rope, kv)
+                if shard is None:
+                    out = attention(q, k, v, self.heads, mask, self.backend)
+                else:
+                    out = _sharded_attention(q, k, v, self.heads, mask, self.backend, shard, self_attention, rider)
+            if rider is not None:
+                out, riders = out
             if keep is not None:
                 out = out * keep + v * (1 - keep)
         out = self._gated_out(x, out)
         return out if rider is None else (out, riders)
+
+    def _sent_keys_attention(self, x: torch.Tensor, mask: torch.Tensor | None, rope: Rope | None, shard, rider):
+        """(output, values) of self-attention over a shard whose exchange sends keys and values
+        ("keys", "push"): they are projected and sent first, the queries projected while they travel
+        (``sequence_parallel.send_keys``); the output as ``forward``'s, riders included."""
+        from fastltx.layers.sequence_parallel import attend_sent, send_keys
+        inner = self.heads * self.head_dim
+        fused = getattr(self, "to_qkv", None)
+        k, v = linear_rows(fused, x, inner, 3 * inner).chunk(2, dim=-1) if fused is not None else \
+            (self.to_k(x), self.to_v(x))
+        k = self.k_norm(k)
+        flight = send_keys(k if rope is None else apply_rope(k, rope), v, shard, rider)
+        x = flight.after(x)
+        q = self.q_norm(linear_rows(fused, x, 0, inner) if fused is not None else self.to_q(x))
+        q = q if rope is None else apply_rope(q, rope)
+        return attend_sent(q, flight, self.heads, mask, self.backend, shard, rider), v
 
     def partial(self, x: torch.Tensor, context: torch.Tensor, shard, rope: Rope | None = None,
                 k_rope: Rope | None = None) -> torch.Tensor:
@@ -162,10 +182,9 @@ class Attention(nn.Module):
 
 
 def _sharded_attention(q, k, v, heads, mask, backend, shard, self_attention: bool, rider=None):
-    from fastltx.layers.sequence_parallel import gathered_keys_attention, sharded_keys_attention, ulysses_attention
-    if self_attention:
-        exchange = gathered_keys_attention if shard.exchange == "keys" else ulysses_attention
-        return exchange(q, k, v, heads, mask, backend, shard.group, rider)
+    from fastltx.layers.sequence_parallel import sharded_keys_attention, ulysses_attention
+    if self_attention:  # (the exchanges that send keys: ``Attention._sent_keys_attention``)
+        return ulysses_attention(q, k, v, heads, mask, backend, shard.group, rider)
     if mask is not None:
         raise ValueError("cross-attention to sharded keys takes no mask")
     if rider is not None:

@@ -65,12 +65,14 @@ class Fp8Linear(nn.Module):
         y = self.product(*quantize_rows(x.reshape(-1, shape[-1])), x.dtype)
         return (y if self.bias is None else y + self.bias).view(*shape[:-1], self.out_features)
 
-    def product(self, xq: torch.Tensor, xs: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    def product(self, xq: torch.Tensor, xs: torch.Tensor, dtype: torch.dtype,
+                features: slice = slice(None)) -> torch.Tensor:
         """(rows, out_features) in ``dtype``, without the bias, from already quantised rows (e4m3 and
-        their (rows, 1) float32 scales)."""
+        their (rows, 1) float32 scales); ``features``: only those output features."""
+        weight, scale = self.weight[features], self.weight_scale[:, features]
         if xq.is_cuda:
-            return torch._scaled_mm(xq, self.weight.t(), scale_a=xs, scale_b=self.weight_scale, out_dtype=dtype)
-        return ((xq.float() * xs) @ (self.weight.float() * self.weight_scale.t()).t()).to(dtype)
+            return torch._scaled_mm(xq, weight.t(), scale_a=xs, scale_b=scale, out_dtype=dtype)
+        return ((xq.float() * xs) @ (weight.float() * scale.t()).t()).to(dtype)
 
 
 # weight elements dequantised at once by Fp8WeightLinear (128 MiB in bf16): the largest block linear
@@ -114,6 +116,21 @@ class Fp8WeightLinear(Fp8Linear):
     def _dequantized(self, i: int, j: int, dtype: torch.dtype) -> torch.Tensor:
         # e4m3 -> the run dtype is exact; the scale's rounding to it (bf16: 2^-9) is far below e4m3's (2^-4)
         return dequantize_rows(self.weight[i:j], self.weight_scale[0, i:j], dtype)
+
+
+def linear_rows(layer: nn.Module, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Output features [start, stop) of ``layer(x)``, from those rows of its weight alone (an
+    nn.Linear, Fp8Linear or Fp8WeightLinear; any other layer is run whole and sliced)."""
+    bias = None if getattr(layer, "bias", None) is None else layer.bias[start:stop]
+    if isinstance(layer, Fp8WeightLinear):
+        return nn.functional.linear(x, layer._dequantized(start, stop, x.dtype), bias)
+    if isinstance(layer, Fp8Linear):
+        shape = x.shape
+        y = layer.product(*quantize_rows(x.reshape(-1, shape[-1])), x.dtype, slice(start, stop))
+        return (y if bias is None else y + bias).view(*shape[:-1], stop - start)
+    if isinstance(layer, nn.Linear):
+        return nn.functional.linear(x, layer.weight[start:stop], bias)
+    return layer(x)[..., start:stop]
 
 
 def to_fp8(module: nn.Module, select: Callable[[str, nn.Linear], bool], weight_only: bool = False) -> int:

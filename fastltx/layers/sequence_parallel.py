@@ -4,13 +4,16 @@
 group size and rank r holds tokens [r * chunk, (r + 1) * chunk); padding tokens sit at the end and
 are never attended to (the caller masks them as keys). Two cases need communication:
 
-* self-attention (queries and keys sharded), by one of two exchanges (``SequenceShard.exchange``):
+* self-attention (queries and keys sharded), by one of three exchanges (``SequenceShard.exchange``):
   "heads" (Ulysses): one all-to-all turns (this rank's tokens, all heads) into (all tokens, this
   rank's heads), attention runs on this rank's heads over the whole sequence, a second all-to-all
   turns the result back; "keys": one all-gather gives every rank every token's keys and values, and
-  this rank's queries attend to them with every head. A rank sends 4 (P - 1) / P token-rows of
-  (heads x d) with "heads" and 2 (P - 1) with "keys": the same on 2 ranks, in one collective instead
-  of two and with fewer layout copies; twice as much on 4. "auto" takes "keys" on 2 ranks only;
+  this rank's queries attend to them with every head; "push": the same keys and values pushed by the
+  copy engines into the peers' memory (fastltx/runtime/push.py, CUDA) while the rank projects its
+  queries (with "keys" the gather runs on the caller's stream: the projection waits). A rank sends 4 (P - 1) / P token-rows of
+  (heads x d) with "heads" and 2 (P - 1) with "keys" or "push": the same on 2 ranks, in one
+  collective instead of two and with fewer layout copies; twice as much on 4. "auto" takes "push"
+  on 2 ranks where it can run (``push_available``), else "keys" on 2 ranks, "heads" on more;
 * cross-attention from replicated queries to sharded keys (audio attending to video): each rank
   attends to its own keys and returns the softmax normaliser; the small partial results (queries x
   heads) are all-gathered and combined exactly, so the keys are never gathered.
@@ -19,30 +22,37 @@ The self-attention exchanges can carry a "rider": a small tensor every rank send
 (the partial results above, which the blocks can hand to the next block's self-attention instead
 of gathering them in a collective of their own: one collective a block fewer; the transformer's
 ``sequence_riders``, by default on small shards only: models/transformer/sharding.py). With "heads"
-it rides in the output all-to-all, whose two sides are layout copies anyway; with "keys" on 2 ranks, in the
-keys' all-gather, rank 0 placing it before its keys and rank 1 after, so that the gathered keys
-stay one strided run for the attention. ``carries_riders`` says whether an exchange can.
+it rides in the output all-to-all, whose two sides are layout copies anyway; with "keys" or "push"
+on 2 ranks, in the keys' exchange, rank 0 placing it before its keys and rank 1 after, so that the
+gathered keys stay one strided run for the attention. ``carries_riders`` says whether an exchange can.
 """
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
 from fastltx.layers.attention import sdpa
 from fastltx.runtime.distributed import Group, all_gather, all_to_all
+from fastltx.runtime.push import push_available, push_finish, push_start
+
+EXCHANGES = ("auto", "heads", "keys", "push")
+KEY_EXCHANGES = ("keys", "push")  # the exchanges that send keys and values (``send_keys``)
 
 
-EXCHANGES = ("auto", "heads", "keys")
-
-
-def resolve_exchange(exchange: str, ranks: int) -> str:
-    """The self-attention exchange ("heads" or "keys") that ``exchange`` means over ``ranks`` ranks."""
+def resolve_exchange(exchange: str, ranks: int, device: torch.device | str | None = None) -> str:
+    """The self-attention exchange ("heads", "keys" or "push") that ``exchange`` means over ``ranks``
+    ranks whose tensors live on ``device``'s kind (None: not CUDA)."""
     if exchange not in EXCHANGES:
         raise ValueError(f"unknown sequence exchange {exchange!r}; choose one of {', '.join(EXCHANGES)}")
     if exchange == "auto":  # 4 x H200, distilled 768x1280, compiled and graphed, transformer steps over 1
         # GPU (docs/benchmarks.md, tenth session): 2 GPUs "keys" 1.78x, "heads" 1.77x; 4 GPUs "heads"
-        # 3.23x, "keys" 3.15x (1024x1536: 3.43x / 3.37x)
-        return "keys" if ranks == 2 else "heads"
+        # 3.23x, "keys" 3.15x (1024x1536: 3.43x / 3.37x). 2 x H200, seventeenth session: "push" 1.82x,
+        # "keys" 1.78x (docs/benchmarks-multi-gpu-2.md)
+        if ranks != 2:
+            return "heads"
+        cuda = device is not None and torch.device(device).type == "cuda"
+        return "push" if cuda and push_available() else "keys"
     return exchange
 
 
@@ -51,17 +61,24 @@ class SequenceShard:
     group: Group
     tokens: int  # real tokens of the whole sequence
     chunk: int  # tokens per rank, padding included
-    exchange: str = "heads"  # how self-attention exchanges its tokens: "heads" (Ulysses) or "keys"
+    exchange: str = "heads"  # how self-attention exchanges its tokens: "heads" (Ulysses), "keys" or "push"
     riders: bool = False  # let the self-attention exchanges carry riders where they can (see above)
 
     @classmethod
-    def plan(cls, tokens: int, group: Group, exchange: str = "auto", riders: bool = False) -> "SequenceShard":
-        return cls(group, tokens, -(-tokens // group.size), resolve_exchange(exchange, group.size), riders)
+    def plan(cls, tokens: int, group: Group, exchange: str = "auto", riders: bool = False,
+             device: torch.device | str | None = None) -> "SequenceShard":
+        """``device``: where the tensors live (for "auto": see ``resolve_exchange``)."""
+        return cls(group, tokens, -(-tokens // group.size), resolve_exchange(exchange, group.size, device), riders)
 
     @property
     def carry(self) -> bool:
         """Whether self-attention over this shard carries riders (``riders`` and ``carries_riders``)."""
         return self.riders and carries_riders(self.exchange, self.group.size)
+
+    @property
+    def sends_keys(self) -> bool:
+        """Whether self-attention over this shard sends keys and values (``send_keys``)."""
+        return self.exchange in KEY_EXCHANGES
 
     @property
     def padded(self) -> int:
@@ -93,7 +110,7 @@ class SequenceShard:
 
 def carries_riders(exchange: str, ranks: int) -> bool:
     """Whether self-attention through ``exchange`` over ``ranks`` ranks can carry a rider."""
-    return exchange == "heads" or (exchange == "keys" and ranks == 2)
+    return exchange == "heads" or (exchange in KEY_EXCHANGES and ranks == 2)
 
 
 def _rider_elements(rider: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -148,31 +165,61 @@ def ulysses_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: 
     return own, _rider_back(back[:, n:], rider)
 
 
-def gathered_keys_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
-                            mask: torch.Tensor | None, backend: str | None, group: Group,
-                            rider: torch.Tensor | None = None):
-    """Self-attention of (B, chunk, heads*d) shards: every rank's keys and values all-gathered
-    (sequence-major, so that SDPA reads them in place), this rank's queries attending to them with
-    every head; ``mask`` broadcasts to (B, heads, padded, padded) and its rows of this rank's
-    queries are used. ``rider`` (2 ranks only): as in ``ulysses_attention``, carried in the gather
-    as whole rows, before rank 0's keys and after rank 1's."""
-    b, chunk, inner = q.shape
-    d, p = inner // heads, group.size
-    rows = 0  # rider rows a rank sends (whole token rows of keys and values)
+class KeysInFlight(NamedTuple):
+    """Keys and values on their way to every rank (``send_keys``); ``attend_sent`` receives them."""
+
+    send: torch.Tensor  # (rows + chunk, 2, B, heads*d) or (chunk + rows, ...): what this rank sends
+    rows: int  # rider rows a rank sends (whole token rows of keys and values)
+    token: torch.Tensor | None  # "push": push_start's token
+    gathered: torch.Tensor | None  # "keys": every rank's ``send``, gathered
+
+    def after(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` made to depend on the sending ("push": plus the token, a zero), so that compiled
+        code runs what reads it while the keys travel. By data alone Inductor ran the queries'
+        projection before the push started (2 x H200 traces): with the token added to the
+        projection's output, still before; so it goes into the projection's input (one pass over
+        it, itself beside the push)."""
+        return t if self.token is None else t + self.token.to(t.dtype)
+
+
+def send_keys(k: torch.Tensor, v: torch.Tensor, shard: SequenceShard, rider: torch.Tensor | None = None) -> KeysInFlight:
+    """Send this rank's (B, chunk, heads*d) keys and values to every rank of the shard's group, laid
+    out sequence-major (so that SDPA reads the gathered ones in place): "keys" gathers them now (NCCL
+    or gloo), "push" starts pushing them into the peers' buffers and returns at once
+    (fastltx/runtime/push.py), so that the caller's next work (the queries' projection) overlaps
+    the exchange. ``rider`` (2 ranks only): as in ``ulysses_attention``, sent as whole rows, before
+    rank 0's keys and after rank 1's, so that the gathered keys stay one strided run."""
+    b, chunk, inner = k.shape
+    group = shard.group
+    rows = 0
     if rider is not None:
-        if p != 2:
-            raise ValueError(f"the keys exchange carries a rider on 2 ranks only, not {p}")
-        extra = _rider_elements(rider, q.dtype)
+        if group.size != 2:
+            raise ValueError(f"the keys exchange carries a rider on 2 ranks only, not {group.size}")
+        extra = _rider_elements(rider, k.dtype)
         rows = -(-extra.numel() // (2 * b * inner))
-        send = q.new_empty(chunk + rows, 2, b, inner)
+        send = k.new_empty(chunk + rows, 2, b, inner)
         first = group.rank == 0  # rank 0: rider, keys; rank 1: keys, rider
         (send[:rows] if first else send[chunk:]).view(-1)[:extra.numel()] = extra
         kv_rows = send[rows:] if first else send[:chunk]
     else:
-        send = kv_rows = q.new_empty(chunk, 2, b, inner)
+        send = kv_rows = k.new_empty(chunk, 2, b, inner)
     kv_rows[:, 0], kv_rows[:, 1] = k.transpose(0, 1), v.transpose(0, 1)
-    gathered = all_gather(send, group)  # rank 0's rider, the whole (padded) sequence, rank 1's rider
-    kv = gathered[rows:rows + p * chunk].view(p * chunk, 2, b, heads, d)
+    if shard.exchange == "push":
+        return KeysInFlight(send, rows, push_start(send, group), None)
+    return KeysInFlight(send, rows, None, all_gather(send, group))
+
+
+def attend_sent(q: torch.Tensor, flight: KeysInFlight, heads: int, mask: torch.Tensor | None,
+                backend: str | None, shard: SequenceShard, rider: torch.Tensor | None = None):
+    """This rank's (B, chunk, heads*d) queries attending with every head to the keys and values
+    ``send_keys`` sent (the whole padded sequence); ``mask`` broadcasts to (B, heads, padded,
+    padded) and its rows of this rank's queries are used. With ``rider`` (the one given to
+    ``send_keys``): (output, every rank's rider stacked), as ``ulysses_attention`` returns."""
+    b, chunk, inner = q.shape
+    d, group, rows = inner // heads, shard.group, flight.rows
+    gathered = flight.gathered if flight.token is None else push_finish(flight.token, flight.send, group)
+    # rank 0's rider, the whole (padded) sequence, rank 1's rider
+    kv = gathered[rows:rows + group.size * chunk].view(group.size * chunk, 2, b, heads, d)
     if mask is not None and mask.shape[-2] > 1:
         mask = mask.narrow(-2, group.rank * chunk, chunk)
     out = sdpa(q.view(b, chunk, heads, d).transpose(1, 2), *(kv[:, j].permute(1, 2, 0, 3) for j in range(2)),

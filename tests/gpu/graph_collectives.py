@@ -3,11 +3,12 @@ launch: ``torchrun --nproc_per_node N tests/gpu/graph_collectives.py CASE [--gro
 
 The collectives are not recorded: each one ends a graph piece and runs eagerly between two pieces
 at every replay (``between_pieces``). Cases: ``all_to_all`` (our all-to-all, eager), ``compiled``
-(the same under torch.compile), ``model`` (a tiny transformer split over the group, compiled
-blocks, ``graph_blocks``; ``--exchange``: its self-attention exchange, "auto" by default, which
-with "heads" makes 3 eager steps a block, with "keys" 2; ``--riders on``: the video->audio partials
-riding in the next block's exchange, one step fewer a block and one after the blocks; ``--dtype``:
-float32 by default). Each
+(the same under torch.compile), ``push`` (fastltx/runtime/push.py's gather, plain and recorded
+whole in one graph, against NCCL's all-gather; ``--rows``, ``--dtype``), ``model`` (a tiny
+transformer split over the group, compiled blocks, ``graph_blocks``; ``--exchange``: its
+self-attention exchange, "auto" by default, which with "heads" makes 3 eager steps a block, with
+"keys" 2, with "push" 1; ``--riders on``: the video->audio partials riding in the next block's
+exchange, one step fewer a block and one after the blocks; ``--dtype``: float32 by default). Each
 graphed call is compared with the plain call on the same inputs (every call's difference printed
 when one differs) and the pieces are counted; rank 0 prints ``CASE ok <max abs diff>``.
 ``--group G``: the first G ranks take part, the others wait at a barrier (as bench/distributed.py's
@@ -25,7 +26,8 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from fastltx.runtime.cuda_graph import GraphedCall  # noqa: E402
-from fastltx.runtime.distributed import all_to_all, init_distributed, world_from_ranks  # noqa: E402
+from fastltx.runtime.distributed import all_gather, all_to_all, init_distributed, world_from_ranks  # noqa: E402
+from fastltx.runtime.push import push_finish, push_start  # noqa: E402
 
 
 def exchange(x: torch.Tensor, group) -> torch.Tensor:
@@ -48,6 +50,15 @@ def run_case(case: str, world, sub, rows: int = 64, layers: int = 3, grid=(2, 3,
              dtype: torch.dtype = torch.float32, riders: bool = False) -> float:
     device = world.device
     gen = torch.Generator(device=device).manual_seed(world.rank)
+    if case == "push":  # every rank's part pushed into the peers' symmetric memory, against NCCL's gather
+        def pushed(x):
+            return push_finish(push_start(x, sub.sequence), x, sub.sequence) + 0  # (copied out of the buffer)
+        graphed = GraphedCall(pushed)
+        xs = [torch.randn(rows, 256, generator=gen, device=device).to(dtype) for _ in range(4)]
+        want = [all_gather(x, sub.sequence).clone() for x in xs]
+        got = [pushed(x) for x in xs] + [graphed(x).clone() for _ in range(2) for x in xs]
+        assert device.type != "cuda" or pieces(graphed) == (1, 0)  # nothing runs between graph pieces
+        return max((g.float() - w.float()).abs().max().item() for g, w in zip(got, want * 3))
     if case in ("all_to_all", "compiled"):
         fn = (lambda x: exchange(x, sub.sequence)) if case == "all_to_all" else \
             torch.compile(lambda x: exchange(x, sub.sequence), fullgraph=True)
@@ -76,8 +87,9 @@ def run_case(case: str, world, sub, rows: int = 64, layers: int = 3, grid=(2, 3,
         model.graph_blocks()
         got = [model(v, a, None, c, sequence=sub.sequence) for _ in range(3) for (v, a), c in zip(calls, caches)]
     # the collectives of the blocks, run eagerly between the pieces: a block's exchanges (2 "heads", 1
-    # "keys"), the video->audio partials' gather (riding in the next block's exchange, or each block's own)
-    exchanges = 1 if resolve_exchange(sequence_exchange, sub.size) == "keys" else 2
+    # "keys", none "push": recorded in the graphs), the video->audio partials' gather (riding in the
+    # next block's exchange, or each block's own)
+    exchanges = {"keys": 1, "push": 0, "heads": 2}[resolve_exchange(sequence_exchange, sub.size, device)]
     steps = exchanges * layers + 1 if riders else (exchanges + 1) * layers
     assert device.type != "cuda" or pieces(model.__dict__["graphed_blocks"]) == (steps + 1, steps)
     model.graph_blocks(False)  # the graphs go now (a run that kept them hung in the teardown once)
@@ -89,15 +101,15 @@ def run_case(case: str, world, sub, rows: int = 64, layers: int = 3, grid=(2, 3,
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("case", choices=("all_to_all", "compiled", "model"))
+    p.add_argument("case", choices=("all_to_all", "compiled", "push", "model"))
     p.add_argument("--group", type=int, default=None)
     p.add_argument("--hang-s", type=float, default=300)
-    p.add_argument("--rows", type=int, default=64, help="all_to_all, compiled: rows of 256 floats sent to each rank")
+    p.add_argument("--rows", type=int, default=64, help="all_to_all, compiled, push: rows of 256 floats sent to each rank")
     p.add_argument("--layers", type=int, default=3, help="model: blocks")
     p.add_argument("--grid", default="2x3x5", help="model: latent frames x height x width")
     p.add_argument("--device", default="cuda", help="cpu: gloo, no graphs (checks this script)")
     p.add_argument("--exchange", default="auto", help="model: the self-attention exchange")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="model: weights and inputs")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="model, push: weights and inputs")
     p.add_argument("--riders", default="off", choices=("on", "off"), help="model: the transformer's sequence_riders")
     args = p.parse_args()
     faulthandler.dump_traceback_later(args.hang_s, exit=True)

@@ -1,7 +1,9 @@
 """Collectives between CUDA graph pieces on two GPUs (tests/gpu/graph_collectives.py under torchrun):
 graphed outputs bit-identical to plain ones, and the expected pieces, for our all-to-all (eager and
-compiled) and for a tiny transformer split over the GPUs with compiled blocks (each self-attention
-exchange; in float32 and bf16; with the video->audio partials riding in the exchanges, and not). Skipped with fewer than two GPUs."""
+compiled), for the pushed gather (fastltx/runtime/push.py; also equal to NCCL's) and for a tiny
+transformer split over the GPUs with compiled blocks (each self-attention exchange, "push" recorded
+in the graphs; in float32 and bf16; with the video->audio partials riding in the exchanges, and
+not). Skipped with fewer than two GPUs."""
 
 import subprocess
 import sys
@@ -16,9 +18,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("case, options", [
-    ("all_to_all", []), ("compiled", []), ("model", []), ("model", ["--exchange", "heads"]),
+    ("all_to_all", []), ("compiled", []), ("push", ["--dtype", "bfloat16"]), ("push", ["--rows", "4099"]),
+    ("model", []), ("model", ["--exchange", "heads"]),
     ("model", ["--exchange", "keys", "--dtype", "bfloat16"]), ("model", ["--exchange", "heads", "--riders", "on"]),
-    ("model", ["--exchange", "keys", "--riders", "on"])])
+    ("model", ["--exchange", "keys", "--riders", "on"]), ("model", ["--exchange", "push", "--dtype", "bfloat16"]),
+    ("model", ["--exchange", "push", "--riders", "on"])])
 def test_graphed_collectives_equal_plain_ones(case, options):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(ROOT / "tests" / "gpu" / "graph_collectives.py"), case, "--hang-s", "240", *options]

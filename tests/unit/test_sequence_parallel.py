@@ -107,10 +107,38 @@ def test_auto_exchange_gathers_keys_on_two_ranks_only(size, exchange):
     """Keys and values all-gathered send as much as the Ulysses all-to-alls on 2 ranks (in one
     collective), twice as much on 4: "auto" takes them on 2 ranks only; a named exchange is kept."""
     assert SequenceShard.plan(10, _Group(size)).exchange == exchange
-    assert SequenceShard.plan(10, _Group(size), "heads").exchange == "heads"
-    assert SequenceShard.plan(10, _Group(size), "keys").exchange == "keys"
+    for named in ("heads", "keys", "push"):
+        assert SequenceShard.plan(10, _Group(size), named).exchange == named
     with pytest.raises(ValueError, match="unknown sequence exchange"):
         SequenceShard.plan(10, _Group(size), "ring")
+
+
+@pytest.mark.parametrize("device, available, size, exchange", [
+    ("cuda", True, 2, "push"), ("cuda", False, 2, "keys"), ("cpu", True, 2, "keys"), (None, True, 2, "keys"),
+    ("cuda", True, 4, "heads")])
+def test_auto_exchange_pushes_keys_between_two_gpus_with_peer_access(monkeypatch, device, available, size, exchange):
+    """"auto" on 2 ranks: "push" where the tensors are on CUDA and every two GPUs reach each other
+    (``push_available``, the same answer on every rank of a machine), else "keys"."""
+    from fastltx.layers import sequence_parallel
+    monkeypatch.setattr(sequence_parallel, "push_available", lambda: available)
+    assert SequenceShard.plan(10, _Group(size), device=device).exchange == exchange
+
+
+@pytest.mark.parametrize("kind", ["linear", "fp8", "fp8_weight"])
+def test_linear_rows_are_those_features_of_the_whole_product(kind):
+    """The key exchanges project keys and values first from rows of the fused q/k/v weight, the
+    queries after (``linear_rows``): the same features as the whole layer's, for each linear kind."""
+    from torch import nn
+
+    from fastltx.layers.linear import Fp8Linear, Fp8WeightLinear, linear_rows
+    torch.manual_seed(0)
+    layer = nn.Linear(32, 48)
+    if kind != "linear":
+        layer = (Fp8Linear if kind == "fp8" else Fp8WeightLinear)(layer)
+    x = torch.randn(2, 5, 32)
+    whole = layer(x)
+    for start, stop in ((0, 16), (16, 48)):
+        assert max_rel_error(linear_rows(layer, x, start, stop), whole[..., start:stop]) < 1e-6
 
 
 @pytest.mark.parametrize("batch, tokens, size, auto", [

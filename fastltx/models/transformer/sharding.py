@@ -74,7 +74,7 @@ def plan(video: ModalityInput, group: Group, heads: int, exchange: str = "auto",
         riders = batch * -(-tokens // group.size) <= RIDERS_MAX_TOKENS_PER_RANK
     elif not isinstance(riders, bool):
         raise ValueError(f"sequence_riders: True, False or 'auto', got {riders!r}")
-    shard = SequenceShard.plan(tokens, group, exchange, riders)
+    shard = SequenceShard.plan(tokens, group, exchange, riders, video.latent.device)
     if shard.exchange == "heads" and heads % group.size:
         raise ValueError(f"sequence parallelism over {group.size} ranks needs a video head count divisible by "
                          f"{group.size}; this model has {heads} heads")

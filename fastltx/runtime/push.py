@@ -1,0 +1,168 @@
+"""An all-gather that runs beside the caller's work: each rank's part pushed into its peers' memory.
+
+``push_start(send, group)`` begins gathering every rank's ``send`` (same shape on every rank) and
+returns at once; ``push_finish(token, send, group)`` makes the caller's stream wait for it and
+returns the gathered parts, in rank order along dim 0. Whatever the caller runs between the two
+overlaps the exchange: the "push" keys exchange (fastltx/layers/sequence_parallel.py) projects its
+queries there. The token is a zero (one element of ``send``'s dtype): compiled code orders
+kernels by their data alone, so work meant to overlap must read it (adding it changes nothing)
+or it may be scheduled before the start.
+
+On CUDA each group holds a buffer in symmetric memory (``torch.distributed._symmetric_memory``:
+every rank maps its peers' buffers). ``push_start``, on a side stream that first waits for the
+caller's: a device-side barrier (every peer has reached its own ``push_start``, so it is done
+reading the buffer since its last ``push_finish``), this rank's part copied into its slot of its
+own buffer and then of every peer's (plain device-to-device copies, which the copy engines run
+without taking the SMs the caller's work needs), a second barrier (every peer's part has arrived).
+``push_finish`` makes the caller's stream wait for the side stream and returns a view of the buffer,
+valid until the next ``push_start`` on the group: use it before then. Nothing waits on the host, so
+a CUDA graph records the whole exchange (no graph piece ends here, unlike the NCCL collectives of
+``fastltx.runtime.distributed``). bench/symm_allgather.py measured it against NCCL's all-gather
+(docs/benchmarks-multi-gpu-2.md, sixteenth session): 453 against 598 us alone at 126 MiB a rank
+on 2 x H200, 307 us of it hidden behind one GEMM of the query projection's size.
+
+A buffer is made (a rendezvous of the group's ranks) at the first exchange larger than the
+group's buffers so far, outside any recording (a recording's warm-up call, which runs first, makes
+it); every rank of a group sees the same sizes in the same order, so they make the same buffers.
+Buffers are kept: graphs recorded earlier read them. (The thirteenth session's symmetric-memory
+workspace hung in a rendezvous over 4 ranks after only 2 of them had made one over their own
+group: keep the processes' rendezvous alike. "auto" pushes over 2-rank groups only, which the
+guidance layouts' replicas make together; untried: a 4-rank push after a 2-rank sub-world's.)
+
+Elsewhere (CPU tensors, gloo: for tests of the same code path) ``push_start`` all-gathers at once
+into the group's buffer and ``push_finish`` returns it.
+"""
+
+import functools
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class _Buffer:
+    whole: torch.Tensor  # (ranks x bytes a rank) uint8: slot j (of the bytes a call sends) holds rank j's part
+    handle: object | None  # the symmetric-memory rendezvous handle; None off CUDA
+    slots: dict[int, list[torch.Tensor]] = field(default_factory=dict)  # bytes -> this rank's slot at each rank
+
+    def targets(self, nbytes: int) -> list[torch.Tensor]:
+        """This rank's slot in every rank's buffer (its own included), for parts of ``nbytes``."""
+        if nbytes not in self.slots:
+            me, ranks = self.handle.rank, self.handle.world_size
+            self.slots[nbytes] = [self.handle.get_buffer(j, (nbytes,), torch.uint8, me * nbytes) for j in range(ranks)]
+        return self.slots[nbytes]
+
+
+_buffers: dict[str, list[_Buffer]] = {}  # group name -> its buffers, in the order they were made
+_streams: dict[torch.device, torch.cuda.Stream] = {}
+
+
+def _buffer(group_name: str, nbytes: int, ranks: int, device: torch.device) -> _Buffer:
+    """The group's first buffer that holds ``ranks`` parts of ``nbytes`` bytes (made when none does)."""
+    held = _buffers.setdefault(group_name, [])
+    for b in held:
+        if b.whole.numel() >= ranks * nbytes:
+            return b
+    if device.type != "cuda":
+        held.append(_Buffer(torch.empty(ranks * nbytes, dtype=torch.uint8, device=device), None))
+        return held[-1]
+    if torch.cuda.is_current_stream_capturing():
+        raise RuntimeError("a push buffer cannot be made inside a CUDA graph recording; run the call once unrecorded first")
+    import torch.distributed._symmetric_memory as symm_mem
+    if not held and hasattr(symm_mem, "enable_symm_mem_for_group"):  # needed before a rendezvous in some versions
+        symm_mem.enable_symm_mem_for_group(group_name)
+    whole = symm_mem.empty(ranks * nbytes, dtype=torch.uint8, device=device)
+    held.append(_Buffer(whole, symm_mem.rendezvous(whole, group_name)))
+    return held[-1]
+
+
+def _side_stream(device: torch.device) -> torch.cuda.Stream:
+    if device not in _streams:
+        _streams[device] = torch.cuda.Stream(device)
+    return _streams[device]
+
+
+def _bytes(send: torch.Tensor) -> torch.Tensor:
+    return send.reshape(-1).view(torch.uint8)
+
+
+def _gathered(b: _Buffer, send: torch.Tensor, ranks: int) -> torch.Tensor:
+    n = send.numel() * send.element_size()
+    return b.whole[:ranks * n].view(send.dtype).view(ranks * send.shape[0], *send.shape[1:])
+
+
+def _resolve(group_name: str) -> dist.ProcessGroup:
+    from torch.distributed.distributed_c10d import _resolve_process_group
+    return _resolve_process_group(group_name)
+
+
+@torch.library.custom_op("fastltx::push_start", mutates_args=())
+def _push_start(send: torch.Tensor, group_name: str, ranks: int) -> torch.Tensor:
+    data = _bytes(send.contiguous())
+    b = _buffer(group_name, data.numel(), ranks, send.device)
+    if b.handle is None:  # off CUDA: gathered now
+        # torch 2.13 renamed the all-gather into one tensor (the old name warns); 2.11 has only the old one
+        gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+        gather(b.whole[:ranks * data.numel()], data, group=_resolve(group_name))
+        return send.new_zeros(1)
+    targets = b.targets(data.numel())
+    me = b.handle.rank
+    caller, side = torch.cuda.current_stream(send.device), _side_stream(send.device)
+    side.wait_stream(caller)
+    data.record_stream(side)  # (a copy made by contiguous() above is freed on return)
+    with torch.cuda.stream(side):
+        b.handle.barrier(channel=0)  # every peer is done with its buffer (it reached its push_start)
+        for step in range(ranks):
+            targets[(me + step) % ranks].copy_(data)  # own slot first, then the peers'
+        b.handle.barrier(channel=1)  # every peer's part is here
+    return send.new_zeros(1)
+
+
+@_push_start.register_fake
+def _(send: torch.Tensor, group_name: str, ranks: int) -> torch.Tensor:
+    return send.new_empty(1)
+
+
+@torch.library.custom_op("fastltx::push_finish", mutates_args=())
+def _push_finish(token: torch.Tensor, send: torch.Tensor, group_name: str, ranks: int) -> torch.Tensor:
+    # ``send`` is taken (only its size read) so that it stays allocated until here: the side stream reads it
+    b = _buffer(group_name, send.numel() * send.element_size(), ranks, send.device)
+    if b.handle is not None:
+        torch.cuda.current_stream(send.device).wait_stream(_side_stream(send.device))
+    return _gathered(b, send, ranks)
+
+
+@_push_finish.register_fake
+def _(token: torch.Tensor, send: torch.Tensor, group_name: str, ranks: int) -> torch.Tensor:
+    return send.new_empty((ranks * send.shape[0], *send.shape[1:]))
+
+
+@functools.cache
+def push_available() -> bool:
+    """Whether "push" can run between this machine's GPUs: CUDA symmetric memory in this torch, and
+    peer access between every two visible GPUs (every pair, not only this rank's: every rank of the
+    machine must give the same answer, or some would push while others gather). One machine: a
+    group across machines is not checked (``fastltx generate --gpus`` starts one machine's GPUs)."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import torch.distributed._symmetric_memory as symm_mem
+    except ImportError:
+        return False
+    if not (hasattr(symm_mem, "empty") and hasattr(symm_mem, "rendezvous")):
+        return False
+    n = torch.cuda.device_count()
+    return n >= 2 and all(torch.cuda.can_device_access_peer(i, j) for i in range(n) for j in range(n) if i != j)
+
+
+def push_start(send: torch.Tensor, group) -> torch.Tensor:
+    """Begin gathering every rank's ``send`` over ``group`` (a ``fastltx.runtime.distributed.Group``);
+    returns the token ``push_finish`` takes (a zero: see above). ``send`` must stay unchanged until then."""
+    return torch.ops.fastltx.push_start(send, group.group.group_name, group.size)
+
+
+def push_finish(token: torch.Tensor, send: torch.Tensor, group) -> torch.Tensor:
+    """The parts ``push_start`` began gathering, in rank order along dim 0 (a view of the group's
+    buffer, overwritten by the group's next exchange)."""
+    return torch.ops.fastltx.push_finish(token, send, group.group.group_name, group.size)
