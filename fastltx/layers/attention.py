@@ -137,7 +137,7 @@ class Attention(nn.Module):
             out = self.to_v(context) if hasattr(self, "to_v") else self._project(x, context)[2]
         else:
             if shard is not None and self_attention and kv is None and shard.sends_keys:
-                out, v = self._sent_keys_attention(x, mask, rope, shard, rider)
+                out, v = self._sent_keys_attention(x, mask, rope, k_rope, shard, rider)
             else:
                 q, k, v = self._qkv(x, context, rope, k_rope, kv)
                 if shard is None:
@@ -151,7 +151,8 @@ class Attention(nn.Module):
         out = self._gated_out(x, out)
         return out if rider is None else (out, riders)
 
-    def _sent_keys_attention(self, x: torch.Tensor, mask: torch.Tensor | None, rope: Rope | None, shard, rider):
+    def _sent_keys_attention(self, x: torch.Tensor, mask: torch.Tensor | None, rope: Rope | None,
+                             k_rope: Rope | None, shard, rider):
         """(output, values) of self-attention over a shard whose exchange sends keys and values
         ("keys", "push"): they are projected and sent first, the queries projected while they travel
         (``sequence_parallel.send_keys``); the output as ``forward``'s, riders included."""
@@ -161,7 +162,7 @@ class Attention(nn.Module):
         k, v = linear_rows(fused, x, inner, 3 * inner).chunk(2, dim=-1) if fused is not None else \
             (self.to_k(x), self.to_v(x))
         k = self.k_norm(k)
-        flight = send_keys(k if rope is None else apply_rope(k, rope), v, shard, rider)
+        flight = send_keys(k if rope is None else apply_rope(k, rope if k_rope is None else k_rope), v, shard, rider)
         x = flight.after(x)
         q = self.q_norm(linear_rows(fused, x, 0, inner) if fused is not None else self.to_q(x))
         q = q if rope is None else apply_rope(q, rope)

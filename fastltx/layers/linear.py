@@ -69,7 +69,7 @@ class Fp8Linear(nn.Module):
                 features: slice = slice(None)) -> torch.Tensor:
         """(rows, out_features) in ``dtype``, without the bias, from already quantised rows (e4m3 and
         their (rows, 1) float32 scales); ``features``: only those output features."""
-        weight, scale = self.weight[features], self.weight_scale[:, features]
+        weight, scale = self.weight[features], self.weight_scale[0, features].view(1, -1)  # (strides of a (1, n) row)
         if xq.is_cuda:
             return torch._scaled_mm(xq, weight.t(), scale_a=xs, scale_b=scale, out_dtype=dtype)
         return ((xq.float() * xs) @ (weight.float() * scale.t()).t()).to(dtype)

@@ -2,7 +2,7 @@
 
 ``push_start(send, group)`` begins gathering every rank's ``send`` (same shape on every rank) and
 returns at once; ``push_finish(token, send, group)`` makes the caller's stream wait for it and
-returns the gathered parts, in rank order along dim 0. Whatever the caller runs between the two
+returns the gathered parts, in rank order along dim 0 (a view of the group's buffer). Whatever the caller runs between the two
 overlaps the exchange: the "push" keys exchange (fastltx/layers/sequence_parallel.py) projects its
 queries there. The token is a zero (one element of ``send``'s dtype): compiled code orders
 kernels by their data alone, so work meant to overlap must read it (adding it changes nothing)
@@ -15,7 +15,16 @@ reading the buffer since its last ``push_finish``), this rank's part copied into
 own buffer and then of every peer's (plain device-to-device copies, which the copy engines run
 without taking the SMs the caller's work needs), a second barrier (every peer's part has arrived).
 ``push_finish`` makes the caller's stream wait for the side stream and returns a view of the buffer,
-valid until the next ``push_start`` on the group: use it before then. Nothing waits on the host, so
+valid until the next ``push_start`` on the group: use it before then.
+
+Two things compiled code does not know, safe as used today (a review found them; to be designed
+away, docs/benchmarks-multi-gpu-2.md): Inductor plans its own buffers, so after ``push_start`` it
+may reuse ``send``'s memory (which the side stream is still copying) for a later tensor of the same
+size and dtype (``record_stream`` guards only the caching allocator; a block makes no such tensor
+between the two calls: the queries are half ``send``'s size), and it takes ``push_finish``'s result
+for its own, so it may put later tensors of the block in the buffer (it did: the feed-forward's
+hidden), which is safe while they end before this rank's next ``push_start`` (the peer writes
+only after that one's first barrier). Nothing waits on the host, so
 a CUDA graph records the whole exchange (no graph piece ends here, unlike the NCCL collectives of
 ``fastltx.runtime.distributed``). bench/symm_allgather.py measured it against NCCL's all-gather
 (docs/benchmarks-multi-gpu-2.md, sixteenth session): 453 against 598 us alone at 126 MiB a rank
@@ -50,7 +59,9 @@ class _Buffer:
         """This rank's slot in every rank's buffer (its own included), for parts of ``nbytes``."""
         if nbytes not in self.slots:
             me, ranks = self.handle.rank, self.handle.world_size
-            self.slots[nbytes] = [self.handle.get_buffer(j, (nbytes,), torch.uint8, me * nbytes) for j in range(ranks)]
+            with torch.inference_mode(False):  # (views that calls in and out of inference mode write)
+                self.slots[nbytes] = [self.handle.get_buffer(j, (nbytes,), torch.uint8, me * nbytes)
+                                      for j in range(ranks)]
         return self.slots[nbytes]
 
 
@@ -59,11 +70,17 @@ _streams: dict[torch.device, torch.cuda.Stream] = {}
 
 
 def _buffer(group_name: str, nbytes: int, ranks: int, device: torch.device) -> _Buffer:
-    """The group's first buffer that holds ``ranks`` parts of ``nbytes`` bytes (made when none does)."""
+    """The group's first buffer that holds ``ranks`` parts of ``nbytes`` bytes (made when none does;
+    never an inference tensor, which calls outside inference mode could not write)."""
     held = _buffers.setdefault(group_name, [])
     for b in held:
         if b.whole.numel() >= ranks * nbytes:
             return b
+    with torch.inference_mode(False):
+        return _new_buffer(held, group_name, nbytes, ranks, device)
+
+
+def _new_buffer(held: list[_Buffer], group_name: str, nbytes: int, ranks: int, device: torch.device) -> _Buffer:
     if device.type != "cuda":
         held.append(_Buffer(torch.empty(ranks * nbytes, dtype=torch.uint8, device=device), None))
         return held[-1]
@@ -126,7 +143,7 @@ def _(send: torch.Tensor, group_name: str, ranks: int) -> torch.Tensor:
 
 @torch.library.custom_op("fastltx::push_finish", mutates_args=())
 def _push_finish(token: torch.Tensor, send: torch.Tensor, group_name: str, ranks: int) -> torch.Tensor:
-    # ``send`` is taken (only its size read) so that it stays allocated until here: the side stream reads it
+    # ``send``: its shape and dtype (and, in eager code, kept allocated until here: the side stream reads it)
     b = _buffer(group_name, send.numel() * send.element_size(), ranks, send.device)
     if b.handle is not None:
         torch.cuda.current_stream(send.device).wait_stream(_side_stream(send.device))
