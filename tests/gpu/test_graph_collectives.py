@@ -2,7 +2,7 @@
 graphed outputs bit-identical to plain ones, and the expected pieces, for our all-to-all (eager and
 compiled), for the pushed gather (fastltx/runtime/push.py; also equal to NCCL's) and for a tiny
 transformer split over the GPUs with compiled blocks (each self-attention exchange, "push" recorded
-in the graphs; in float32 and bf16; with the video->audio partials riding in the exchanges, and
+in the graphs; in float32, bf16 and fp8; with the video->audio partials riding in the exchanges, and
 not). Skipped with fewer than two GPUs."""
 
 import subprocess
@@ -22,8 +22,12 @@ ROOT = Path(__file__).resolve().parents[2]
     ("model", []), ("model", ["--exchange", "keys"]), ("model", ["--exchange", "heads"]),
     ("model", ["--exchange", "keys", "--dtype", "bfloat16"]), ("model", ["--exchange", "heads", "--riders", "on"]),
     ("model", ["--exchange", "keys", "--riders", "on"]), ("model", ["--exchange", "push", "--dtype", "bfloat16"]),
-    ("model", ["--exchange", "push", "--riders", "on"])])
+    ("model", ["--exchange", "push", "--riders", "on"]),
+    ("model", ["--exchange", "push", "--dtype", "bfloat16", "--fp8"])])
 def test_graphed_collectives_equal_plain_ones(case, options):
+    from fastltx.layers.linear import fp8_supported
+    if "--fp8" in options and not fp8_supported("cuda"):
+        pytest.skip("needs fp8 matmuls")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(ROOT / "tests" / "gpu" / "graph_collectives.py"), case, "--hang-s", "240", *options]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
