@@ -44,7 +44,8 @@ and with PyTorch's functional collectives traced into the compiled graphs instea
 transformer's ``sequence_exchange``: "heads", Ulysses all-to-alls, rows "Nh"; "keys", keys and
 values all-gathered, rows "Nk"; "push", the same pushed into the peers' memory while the queries
 are projected, rows "Np"; default "auto", what the model picks: "push" on 2 GPUs with peer
-access ("keys" on 2 others), "heads" on more; an exchange that another one listed already means at that count runs once).
+access ("keys" on 2 others), "heads" on more; an exchange that another one listed already means
+at that count runs once).
 ``--riders on,off``: each N-GPU variant with and without the video->audio partials riding in the
 next block's exchange (the transformer's ``sequence_riders``; default "auto", the model's own
 choice: on small shards only; rows with riders always on end in "r", never in "n").

@@ -10,10 +10,11 @@ are never attended to (the caller masks them as keys). Two cases need communicat
   turns the result back; "keys": one all-gather gives every rank every token's keys and values, and
   this rank's queries attend to them with every head; "push": the same keys and values pushed by the
   copy engines into the peers' memory (fastltx/runtime/push.py, CUDA) while the rank projects its
-  queries (with "keys" the gather runs on the caller's stream: the projection waits). A rank sends 4 (P - 1) / P token-rows of
-  (heads x d) with "heads" and 2 (P - 1) with "keys" or "push": the same on 2 ranks, in one
-  collective instead of two and with fewer layout copies; twice as much on 4. "auto" takes "push"
-  on 2 ranks where it can run (``push_available``), else "keys" on 2 ranks, "heads" on more;
+  queries (with "keys" the gather runs on the caller's stream: the projection waits). A rank sends
+  4 (P - 1) / P token-rows of (heads x d) with "heads" and 2 (P - 1) with "keys" or "push": the
+  same on 2 ranks, in one collective instead of two and with fewer layout copies; twice as much on
+  4. "auto" takes "push" on 2 ranks where it can run (``push_available``), else "keys" on 2 ranks,
+  "heads" on more;
 * cross-attention from replicated queries to sharded keys (audio attending to video): each rank
   attends to its own keys and returns the softmax normaliser; the small partial results (queries x
   heads) are all-gathered and combined exactly, so the keys are never gathered.
@@ -182,7 +183,8 @@ class KeysInFlight(NamedTuple):
         return t if self.token is None else t + self.token.to(t.dtype)
 
 
-def send_keys(k: torch.Tensor, v: torch.Tensor, shard: SequenceShard, rider: torch.Tensor | None = None) -> KeysInFlight:
+def send_keys(k: torch.Tensor, v: torch.Tensor, shard: SequenceShard,
+              rider: torch.Tensor | None = None) -> KeysInFlight:
     """Send this rank's (B, chunk, heads*d) keys and values to every rank of the shard's group, laid
     out sequence-major (so that SDPA reads the gathered ones in place): "keys" gathers them now (NCCL
     or gloo), "push" starts pushing them into the peers' buffers and returns at once

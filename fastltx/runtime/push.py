@@ -2,9 +2,9 @@
 
 ``push_start(send, group)`` begins gathering every rank's ``send`` (same shape on every rank) and
 returns at once; ``push_finish(token, send, group)`` makes the caller's stream wait for it and
-returns the gathered parts, in rank order along dim 0 (a view of the group's buffer). Whatever the caller runs between the two
-overlaps the exchange: the "push" keys exchange (fastltx/layers/sequence_parallel.py) projects its
-queries there. The token is a zero (one element of ``send``'s dtype): compiled code orders
+returns the gathered parts, in rank order along dim 0 (a view of the group's buffer). Whatever the
+caller runs between the two overlaps the exchange: the "push" keys exchange
+(fastltx/layers/sequence_parallel.py) projects its queries there. The token is a zero (one element of ``send``'s dtype): compiled code orders
 kernels by their data alone, so work meant to overlap must read it (adding it changes nothing)
 or it may be scheduled before the start.
 
@@ -85,7 +85,8 @@ def _new_buffer(held: list[_Buffer], group_name: str, nbytes: int, ranks: int, d
         held.append(_Buffer(torch.empty(ranks * nbytes, dtype=torch.uint8, device=device), None))
         return held[-1]
     if torch.cuda.is_current_stream_capturing():
-        raise RuntimeError("a push buffer cannot be made inside a CUDA graph recording; run the call once unrecorded first")
+        raise RuntimeError("a push buffer cannot be made inside a CUDA graph recording; "
+                           "run the call once unrecorded first")
     import torch.distributed._symmetric_memory as symm_mem
     if not held and hasattr(symm_mem, "enable_symm_mem_for_group"):  # needed before a rendezvous in some versions
         symm_mem.enable_symm_mem_for_group(group_name)
