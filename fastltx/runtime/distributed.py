@@ -280,7 +280,7 @@ def _ready(t: torch.Tensor) -> torch.Tensor:
 def _all_to_all(x: torch.Tensor, group_name: str) -> torch.Tensor:
     x = x.contiguous()
     out = torch.empty_like(x)
-    group = _resolve_process_group(group_name)
+    group = resolve_process_group(group_name)
     between_pieces(lambda: dist.all_to_all_single(out, x, group=group), x, out)
     return out
 
@@ -294,10 +294,8 @@ def _(x: torch.Tensor, group_name: str) -> torch.Tensor:
 def _all_gather(x: torch.Tensor, group_name: str, size: int) -> torch.Tensor:
     x = x.contiguous()
     out = x.new_empty((size * x.shape[0], *x.shape[1:]))
-    group = _resolve_process_group(group_name)
-    # torch 2.13 renamed the all-gather into one tensor (the old name warns); 2.11 has only the old one
-    gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
-    between_pieces(lambda: gather(out, x, group=group), x, out)
+    group = resolve_process_group(group_name)
+    between_pieces(lambda: gather_into(out, x, group), x, out)
     return out
 
 
@@ -306,7 +304,15 @@ def _(x: torch.Tensor, group_name: str, size: int) -> torch.Tensor:
     return x.new_empty((size * x.shape[0], *x.shape[1:]))
 
 
-def _resolve_process_group(name: str) -> dist.ProcessGroup:
+def gather_into(out: torch.Tensor, x: torch.Tensor, group: dist.ProcessGroup) -> None:
+    """Every rank's ``x`` into ``out`` (concatenated along dim 0), now, on the current stream."""
+    # torch 2.13 renamed the all-gather into one tensor (the old name warns); 2.11 has only the old one
+    gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+    gather(out, x, group=group)
+
+
+def resolve_process_group(name: str) -> dist.ProcessGroup:
+    """The process group of a group name (as custom ops receive it)."""
     from torch.distributed.distributed_c10d import _resolve_process_group as resolve
     return resolve(name)
 

@@ -4,9 +4,9 @@
 returns at once; ``push_finish(token, send, group)`` makes the caller's stream wait for it and
 returns the gathered parts, in rank order along dim 0 (a view of the group's buffer). Whatever the
 caller runs between the two overlaps the exchange: the "push" keys exchange
-(fastltx/layers/sequence_parallel.py) projects its queries there. The token is a zero (one element of ``send``'s dtype): compiled code orders
-kernels by their data alone, so work meant to overlap must read it (adding it changes nothing)
-or it may be scheduled before the start.
+(fastltx/layers/sequence_parallel.py) projects its queries there. The token is a zero (one element
+of ``send``'s dtype): compiled code orders kernels by their data alone, so work meant to overlap
+must read it (adding it changes nothing) or it may be scheduled before the start.
 
 On CUDA each group holds a buffer in symmetric memory (``torch.distributed._symmetric_memory``:
 every rank maps its peers' buffers). ``push_start``, on a side stream that first waits for the
@@ -15,7 +15,11 @@ reading the buffer since its last ``push_finish``), this rank's part copied into
 own buffer and then of every peer's (plain device-to-device copies, which the copy engines run
 without taking the SMs the caller's work needs), a second barrier (every peer's part has arrived).
 ``push_finish`` makes the caller's stream wait for the side stream and returns a view of the buffer,
-valid until the next ``push_start`` on the group: use it before then.
+valid until the next ``push_start`` on the group: use it before then. Nothing waits on the host, so
+a CUDA graph records the whole exchange (no graph piece ends here, unlike the NCCL collectives of
+``fastltx.runtime.distributed``). bench/symm_allgather.py measured it against NCCL's all-gather
+(docs/benchmarks-multi-gpu-2.md, sixteenth session): 453 against 598 us alone at 126 MiB a rank
+on 2 x H200, 307 us of it hidden behind one GEMM of the query projection's size.
 
 Two things compiled code does not know, safe as used today (a review found them; to be designed
 away, docs/benchmarks-multi-gpu-2.md): Inductor plans its own buffers, so after ``push_start`` it
@@ -24,11 +28,7 @@ size and dtype (``record_stream`` guards only the caching allocator; a block mak
 between the two calls: the queries are half ``send``'s size), and it takes ``push_finish``'s result
 for its own, so it may put later tensors of the block in the buffer (it did: the feed-forward's
 hidden), which is safe while they end before this rank's next ``push_start`` (the peer writes
-only after that one's first barrier). Nothing waits on the host, so
-a CUDA graph records the whole exchange (no graph piece ends here, unlike the NCCL collectives of
-``fastltx.runtime.distributed``). bench/symm_allgather.py measured it against NCCL's all-gather
-(docs/benchmarks-multi-gpu-2.md, sixteenth session): 453 against 598 us alone at 126 MiB a rank
-on 2 x H200, 307 us of it hidden behind one GEMM of the query projection's size.
+only after that one's first barrier).
 
 A buffer is made (a rendezvous of the group's ranks) at the first exchange larger than the
 group's buffers so far, outside any recording (a recording's warm-up call, which runs first, makes
@@ -46,7 +46,8 @@ import functools
 from dataclasses import dataclass, field
 
 import torch
-import torch.distributed as dist
+
+from fastltx.runtime.distributed import gather_into, resolve_process_group
 
 
 @dataclass
@@ -110,19 +111,12 @@ def _gathered(b: _Buffer, send: torch.Tensor, ranks: int) -> torch.Tensor:
     return b.whole[:ranks * n].view(send.dtype).view(ranks * send.shape[0], *send.shape[1:])
 
 
-def _resolve(group_name: str) -> dist.ProcessGroup:
-    from torch.distributed.distributed_c10d import _resolve_process_group
-    return _resolve_process_group(group_name)
-
-
 @torch.library.custom_op("fastltx::push_start", mutates_args=())
 def _push_start(send: torch.Tensor, group_name: str, ranks: int) -> torch.Tensor:
     data = _bytes(send.contiguous())
     b = _buffer(group_name, data.numel(), ranks, send.device)
     if b.handle is None:  # off CUDA: gathered now
-        # torch 2.13 renamed the all-gather into one tensor (the old name warns); 2.11 has only the old one
-        gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
-        gather(b.whole[:ranks * data.numel()], data, group=_resolve(group_name))
+        gather_into(b.whole[:ranks * data.numel()], data, resolve_process_group(group_name))
         return send.new_zeros(1)
     targets = b.targets(data.numel())
     me = b.handle.rank
