@@ -219,7 +219,7 @@ def attend_sent(q: torch.Tensor, flight: KeysInFlight, heads: int, mask: torch.T
     ``send_keys``): (output, every rank's rider stacked), as ``ulysses_attention`` returns."""
     b, chunk, inner = q.shape
     d, group, rows = inner // heads, shard.group, flight.rows
-    gathered = flight.gathered if flight.token is None else push_finish(flight.token, flight.send, group)
+    gathered = flight.gathered if flight.token is None else push_finish(flight.token, flight.send.shape, group, q)
     # rank 0's rider, the whole (padded) sequence, rank 1's rider
     kv = gathered[rows:rows + group.size * chunk].view(group.size * chunk, 2, b, heads, d)
     if mask is not None and mask.shape[-2] > 1:

@@ -1,34 +1,34 @@
 """An all-gather that runs beside the caller's work: each rank's part pushed into its peers' memory.
 
 ``push_start(send, group)`` begins gathering every rank's ``send`` (same shape on every rank) and
-returns at once; ``push_finish(token, send, group)`` makes the caller's stream wait for it and
-returns the gathered parts, in rank order along dim 0 (a view of the group's buffer). Whatever the
-caller runs between the two overlaps the exchange: the "push" keys exchange
+returns at once; ``push_finish(token, shape, group, after)`` makes the caller's stream wait for it
+and returns the gathered parts, in rank order along dim 0 (a view of the group's buffer). Whatever
+the caller runs between the two overlaps the exchange: the "push" keys exchange
 (fastltx/layers/sequence_parallel.py) projects its queries there. The token is a zero (one element
 of ``send``'s dtype): compiled code orders kernels by their data alone, so work meant to overlap
-must read it (adding it changes nothing) or it may be scheduled before the start.
+must read it (adding it changes nothing) or it may be scheduled before the start; and
+``push_finish`` takes that work's result (``after``, not read) so that it cannot be scheduled
+before it either.
 
 On CUDA each group holds a buffer in symmetric memory (``torch.distributed._symmetric_memory``:
-every rank maps its peers' buffers). ``push_start``, on a side stream that first waits for the
-caller's: a device-side barrier (every peer has reached its own ``push_start``, so it is done
-reading the buffer since its last ``push_finish``), this rank's part copied into its slot of its
-own buffer and then of every peer's (plain device-to-device copies, which the copy engines run
-without taking the SMs the caller's work needs), a second barrier (every peer's part has arrived).
-``push_finish`` makes the caller's stream wait for the side stream and returns a view of the buffer,
-valid until the next ``push_start`` on the group: use it before then. Nothing waits on the host, so
-a CUDA graph records the whole exchange (no graph piece ends here, unlike the NCCL collectives of
+every rank maps its peers' buffers). ``push_start`` copies ``send`` into this rank's slot of its
+own buffer on the caller's stream (``send`` is not read after it returns: compiled code may reuse
+its memory at once), then, on a side stream that waits for the caller's: a device-side barrier
+(every peer has reached its own ``push_start``, so it is done reading the buffer since its last
+``push_finish``), the slot copied into this rank's slot of every peer's buffer (plain
+device-to-device copies, which the copy engines run without taking the SMs the caller's work
+needs), a second barrier (every peer's part has arrived). ``push_finish`` makes the caller's
+stream wait for the side stream and returns a view of the buffer, valid until the next
+``push_start`` on the group: use it before then. Nothing waits on the host, so a CUDA graph
+records the whole exchange (no graph piece ends here, unlike the NCCL collectives of
 ``fastltx.runtime.distributed``). bench/symm_allgather.py measured it against NCCL's all-gather
 (docs/benchmarks-multi-gpu-2.md, sixteenth session): 453 against 598 us alone at 126 MiB a rank
 on 2 x H200, 307 us of it hidden behind one GEMM of the query projection's size.
 
-Two things compiled code does not know, safe as used today (a review found them; to be designed
-away, docs/benchmarks-multi-gpu-2.md): Inductor plans its own buffers, so after ``push_start`` it
-may reuse ``send``'s memory (which the side stream is still copying) for a later tensor of the same
-size and dtype (``record_stream`` guards only the caching allocator; a block makes no such tensor
-between the two calls: the queries are half ``send``'s size), and it takes ``push_finish``'s result
-for its own, so it may put later tensors of the block in the buffer (it did: the feed-forward's
-hidden), which is safe while they end before this rank's next ``push_start`` (the peer writes
-only after that one's first barrier).
+Compiled code takes ``push_finish``'s result for its own, so it may put later tensors of the
+caller in the buffer (it did: the feed-forward's hidden), which is safe while they end before this
+rank's next ``push_start`` (the peers write only after that one's first barrier, and this rank's
+own slot is written on the caller's stream, after them).
 
 A buffer is made (a rendezvous of the group's ranks) at the first exchange larger than the
 group's buffers so far, outside any recording (a recording's warm-up call, which runs first, makes
@@ -43,6 +43,7 @@ into the group's buffer and ``push_finish`` returns it.
 """
 
 import functools
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -106,27 +107,23 @@ def _bytes(send: torch.Tensor) -> torch.Tensor:
     return send.reshape(-1).view(torch.uint8)
 
 
-def _gathered(b: _Buffer, send: torch.Tensor, ranks: int) -> torch.Tensor:
-    n = send.numel() * send.element_size()
-    return b.whole[:ranks * n].view(send.dtype).view(ranks * send.shape[0], *send.shape[1:])
-
-
 @torch.library.custom_op("fastltx::push_start", mutates_args=())
 def _push_start(send: torch.Tensor, group_name: str, ranks: int) -> torch.Tensor:
     data = _bytes(send.contiguous())
-    b = _buffer(group_name, data.numel(), ranks, send.device)
+    n = data.numel()
+    b = _buffer(group_name, n, ranks, send.device)
     if b.handle is None:  # off CUDA: gathered now
-        gather_into(b.whole[:ranks * data.numel()], data, resolve_process_group(group_name))
+        gather_into(b.whole[:ranks * n], data, resolve_process_group(group_name))
         return send.new_zeros(1)
-    targets = b.targets(data.numel())
+    targets = b.targets(n)
     me = b.handle.rank
+    targets[me].copy_(data)  # on the caller's stream: ``send`` is not read after this call returns
     caller, side = torch.cuda.current_stream(send.device), _side_stream(send.device)
     side.wait_stream(caller)
-    data.record_stream(side)  # (a copy made by contiguous() above is freed on return)
     with torch.cuda.stream(side):
         b.handle.barrier(channel=0)  # every peer is done with its buffer (it reached its push_start)
-        for step in range(ranks):
-            targets[(me + step) % ranks].copy_(data)  # own slot first, then the peers'
+        for step in range(1, ranks):
+            targets[(me + step) % ranks].copy_(targets[me])  # from this rank's slot to the peers'
         b.handle.barrier(channel=1)  # every peer's part is here
     return send.new_zeros(1)
 
@@ -137,17 +134,19 @@ def _(send: torch.Tensor, group_name: str, ranks: int) -> torch.Tensor:
 
 
 @torch.library.custom_op("fastltx::push_finish", mutates_args=())
-def _push_finish(token: torch.Tensor, send: torch.Tensor, group_name: str, ranks: int) -> torch.Tensor:
-    # ``send``: its shape and dtype (and, in eager code, kept allocated until here: the side stream reads it)
-    b = _buffer(group_name, send.numel() * send.element_size(), ranks, send.device)
+def _push_finish(token: torch.Tensor, after: torch.Tensor, shape: list[int], group_name: str,
+                 ranks: int) -> torch.Tensor:
+    # ``after``: not read (compiled code computes it before this call); ``token``: the dtype
+    n = math.prod(shape) * token.element_size()
+    b = _buffer(group_name, n, ranks, token.device)
     if b.handle is not None:
-        torch.cuda.current_stream(send.device).wait_stream(_side_stream(send.device))
-    return _gathered(b, send, ranks)
+        torch.cuda.current_stream(token.device).wait_stream(_side_stream(token.device))
+    return b.whole[:ranks * n].view(token.dtype).view(ranks * shape[0], *shape[1:])
 
 
 @_push_finish.register_fake
-def _(token: torch.Tensor, send: torch.Tensor, group_name: str, ranks: int) -> torch.Tensor:
-    return send.new_empty((ranks * send.shape[0], *send.shape[1:]))
+def _(token: torch.Tensor, after: torch.Tensor, shape: list[int], group_name: str, ranks: int) -> torch.Tensor:
+    return token.new_empty((ranks * shape[0], *shape[1:]))
 
 
 @functools.cache
@@ -170,11 +169,12 @@ def push_available() -> bool:
 
 def push_start(send: torch.Tensor, group) -> torch.Tensor:
     """Begin gathering every rank's ``send`` over ``group`` (a ``fastltx.runtime.distributed.Group``);
-    returns the token ``push_finish`` takes (a zero: see above). ``send`` must stay unchanged until then."""
+    returns the token ``push_finish`` takes (a zero of ``send``'s dtype: see above)."""
     return torch.ops.fastltx.push_start(send, group.group.group_name, group.size)
 
 
-def push_finish(token: torch.Tensor, send: torch.Tensor, group) -> torch.Tensor:
-    """The parts ``push_start`` began gathering, in rank order along dim 0 (a view of the group's
-    buffer, overwritten by the group's next exchange)."""
-    return torch.ops.fastltx.push_finish(token, send, group.group.group_name, group.size)
+def push_finish(token: torch.Tensor, shape: torch.Size | list[int], group, after: torch.Tensor) -> torch.Tensor:
+    """The parts of ``shape`` (``send``'s) that ``push_start`` began gathering, in rank order along
+    dim 0 (a view of the group's buffer, overwritten by the group's next exchange). ``after``: a
+    tensor the caller computes meanwhile (compiled code then runs it before waiting here)."""
+    return torch.ops.fastltx.push_finish(token, after, list(shape), group.group.group_name, group.size)
