@@ -118,16 +118,28 @@ class Fp8WeightLinear(Fp8Linear):
         return dequantize_rows(self.weight[i:j], self.weight_scale[0, i:j], dtype)
 
 
-def linear_rows(layer: nn.Module, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+def linear_rows(layer: nn.Module, x: torch.Tensor, start: int, stop: int,
+                after: torch.Tensor | None = None) -> torch.Tensor:
     """Output features [start, stop) of ``layer(x)``, from those rows of its weight alone (an
-    nn.Linear, Fp8Linear or Fp8WeightLinear; any other layer is run whole and sliced)."""
+    nn.Linear, Fp8Linear or Fp8WeightLinear; any other layer is run whole and sliced).
+
+    ``after``: a zero (one element) that the product is made to read, so that compiled code, which
+    orders kernels by their data alone, runs it after whatever made the zero (the "push" exchange's
+    start: fastltx/runtime/push.py). It is added where that costs no pass over ``x``: to the bias,
+    which the GEMM adds itself (to fp8 linears' activation scales), else to ``x``. Adding a zero
+    changes nothing."""
     bias = None if getattr(layer, "bias", None) is None else layer.bias[start:stop]
+    if after is not None and isinstance(layer, nn.Linear | Fp8WeightLinear) and bias is not None:
+        bias, after = bias + after.to(bias.dtype), None
+    if isinstance(layer, Fp8Linear) and not isinstance(layer, Fp8WeightLinear):
+        shape = x.shape
+        xq, xs = quantize_rows(x.reshape(-1, shape[-1]))
+        y = layer.product(xq, xs if after is None else xs + after.float(), x.dtype, slice(start, stop))
+        return (y if bias is None else y + bias).view(*shape[:-1], stop - start)
+    if after is not None:
+        x = x + after.to(x.dtype)
     if isinstance(layer, Fp8WeightLinear):
         return nn.functional.linear(x, layer._dequantized(start, stop, x.dtype), bias)
-    if isinstance(layer, Fp8Linear):
-        shape = x.shape
-        y = layer.product(*quantize_rows(x.reshape(-1, shape[-1])), x.dtype, slice(start, stop))
-        return (y if bias is None else y + bias).view(*shape[:-1], stop - start)
     if isinstance(layer, nn.Linear):
         return nn.functional.linear(x, layer.weight[start:stop], bias)
     return layer(x)[..., start:stop]

@@ -178,8 +178,8 @@ class KeysInFlight(NamedTuple):
         """``t`` made to depend on the sending ("push": plus the token, a zero), so that compiled
         code runs what reads it while the keys travel. By data alone Inductor ran the queries'
         projection before the push started (2 x H200 traces): with the token added to the
-        projection's output, still before; so it goes into the projection's input (one pass over
-        it, itself beside the push)."""
+        projection's output, still before; added to its input (one pass over it), after. The fused
+        projection takes the token on its bias instead (``linear.linear_rows``: no pass over x)."""
         return t if self.token is None else t + self.token.to(t.dtype)
 
 

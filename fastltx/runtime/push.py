@@ -48,7 +48,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from fastltx.runtime.distributed import gather_into, resolve_process_group
+from fastltx.runtime.distributed import DEFAULT_TIMEOUT, gather_into, resolve_process_group
+
+# A device-side barrier that waits longer than the process groups' timeout stops the process with a
+# CUDA error (a peer that failed or hung) instead of spinning forever.
+BARRIER_TIMEOUT_MS = int(DEFAULT_TIMEOUT.total_seconds() * 1000)
 
 
 @dataclass
@@ -121,10 +125,10 @@ def _push_start(send: torch.Tensor, group_name: str, ranks: int) -> torch.Tensor
     caller, side = torch.cuda.current_stream(send.device), _side_stream(send.device)
     side.wait_stream(caller)
     with torch.cuda.stream(side):
-        b.handle.barrier(channel=0)  # every peer is done with its buffer (it reached its push_start)
+        b.handle.barrier(channel=0, timeout_ms=BARRIER_TIMEOUT_MS)  # every peer is done with its buffer
         for step in range(1, ranks):
             targets[(me + step) % ranks].copy_(targets[me])  # from this rank's slot to the peers'
-        b.handle.barrier(channel=1)  # every peer's part is here
+        b.handle.barrier(channel=1, timeout_ms=BARRIER_TIMEOUT_MS)  # every peer's part is here
     return send.new_zeros(1)
 
 
@@ -151,10 +155,11 @@ def _(token: torch.Tensor, after: torch.Tensor, shape: list[int], group_name: st
 
 @functools.cache
 def push_available() -> bool:
-    """Whether "push" can run between this machine's GPUs: CUDA symmetric memory in this torch, and
+    """Whether "push" can run between this machine's GPUs: CUDA symmetric memory in this torch,
     peer access between every two visible GPUs (every pair, not only this rank's: every rank of the
-    machine must give the same answer, or some would push while others gather). One machine: a
-    group across machines is not checked (``fastltx generate --gpus`` starts one machine's GPUs)."""
+    machine must give the same answer, or some would push while others gather), and a process world
+    no larger than this machine's GPU count (larger, it spans machines). Not checked: that
+    symmetric memory's allocation works in this container (it raises at the first push if not)."""
     if not torch.cuda.is_available():
         return False
     try:
@@ -164,7 +169,10 @@ def push_available() -> bool:
     if not (hasattr(symm_mem, "empty") and hasattr(symm_mem, "rendezvous")):
         return False
     n = torch.cuda.device_count()
-    return n >= 2 and all(torch.cuda.can_device_access_peer(i, j) for i in range(n) for j in range(n) if i != j)
+    # a world larger than this machine's GPUs spans machines (one process a GPU): no peer memory there
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    return 2 <= n and world <= n and all(torch.cuda.can_device_access_peer(i, j)
+                                         for i in range(n) for j in range(n) if i != j)
 
 
 def push_start(send: torch.Tensor, group) -> torch.Tensor:

@@ -141,6 +141,23 @@ def test_linear_rows_are_those_features_of_the_whole_product(kind):
         assert max_rel_error(linear_rows(layer, x, start, stop), whole[..., start:stop]) < 1e-6
 
 
+@pytest.mark.parametrize("kind", ["linear", "linear_no_bias", "fp8", "fp8_weight"])
+def test_linear_rows_read_the_ordering_token(kind):
+    """``linear_rows(..., after)``: with a zero the same product; the product reads ``after`` (a
+    nonzero one changes it), which is what orders it after the push's start in compiled code."""
+    from torch import nn
+
+    from fastltx.layers.linear import Fp8Linear, Fp8WeightLinear, linear_rows
+    torch.manual_seed(1)
+    layer = nn.Linear(32, 48, bias=kind != "linear_no_bias")
+    if kind.startswith("fp8"):
+        layer = (Fp8Linear if kind == "fp8" else Fp8WeightLinear)(layer)
+    x = torch.randn(2, 5, 32)
+    plain = linear_rows(layer, x, 16, 48)
+    assert torch.equal(linear_rows(layer, x, 16, 48, torch.zeros(1)), plain)
+    assert not torch.allclose(linear_rows(layer, x, 16, 48, torch.ones(1)), plain)
+
+
 @pytest.mark.parametrize("batch, tokens, size, auto", [
     (1, 3840, 4, True),    # 768x1280's stage 1 on 4 ranks: 960 a rank
     (1, 3840, 2, True),    # on 2: 1,920 a rank
