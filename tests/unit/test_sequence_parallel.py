@@ -124,6 +124,20 @@ def test_auto_exchange_pushes_keys_between_two_gpus_with_peer_access(monkeypatch
     assert SequenceShard.plan(10, _Group(size), device=device).exchange == exchange
 
 
+@pytest.mark.parametrize("gpus, world, peers, expected", [
+    (2, 2, True, True), (4, 2, True, True), (2, 4, True, False), (2, 2, False, False), (1, 1, True, False)])
+def test_push_needs_peer_access_and_one_machine(monkeypatch, gpus, world, peers, expected):
+    """``push_available``: at least 2 visible GPUs that all reach each other, and a process world no
+    larger than this machine's GPU count (larger, it spans machines, where there is no peer memory)."""
+    from fastltx.runtime import push
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(torch.cuda, "can_device_access_peer", lambda i, j: peers)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda group=None: world)
+    assert push.push_available.__wrapped__() is expected
+
+
 @pytest.mark.parametrize("kind", ["linear", "fp8", "fp8_weight"])
 def test_linear_rows_are_those_features_of_the_whole_product(kind):
     """The key exchanges project keys and values first from rows of the fused q/k/v weight, the
