@@ -49,10 +49,11 @@ at that count runs once).
 ``--riders on,off``: each N-GPU variant with and without the video->audio partials riding in the
 next block's exchange (the transformer's ``sequence_riders``; default "auto", the model's own
 choice: on small shards only; rows with riders always on end in "r", never in "n").
-``--deadline-s``: no new (size, GPUs) run starts after that many seconds; ``--hang-s``: after that
-many, every rank prints its threads' stacks and exits. ``--smoke``: tiny models
-in float32 on the CPU over gloo (the N-process frames then agree with the one-process frames within
-one level). Only rank 0 prints and writes ``--json``.
+``--gc-freeze``: each run's timed calls after ``gc.collect(); gc.freeze()`` (eighteenth session: a
+2-GPU call 3205 -> 3108 ms). ``--deadline-s``: no new (size, GPUs) run starts after that many
+seconds; ``--hang-s``: after that many, every rank prints its threads' stacks and exits.
+``--smoke``: tiny models in float32 on the CPU over gloo (the N-process frames then agree with the
+one-process frames within one level). Only rank 0 prints and writes ``--json``.
 """
 
 import argparse
@@ -118,6 +119,9 @@ def parse_args(argv=None):
                    help="auto, on, off or a list (on,off): each N-GPU variant with the video->audio partials riding "
                         "in the next block's exchange (sequence_riders) as the model picks (auto: small shards "
                         "only), always, never; rows end in 'r' with on, 'n' with off")
+    p.add_argument("--gc-freeze", action="store_true",
+                   help="after each run's cold call, gc.collect() and gc.freeze() on every rank (a long-running "
+                        "process's conditions: full collections no longer walk the models and compiled code)")
     p.add_argument("--deadline-s", type=float, default=420.0, help="start no new run after this many seconds")
     p.add_argument("--hang-s", type=float, default=None,
                    help="after this many seconds, every rank prints its threads' stacks and exits (a hang's where)")
@@ -209,15 +213,20 @@ def timed_call(pipe: DistilledPipeline, device: torch.device, kwargs: dict, toge
 
 
 def measure(pipe: DistilledPipeline, device, kwargs: dict, reps: int, together: World | None,
-            clock: StepClock | None = None) -> dict | None:
+            clock: StepClock | None = None, freeze_gc: bool = False) -> dict | None:
     """One warm-up (cold) call, then ``reps`` timed calls: ``bench.pipeline.summarize`` + cold_s
     and, with ``clock``, ``step_s``: the median seconds in the transformer steps of stage 1 and of
     stage 2 (their first ``STAGE1_STEPS`` and the rest) and ``host_step_s``: the same for the host's
     time in those calls (rank 0); ``first_step_s``: the median first step of stage 1 and the median
     of its later ones (the first makes the text cache, and waits for every rank to arrive).
     ``rank_stages``, over several ranks: each rank's median text and stage-1 seconds (a rank that
-    ends its text stage early waits for the others at stage 1's first collective)."""
+    ends its text stage early waits for the others at stage 1's first collective). ``freeze_gc``:
+    after the cold call, ``gc.collect(); gc.freeze()`` (the objects made so far, compiled code and
+    graphs included, out of the cyclic collector's reach, as a long-running server would do)."""
     cold = timed_call(pipe, device, kwargs, together, clock)
+    if freeze_gc:
+        gc.collect()
+        gc.freeze()
     runs, ranks = [], []
     for _ in range(reps):
         runs.append(timed_call(pipe, device, kwargs, together, clock))
@@ -252,11 +261,12 @@ def rank_stages(pipe: DistilledPipeline, together: World | None) -> list[dict] |
     return every
 
 
-def single_run(pipe: DistilledPipeline, device, kwargs: dict, reps: int, clock: StepClock | None = None) -> dict:
+def single_run(pipe: DistilledPipeline, device, kwargs: dict, reps: int, clock: StepClock | None = None,
+               freeze_gc: bool = False) -> dict:
     """``measure`` on rank 0 alone; a failure (running out of memory with the whole sequence on one
     GPU, say) is reported and the N-GPU run of the size still goes ahead."""
     try:
-        return measure(pipe, device, kwargs, reps, together=None, clock=clock)
+        return measure(pipe, device, kwargs, reps, together=None, clock=clock, freeze_gc=freeze_gc)
     except Exception:  # noqa: BLE001
         traceback.print_exc()
         gc.collect()
@@ -402,7 +412,8 @@ def main(argv=None) -> dict | None:
     several = {n: pipeline(w) for n, w in worlds.items() if w is not None}
     clock = StepClock(SimpleDenoiser, device.type == "cuda")  # the distilled pipeline's denoiser
     results = dict(card=card, world=world.size, torch=torch.__version__, compile=args.compile, frames=args.frames,
-                   reps=args.reps, memory=args.memory, smoke=args.smoke, weights_gib=weights, rows=[])
+                   reps=args.reps, memory=args.memory, smoke=args.smoke, weights_gib=weights, gc_freeze=args.gc_freeze,
+                   rows=[])
 
     def save() -> None:
         if main_rank and args.json:
@@ -418,9 +429,10 @@ def main(argv=None) -> dict | None:
 
     def run_once(gpus: int):
         if gpus == 1:  # rank 0 alone; the others wait here
-            return single_run(single, device, kwargs, args.reps, clock) if main_rank else None
+            return single_run(single, device, kwargs, args.reps, clock, args.gc_freeze) if main_rank else None
         if gpus in several:  # the first ``gpus`` ranks; a failure here ends the script (a rank left behind would hang)
-            return measure(several[gpus], device, kwargs, args.reps, together=worlds[gpus], clock=clock)
+            return measure(several[gpus], device, kwargs, args.reps, together=worlds[gpus], clock=clock,
+                           freeze_gc=args.gc_freeze)
         return None
 
     variants = ["plain"] * (not args.graphs_only) + ["funcol"] * args.funcol_plain + ["graphs"] * args.graphs

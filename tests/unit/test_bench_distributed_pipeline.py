@@ -26,6 +26,7 @@ def test_arguments():
     assert (args.graphs, args.graphs_only, only.graphs, only.graphs_only) == (False, False, True, True)
     assert args.hang_s is None and parse_args(["--hang-s", "30"]).hang_s == 30.0
     assert args.riders == ["auto"] and parse_args(["--riders", "on,off,auto"]).riders == [True, False, "auto"]
+    assert not args.gc_freeze and parse_args(["--gc-freeze"]).gc_freeze
     with pytest.raises(SystemExit):
         parse_args(["--riders", "maybe"])
 
