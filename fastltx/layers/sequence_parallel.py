@@ -169,10 +169,10 @@ def ulysses_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: 
 class KeysInFlight(NamedTuple):
     """Keys and values on their way to every rank (``send_keys``); ``attend_sent`` receives them."""
 
-    send: torch.Tensor  # (rows + chunk, 2, B, heads*d) or (chunk + rows, ...): what this rank sends
+    shape: torch.Size  # what this rank sends: (rows + chunk, 2, B, heads*d) (rank 0) or (chunk + rows, ...)
     rows: int  # rider rows a rank sends (whole token rows of keys and values)
     token: torch.Tensor | None  # "push": push_start's token
-    gathered: torch.Tensor | None  # "keys": every rank's ``send``, gathered
+    gathered: torch.Tensor | None  # "keys": every rank's part, gathered
 
     def after(self, t: torch.Tensor) -> torch.Tensor:
         """``t`` made to depend on the sending ("push": plus the token, a zero), so that compiled
@@ -207,8 +207,8 @@ def send_keys(k: torch.Tensor, v: torch.Tensor, shard: SequenceShard,
         send = kv_rows = k.new_empty(chunk, 2, b, inner)
     kv_rows[:, 0], kv_rows[:, 1] = k.transpose(0, 1), v.transpose(0, 1)
     if shard.exchange == "push":
-        return KeysInFlight(send, rows, push_start(send, group), None)
-    return KeysInFlight(send, rows, None, all_gather(send, group))
+        return KeysInFlight(send.shape, rows, push_start(send, group), None)
+    return KeysInFlight(send.shape, rows, None, all_gather(send, group))
 
 
 def attend_sent(q: torch.Tensor, flight: KeysInFlight, heads: int, mask: torch.Tensor | None,
@@ -219,7 +219,7 @@ def attend_sent(q: torch.Tensor, flight: KeysInFlight, heads: int, mask: torch.T
     ``send_keys``): (output, every rank's rider stacked), as ``ulysses_attention`` returns."""
     b, chunk, inner = q.shape
     d, group, rows = inner // heads, shard.group, flight.rows
-    gathered = flight.gathered if flight.token is None else push_finish(flight.token, flight.send.shape, group, q)
+    gathered = flight.gathered if flight.token is None else push_finish(flight.token, flight.shape, group, q)
     # rank 0's rider, the whole (padded) sequence, rank 1's rider
     kv = gathered[rows:rows + group.size * chunk].view(group.size * chunk, 2, b, heads, d)
     if mask is not None and mask.shape[-2] > 1:
