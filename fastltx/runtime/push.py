@@ -28,15 +28,20 @@ on 2 x H200, 307 us of it hidden behind one GEMM of the query projection's size.
 Compiled code takes ``push_finish``'s result for its own, so it may put later tensors of the
 caller in the buffer (it did: the feed-forward's hidden), which is safe while they end before this
 rank's next ``push_start`` (the peers write only after that one's first barrier, and this rank's
-own slot is written on the caller's stream, after them).
+own slot is written on the caller's stream, after them). A tensor that outlives the block (its
+output) put there would be overwritten by the next block's push: the nineteenth session's pushed
+all-to-all (not kept) met that, its queries' buffer having the size of the block's video output.
+The 19B's gathered keys and values on 2 ranks have the size of the feed-forward's hidden alone,
+which ends within the block (with riders, a few rows more).
 
 A buffer is made (a rendezvous of the group's ranks) at the first exchange larger than the
 group's buffers so far, outside any recording (a recording's warm-up call, which runs first, makes
 it); every rank of a group sees the same sizes in the same order, so they make the same buffers.
 Buffers are kept: graphs recorded earlier read them. (The thirteenth session's symmetric-memory
 workspace hung in a rendezvous over 4 ranks after only 2 of them had made one over their own
-group: keep the processes' rendezvous alike. "auto" pushes over 2-rank groups only, which the
-guidance layouts' replicas make together; untried: a 4-rank push after a 2-rank sub-world's.)
+group: PyTorch keys a rendezvous with one counter per process. "auto" pushes over 2-rank groups
+only, which the guidance layouts' replicas make together. A buffer over ranks that have made
+different numbers of them raises instead, on every rank: ``_check_even``.)
 
 Elsewhere (CPU tensors, gloo: for tests of the same code path) ``push_start`` all-gathers at once
 into the group's buffer and ``push_finish`` returns it.
@@ -96,9 +101,30 @@ def _new_buffer(held: list[_Buffer], group_name: str, nbytes: int, ranks: int, d
     import torch.distributed._symmetric_memory as symm_mem
     if not held and hasattr(symm_mem, "enable_symm_mem_for_group"):  # needed before a rendezvous in some versions
         symm_mem.enable_symm_mem_for_group(group_name)
+    _check_even(group_name, device)
     whole = symm_mem.empty(ranks * nbytes, dtype=torch.uint8, device=device)
     held.append(_Buffer(whole, symm_mem.rendezvous(whole, group_name)))
+    global _made
+    _made += 1
     return held[-1]
+
+
+_made = 0  # symmetric-memory rendezvous this process has made (every one is made by ``_new_buffer``)
+
+
+def _check_even(group_name: str, device: torch.device) -> None:
+    """Raise unless every rank of the group has made as many rendezvous as this one. PyTorch keys a
+    rendezvous's exchange through the group's store with one counter per process, which every
+    group's rendezvous advances: after some ranks made more (a push over 2 of 4 ranks), a rendezvous
+    over all 4 waits forever for keys that never come. (One small gather a buffer made.)"""
+    group = resolve_process_group(group_name)
+    every = torch.empty(group.size(), dtype=torch.int64, device=device)
+    gather_into(every, torch.tensor([_made], dtype=torch.int64, device=device), group)
+    counts = every.tolist()
+    if len(set(counts)) > 1:
+        raise RuntimeError(f"a push buffer cannot be made over this group: its ranks have made {counts} symmetric-memory "
+                           "buffers before (a rendezvous would hang); make the pushes over smaller groups alike on "
+                           "every rank, or take another exchange (the transformer's sequence_exchange)")
 
 
 def _side_stream(device: torch.device) -> torch.cuda.Stream:

@@ -33,3 +33,16 @@ def test_graphed_collectives_equal_plain_ones(case, options):
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"{case} ok 0.000e+00 (group of 2 of 2)" in proc.stdout, proc.stdout[-3000:]
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 4, reason="needs four GPUs")
+@pytest.mark.parametrize("case, options", [("uneven", []), ("push", ["--dtype", "bfloat16"]),
+                                           ("model", ["--exchange", "heads", "--riders", "on"])])
+def test_four_ranks(case, options):
+    """Over 4 ranks: the push and the model (as above), and a push buffer over 4 ranks after some
+    of them made one over 2: a clear error, not a hang."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4",
+           str(ROOT / "tests" / "gpu" / "graph_collectives.py"), case, "--hang-s", "240", *options]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"{case} ok 0.000e+00 (group of 4 of 4)" in proc.stdout, proc.stdout[-3000:]
