@@ -164,8 +164,7 @@ class Attention(nn.Module):
         k = self.k_norm(k)
         flight = send_keys(k if rope is None else apply_rope(k, rope if k_rope is None else k_rope), v, shard, rider)
         # the queries' projection made to read the push's token (a zero), so that it runs beside the push
-        q = self.q_norm(linear_rows(fused, x, 0, inner, flight.token) if fused is not None else
-                        self.to_q(flight.after(x)))
+        q = self.q_norm(linear_rows(self.to_q if fused is None else fused, x, 0, inner, flight.token))
         q = q if rope is None else apply_rope(q, rope)
         return attend_sent(q, flight, self.heads, mask, self.backend, shard, rider), v
 

@@ -125,9 +125,10 @@ def linear_rows(layer: nn.Module, x: torch.Tensor, start: int, stop: int,
 
     ``after``: a zero (one element) that the product is made to read, so that compiled code, which
     orders kernels by their data alone, runs it after whatever made the zero (the "push" exchange's
-    start: fastltx/runtime/push.py). It is added where that costs no pass over ``x``: to the bias,
-    which the GEMM adds itself (to fp8 linears' activation scales), else to ``x``. Adding a zero
-    changes nothing."""
+    start: fastltx/runtime/push.py; 2 x H200 traces: with the zero added to the product's output,
+    Inductor still ran the GEMM before the start). It is added where that costs no pass over ``x``:
+    to the bias, which the GEMM adds itself (to fp8 linears' activation scales), else to ``x``.
+    Adding a zero changes nothing."""
     bias = None if getattr(layer, "bias", None) is None else layer.bias[start:stop]
     if after is not None and isinstance(layer, nn.Linear | Fp8WeightLinear) and bias is not None:
         bias, after = bias + after.to(bias.dtype), None

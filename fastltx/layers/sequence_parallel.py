@@ -171,16 +171,8 @@ class KeysInFlight(NamedTuple):
 
     shape: torch.Size  # what this rank sends: (rows + chunk, 2, B, heads*d) (rank 0) or (chunk + rows, ...)
     rows: int  # rider rows a rank sends (whole token rows of keys and values)
-    token: torch.Tensor | None  # "push": push_start's token
+    token: torch.Tensor | None  # "push": push_start's token (what the queries' projection reads: ``linear_rows``)
     gathered: torch.Tensor | None  # "keys": every rank's part, gathered
-
-    def after(self, t: torch.Tensor) -> torch.Tensor:
-        """``t`` made to depend on the sending ("push": plus the token, a zero), so that compiled
-        code runs what reads it while the keys travel. By data alone Inductor ran the queries'
-        projection before the push started (2 x H200 traces): with the token added to the
-        projection's output, still before; added to its input (one pass over it), after. The fused
-        projection takes the token on its bias instead (``linear.linear_rows``: no pass over x)."""
-        return t if self.token is None else t + self.token.to(t.dtype)
 
 
 def send_keys(k: torch.Tensor, v: torch.Tensor, shard: SequenceShard,
