@@ -35,7 +35,7 @@ import torch
 
 from fastltx.layers.attention import sdpa
 from fastltx.runtime.distributed import Group, all_gather, all_to_all
-from fastltx.runtime.push import push_available, push_finish, push_start
+from fastltx.runtime.push import gathered, push_available, push_start
 
 EXCHANGES = ("auto", "heads", "keys", "push")
 KEY_EXCHANGES = ("keys", "push")  # the exchanges that send keys and values (``send_keys``)
@@ -208,21 +208,45 @@ def attend_sent(q: torch.Tensor, flight: KeysInFlight, heads: int, mask: torch.T
     """This rank's (B, chunk, heads*d) queries attending with every head to the keys and values
     ``send_keys`` sent (the whole padded sequence); ``mask`` broadcasts to (B, heads, padded,
     padded) and its rows of this rank's queries are used. With ``rider`` (the one given to
-    ``send_keys``): (output, every rank's rider stacked), as ``ulysses_attention`` returns."""
-    b, chunk, inner = q.shape
-    d, group, rows = inner // heads, shard.group, flight.rows
-    gathered = flight.gathered if flight.token is None else push_finish(flight.token, flight.shape, group, q)
-    # rank 0's rider, the whole (padded) sequence, rank 1's rider
-    kv = gathered[rows:rows + group.size * chunk].view(group.size * chunk, 2, b, heads, d)
+    ``send_keys``): (output, every rank's rider stacked), as ``ulysses_attention`` returns.
+    "push": inside the op ``attend_pushed``, which alone reads the group's buffer."""
+    group = shard.group
     if mask is not None and mask.shape[-2] > 1:
-        mask = mask.narrow(-2, group.rank * chunk, chunk)
-    out = sdpa(q.view(b, chunk, heads, d).transpose(1, 2), *(kv[:, j].permute(1, 2, 0, 3) for j in range(2)),
+        mask = mask.narrow(-2, group.rank * q.shape[1], q.shape[1])
+    if flight.token is None:
+        out, riders = _attend_gathered(q, flight.gathered, flight.rows, heads, mask, backend, group.size)
+    else:
+        out, riders = torch.ops.fastltx.attend_pushed(q, flight.token, mask, list(flight.shape), group.group.group_name,
+                                                      group.size, flight.rows, heads, backend)
+    return out if rider is None else (out, _rider_back(riders, rider))
+
+
+def _attend_gathered(q: torch.Tensor, gathered: torch.Tensor, rows: int, heads: int, mask: torch.Tensor | None,
+                     backend: str | None, ranks: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(output (B, chunk, heads*d) contiguous, the 2 ranks' rider rows stacked: (2, n), n = 0 without
+    riders) of ``attend_sent``, from the gathered keys' buffer."""
+    b, chunk, inner = q.shape
+    d = inner // heads
+    # rank 0's rider, the whole (padded) sequence, rank 1's rider
+    kv = gathered[rows:rows + ranks * chunk].view(ranks * chunk, 2, b, heads, d)
+    out = sdpa(q.reshape(b, chunk, heads, d).transpose(1, 2), *(kv[:, j].permute(1, 2, 0, 3) for j in range(2)),
                mask, backend)  # (B, heads, chunk, d)
-    out = out.transpose(1, 2).reshape(b, chunk, inner)
-    if rider is None:
-        return out
-    riders = torch.stack([gathered[:rows].reshape(-1), gathered[rows + 2 * chunk:].reshape(-1)])
-    return out, _rider_back(riders, rider)
+    riders = torch.stack([gathered[:rows].reshape(-1), gathered[rows + ranks * chunk:].reshape(-1)])
+    return out.transpose(1, 2).reshape(b, chunk, inner).contiguous(), riders
+
+
+@torch.library.custom_op("fastltx::attend_pushed", mutates_args=())
+def _attend_pushed(q: torch.Tensor, token: torch.Tensor, mask: torch.Tensor | None, shape: list[int],
+                   group_name: str, ranks: int, rows: int, heads: int,
+                   backend: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    # the gathered view is read here alone: compiled code could place its own tensors in an op's result
+    return _attend_gathered(q, gathered(token, shape, group_name, ranks), rows, heads, mask, backend, ranks)
+
+
+@_attend_pushed.register_fake
+def _(q, token, mask, shape, group_name, ranks, rows, heads, backend):
+    b, chunk, inner = q.shape
+    return q.new_empty(b, chunk, inner), token.new_empty(2, rows * 2 * b * inner)
 
 
 def partial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

@@ -1,23 +1,22 @@
 """An all-gather that runs beside the caller's work: each rank's part pushed into its peers' memory.
 
-``push_start(send, group)`` begins gathering every rank's ``send`` (same shape on every rank) and
-returns at once; ``push_finish(token, shape, group, after)`` makes the caller's stream wait for it
-and returns the gathered parts, in rank order along dim 0 (a view of the group's buffer). Whatever
-the caller runs between the two overlaps the exchange: the "push" keys exchange
-(fastltx/layers/sequence_parallel.py) projects its queries there. The token is a zero (one element
-of ``send``'s dtype): compiled code orders kernels by their data alone, so work meant to overlap
-must read it (adding it changes nothing) or it may be scheduled before the start; and
-``push_finish`` takes that work's result (``after``, not read) so that it cannot be scheduled
-before it either.
+``push_start(send, group)`` (a custom op) begins gathering every rank's ``send`` (same shape on
+every rank) and returns at once; ``gathered`` (eager, inside the op that reads the result) makes
+the caller's stream wait for it and returns the gathered parts, in rank order along dim 0 (a view
+of the group's buffer). Whatever the caller runs between the two overlaps the exchange: the "push"
+keys exchange (fastltx/layers/sequence_parallel.py) projects its queries there and attends inside
+its op ``fastltx::attend_pushed``, whose inputs are the queries and the token. The token is a zero
+(one element of ``send``'s dtype): compiled code orders kernels by their data alone, so work meant
+to overlap must read it (adding it changes nothing) or it may be scheduled before the start.
 
 On CUDA each group holds a buffer in symmetric memory (``torch.distributed._symmetric_memory``:
 every rank maps its peers' buffers). ``push_start`` copies ``send`` into this rank's slot of its
 own buffer on the caller's stream (``send`` is not read after it returns: compiled code may reuse
 its memory at once), then, on a side stream that waits for the caller's: a device-side barrier
 (every peer has reached its own ``push_start``, so it is done reading the buffer since its last
-``push_finish``), the slot copied into this rank's slot of every peer's buffer (plain
+``gathered``), the slot copied into this rank's slot of every peer's buffer (plain
 device-to-device copies, which the copy engines run without taking the SMs the caller's work
-needs), a second barrier (every peer's part has arrived). ``push_finish`` makes the caller's
+needs), a second barrier (every peer's part has arrived). ``gathered`` makes the caller's
 stream wait for the side stream and returns a view of the buffer, valid until the next
 ``push_start`` on the group: use it before then. Nothing waits on the host, so a CUDA graph
 records the whole exchange (no graph piece ends here, unlike the NCCL collectives of
@@ -25,14 +24,11 @@ records the whole exchange (no graph piece ends here, unlike the NCCL collective
 (docs/benchmarks-multi-gpu-2.md, sixteenth session): 453 against 598 us alone at 126 MiB a rank
 on 2 x H200, 307 us of it hidden behind one GEMM of the query projection's size.
 
-Compiled code takes ``push_finish``'s result for its own, so it may put later tensors of the
-caller in the buffer (it did: the feed-forward's hidden), which is safe while they end before this
-rank's next ``push_start`` (the peers write only after that one's first barrier, and this rank's
-own slot is written on the caller's stream, after them). A tensor that outlives the block (its
-output) put there would be overwritten by the next block's push: the nineteenth session's pushed
-all-to-all (not kept) met that, its queries' buffer having the size of the block's video output.
-The 19B's gathered keys and values on 2 ranks have the size of the feed-forward's hidden alone,
-which ends within the block (with riders, a few rows more).
+The view never leaves an op: compiled code takes a custom op's result for its own memory and may
+place its later tensors there once it is dead (the feed-forward's hidden went into the buffer when
+an op returned the view, before the twentieth session), and the next push would overwrite any of
+them that outlives the block (the nineteenth session's pushed all-to-all, not kept, met that: wrong
+frames, every test passing).
 
 A buffer is made (a rendezvous of the group's ranks) at the first exchange larger than the
 group's buffers so far, outside any recording (a recording's warm-up call, which runs first, makes
@@ -44,7 +40,8 @@ only, which the guidance layouts' replicas make together. A buffer over ranks th
 different numbers of them raises instead, on every rank: ``_check_even``.)
 
 Elsewhere (CPU tensors, gloo: for tests of the same code path) ``push_start`` all-gathers at once
-into the group's buffer and ``push_finish`` returns it.
+into the group's buffer and ``gathered`` returns it. ``push_finish``: ``gathered`` for eager callers
+(the GPU tests).
 """
 
 import functools
@@ -163,20 +160,15 @@ def _(send: torch.Tensor, group_name: str, ranks: int) -> torch.Tensor:
     return send.new_empty(1)
 
 
-@torch.library.custom_op("fastltx::push_finish", mutates_args=())
-def _push_finish(token: torch.Tensor, after: torch.Tensor, shape: list[int], group_name: str,
-                 ranks: int) -> torch.Tensor:
-    # ``after``: not read (compiled code computes it before this call); ``token``: the dtype
+def gathered(token: torch.Tensor, shape: list[int], group_name: str, ranks: int) -> torch.Tensor:
+    """Eager: make the current stream wait for the push that returned ``token`` and return the
+    gathered parts of ``shape`` (a view of the group's buffer). Call it inside a custom op or eager
+    code only, and let nothing but that op's own work read the view (see the module's text)."""
     n = math.prod(shape) * token.element_size()
     b = _buffer(group_name, n, ranks, token.device)
     if b.handle is not None:
         torch.cuda.current_stream(token.device).wait_stream(_side_stream(token.device))
     return b.whole[:ranks * n].view(token.dtype).view(ranks * shape[0], *shape[1:])
-
-
-@_push_finish.register_fake
-def _(token: torch.Tensor, after: torch.Tensor, shape: list[int], group_name: str, ranks: int) -> torch.Tensor:
-    return token.new_empty((ranks * shape[0], *shape[1:]))
 
 
 @functools.cache
@@ -203,12 +195,11 @@ def push_available() -> bool:
 
 def push_start(send: torch.Tensor, group) -> torch.Tensor:
     """Begin gathering every rank's ``send`` over ``group`` (a ``fastltx.runtime.distributed.Group``);
-    returns the token ``push_finish`` takes (a zero of ``send``'s dtype: see above)."""
+    returns the token ``gathered`` takes (a zero of ``send``'s dtype: see above)."""
     return torch.ops.fastltx.push_start(send, group.group.group_name, group.size)
 
 
-def push_finish(token: torch.Tensor, shape: torch.Size | list[int], group, after: torch.Tensor) -> torch.Tensor:
-    """The parts of ``shape`` (``send``'s) that ``push_start`` began gathering, in rank order along
-    dim 0 (a view of the group's buffer, overwritten by the group's next exchange). ``after``: a
-    tensor the caller computes meanwhile (compiled code then runs it before waiting here)."""
-    return torch.ops.fastltx.push_finish(token, after, list(shape), group.group.group_name, group.size)
+def push_finish(token: torch.Tensor, shape: torch.Size | list[int], group) -> torch.Tensor:
+    """Eager: the parts of ``shape`` (``send``'s) that ``push_start`` began gathering, in rank order
+    along dim 0 (``gathered``: a view of the group's buffer, overwritten by the group's next push)."""
+    return gathered(token, list(shape), group.group.group_name, group.size)

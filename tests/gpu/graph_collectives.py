@@ -54,7 +54,7 @@ def run_case(case: str, world, sub, rows: int = 64, layers: int = 3, grid=(2, 3,
     gen = torch.Generator(device=device).manual_seed(world.rank)
     if case == "push":  # every rank's part pushed into the peers' symmetric memory, against NCCL's gather
         def pushed(x):
-            return push_finish(push_start(x, sub.sequence), x.shape, sub.sequence, x) + 0  # (copied out of the buffer)
+            return push_finish(push_start(x, sub.sequence), x.shape, sub.sequence) + 0  # (copied out of the buffer)
         graphed = GraphedCall(pushed)
         xs = [torch.randn(rows, 256, generator=gen, device=device).to(dtype) for _ in range(4)]
         want = [all_gather(x, sub.sequence).clone() for x in xs]
@@ -67,9 +67,9 @@ def run_case(case: str, world, sub, rows: int = 64, layers: int = 3, grid=(2, 3,
         pair = world_from_ranks([0, 1], device)  # (every rank makes the groups)
         x = torch.ones(4, 256, device=device)
         if pair is not None:
-            push_finish(push_start(x, pair.sequence), x.shape, pair.sequence, x)
+            push_finish(push_start(x, pair.sequence), x.shape, pair.sequence)
         try:
-            push_finish(push_start(x * 2, sub.sequence), x.shape, sub.sequence, x)
+            push_finish(push_start(x * 2, sub.sequence), x.shape, sub.sequence)
         except RuntimeError as e:
             assert "cannot be made over this group" in str(e), e
             return 0.0
