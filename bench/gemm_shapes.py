@@ -4,9 +4,13 @@ the shapes, or the (N, K) weight layout cuBLAS is handed (``F.linear``), and wou
 the weight, or the bias outside the GEMM, pick a faster kernel? Prints TFLOP/s per shape and layout
 and the forward-level difference (48 blocks) against ``F.linear``.
 
-    python bench/gemm_shapes.py
+    python bench/gemm_shapes.py [--m 6144,3840,15360]
+
+``--m``: the rows (tokens) to measure, each in turn (3,840 and 15,360: a 4-GPU rank's and one GPU's
+stage-2 step at 768x1280).
 """
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -23,6 +27,13 @@ SHAPES = {  # name: (K, N) of the video-side linears of one block (fused q/k/v a
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--m", default=str(M), help="rows, comma-separated")
+    for m in (int(x) for x in ap.parse_args().m.split(",")):
+        measure(m)
+
+
+def measure(M: int) -> None:
     g = torch.Generator(device="cuda").manual_seed(0)
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; M = {M}", flush=True)
     print(f"{'linear':<15}{'K x N':>13}" + "".join(f"{n:>14}" for n in ("F.linear", "no bias", "addmm (K,N)", "mm (K,N)")))
