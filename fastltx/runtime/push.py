@@ -99,8 +99,15 @@ def _new_buffer(held: list[_Buffer], group_name: str, nbytes: int, ranks: int, d
     if not held and hasattr(symm_mem, "enable_symm_mem_for_group"):  # needed before a rendezvous in some versions
         symm_mem.enable_symm_mem_for_group(group_name)
     _check_even(group_name, device)
-    whole = symm_mem.empty(ranks * nbytes, dtype=torch.uint8, device=device)
-    held.append(_Buffer(whole, symm_mem.rendezvous(whole, group_name)))
+    try:
+        whole = symm_mem.empty(ranks * nbytes, dtype=torch.uint8, device=device)
+        handle = symm_mem.rendezvous(whole, group_name)
+    except (RuntimeError, OSError) as e:  # (a container without the IPC that maps the peers' memory, say)
+        raise RuntimeError(f"the \"push\" sequence exchange needs CUDA symmetric memory between this machine's GPUs, "
+                           f"and making it failed here ({type(e).__name__}: {e}); set the transformer's "
+                           "sequence_exchange (LTXTransformer.sequence_exchange) to \"keys\" or \"heads\" to "
+                           "exchange through NCCL instead") from e
+    held.append(_Buffer(whole, handle))
     global _made
     _made += 1
     return held[-1]
@@ -177,7 +184,8 @@ def push_available() -> bool:
     peer access between every two visible GPUs (every pair, not only this rank's: every rank of the
     machine must give the same answer, or some would push while others gather), and a process world
     no larger than this machine's GPU count (larger, it spans machines). Not checked: that
-    symmetric memory's allocation works in this container (it raises at the first push if not)."""
+    symmetric memory works in this container (the first push raises a clear error if not: the
+    exchange can then be set to "keys")."""
     if not torch.cuda.is_available():
         return False
     try:

@@ -138,6 +138,27 @@ def test_push_needs_peer_access_and_one_machine(monkeypatch, gpus, world, peers,
     assert push.push_available.__wrapped__() is expected
 
 
+@pytest.mark.parametrize("where", ["empty", "rendezvous"])
+def test_push_without_symmetric_memory_names_the_other_exchanges(monkeypatch, where):
+    """Where CUDA symmetric memory cannot be made (a container without the IPC that maps the peers'
+    memory), the first push raises an error saying which exchanges run without it."""
+    import torch.distributed._symmetric_memory as symm_mem
+
+    from fastltx.runtime import push
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("pidfd_getfd: Operation not permitted")
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    monkeypatch.setattr(push, "_check_even", lambda group_name, device: None)
+    monkeypatch.setattr(symm_mem, "enable_symm_mem_for_group", lambda group_name: None, raising=False)
+    monkeypatch.setattr(symm_mem, "empty", fail if where == "empty" else lambda *a, **k: torch.empty(0))
+    monkeypatch.setattr(symm_mem, "rendezvous", fail)
+    held = []
+    with pytest.raises(RuntimeError, match=r'sequence_exchange.*"keys" or "heads".*') as caught:
+        push._new_buffer(held, "g", 16, 2, torch.device("cuda", 0))
+    assert "pidfd_getfd" in str(caught.value) and held == []
+
+
 @pytest.mark.parametrize("kind", ["linear", "fp8", "fp8_weight"])
 def test_linear_rows_are_those_features_of_the_whole_product(kind):
     """The key exchanges project keys and values first from rows of the fused q/k/v weight, the
