@@ -21,6 +21,7 @@ from pathlib import Path
 
 from fastltx.checkpoint.safetensors_file import CheckpointError
 from fastltx.conditioning.items import ConditioningError
+from fastltx.layers.sequence_parallel import EXCHANGES
 from fastltx.media.errors import MediaError
 from fastltx.pipelines.request import ImageInput, InputError
 from fastltx.runtime.memory import OutOfMemory, parse_memory
@@ -317,7 +318,7 @@ def _generate(args) -> int | None:
         print(note, flush=True)
     pipe = load_pipeline(name, checkpoint, text_encoder, upsampler, distilled, loras, device=device, dtype=dtype,
                          world=world, memory=args.memory, compile=args.compile, fp8=args.fp8,
-                         cuda_graphs=args.cuda_graphs)
+                         cuda_graphs=args.cuda_graphs, sequence_exchange=args.sequence_exchange)
     setup = time.perf_counter() - start
     result = pipe(**kwargs)
     if result is None:  # not rank 0: rank 0 writes the output
@@ -419,6 +420,11 @@ def _add_generate(sub) -> None:
                           "instead of every kernel, for host-bound steps (compiled fp8 at small sizes, --gpus 4 at "
                           "768x1280); a shape's second step records its graphs, so it pays over many steps, not "
                           "in one short call")
+    run.add_argument("--sequence-exchange", default="auto", choices=EXCHANGES,
+                     help="with --gpus: how the split video tokens' self-attention exchanges them: auto (default: "
+                          "push on 2 GPUs with peer access, keys on 2 others, heads on more), heads (all-to-alls), "
+                          "keys (keys and values gathered through NCCL), push (pushed into the peers' memory "
+                          "while the queries are projected; needs CUDA symmetric memory)")
     run.add_argument("--lossless", action="store_true", help="a folder of PNG frames and audio.wav (float) "
                                                              "instead of an MP4")
     run.add_argument("-o", "--output", required=True, help="the MP4 file (or the folder, with --lossless)")

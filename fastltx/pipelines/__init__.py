@@ -45,7 +45,7 @@ def load_pipeline(name: str, checkpoint: str | os.PathLike, text_encoder: str | 
                   loras: Sequence[tuple[str | os.PathLike, float]] = (), device: torch.device | str | None = None,
                   dtype: torch.dtype = torch.bfloat16, attention_backend: str | None = None,
                   compile: bool = False, fp8: bool = False, world_size: int | None = None, world=None,
-                  memory: str | int = "auto", cuda_graphs: bool = False) -> Pipeline:
+                  memory: str | int = "auto", cuda_graphs: bool = False, sequence_exchange: str = "auto") -> Pipeline:
     """A pipeline by name over local official files. Models load on first use and stay loaded.
 
     Several GPUs: start one process per GPU with ``torchrun --nproc_per_node N script.py`` and pass
@@ -69,7 +69,14 @@ def load_pipeline(name: str, checkpoint: str | os.PathLike, text_encoder: str | 
     host launches one graph a step (with several processes, one between each two collectives)
     instead of every kernel, which helps where the host is the bottleneck (H100, the compiled fp8
     distilled pipeline at 512x768: 1858 -> 1688 ms a call; 4 GPUs at 768x1280: stage 1 624-736 ms
-    against 991-1334 ms plain; docs/benchmarks.md)."""
+    against 991-1334 ms plain; docs/benchmarks.md).
+
+    ``sequence_exchange`` (several processes): how the self-attention over split video tokens
+    exchanges them: "auto" (default: "push" on 2 GPUs with peer access, "keys" on 2 others, "heads"
+    on more), "heads" (Ulysses all-to-alls), "keys" (keys and values all-gathered through NCCL) or
+    "push" (the same pushed into the peers' memory while the queries are projected;
+    fastltx/layers/sequence_parallel.py). "keys" or "heads" where CUDA symmetric memory is not
+    available (the first push then says so)."""
     if name not in PIPELINES:
         raise InputError(f"unknown pipeline {name!r}; choose one of {', '.join(PIPELINES)}")
     if isinstance(distilled_lora, (str, os.PathLike)):
@@ -88,7 +95,8 @@ def load_pipeline(name: str, checkpoint: str | os.PathLike, text_encoder: str | 
     if world is not None:
         device = world.device
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    components = Components(files, device, dtype, attention_backend, compile, fp8, world, memory, cuda_graphs)
+    components = Components(files, device, dtype, attention_backend, compile, fp8, world, memory, cuda_graphs,
+                            sequence_exchange)
     return PIPELINES[name](components)
 
 

@@ -62,8 +62,12 @@ class Components:
 
     def __init__(self, files: ModelFiles, device: torch.device | str, dtype: torch.dtype,
                  attention_backend: str | None = None, compile: bool = False, fp8: bool = False, world=None,
-                 memory="auto", cuda_graphs: bool = False):
+                 memory="auto", cuda_graphs: bool = False, sequence_exchange: str = "auto"):
         self.files, self.dtype, self.attention_backend = files, dtype, attention_backend
+        from fastltx.layers.sequence_parallel import EXCHANGES
+        if sequence_exchange not in EXCHANGES:
+            raise InputError(f"unknown sequence exchange {sequence_exchange!r}; choose one of {', '.join(EXCHANGES)}")
+        self.sequence_exchange = sequence_exchange  # how several processes' self-attention exchanges tokens
         device = torch.device(device)
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if device.type == "cuda" and (device.index or 0) >= gpus:
@@ -122,6 +126,7 @@ class Components:
     @functools.cached_property
     def _transformer(self):
         model = self.memory.load_transformer()  # in the memory plan's form (fp8 and streaming included)
+        model.sequence_exchange = self.sequence_exchange
         if self.files.stage2_loras:
             self._switch = LoraSwitch(model, [read_lora(p) for p, _ in self.files.stage2_loras], self.device)
         if self.compile:

@@ -104,9 +104,9 @@ def _new_buffer(held: list[_Buffer], group_name: str, nbytes: int, ranks: int, d
         handle = symm_mem.rendezvous(whole, group_name)
     except (RuntimeError, OSError) as e:  # (a container without the IPC that maps the peers' memory, say)
         raise RuntimeError(f"the \"push\" sequence exchange needs CUDA symmetric memory between this machine's GPUs, "
-                           f"and making it failed here ({type(e).__name__}: {e}); set the transformer's "
-                           "sequence_exchange (LTXTransformer.sequence_exchange) to \"keys\" or \"heads\" to "
-                           "exchange through NCCL instead") from e
+                           f"and making it failed here ({type(e).__name__}: {e}); exchange through NCCL instead: "
+                           "--sequence-exchange keys (or heads), load_pipeline(..., sequence_exchange=\"keys\"), "
+                           "or the transformer's sequence_exchange") from e
     held.append(_Buffer(whole, handle))
     global _made
     _made += 1

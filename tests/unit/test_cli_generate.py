@@ -116,6 +116,7 @@ BAD = {
                                   "the one-stage pipeline uses no --upsampler"),
     "model file without checkpoint": (["--lora", f"{D}/distilled-lora.safetensors"], "--lora needs --checkpoint"),
     "dtype": (["--dtype", "float16"], "invalid choice: 'float16'"),
+    "sequence exchange": (["--sequence-exchange", "ring"], "invalid choice: 'ring'"),
     "steps": (["--pipeline", "one-stage", "--steps", "0"], "steps must be at least 1"),
     "cuda graphs without a GPU": (["--cuda-graphs", "--device", "cpu", "--memory", "full"],
                                   "CUDA graphs need a CUDA device and memory 'full' (every model resident), got "

@@ -79,3 +79,18 @@ def test_world_size_without_torchrun_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(InputError, match=r"world_size=2 needs 2 processes started by torchrun"):
         load_pipeline("distilled", tmp_path / "checkpoint.safetensors", tmp_path / "gemma",
                       tmp_path / "upsampler.safetensors", device="cpu", world_size=2)
+
+
+def test_sequence_exchange_reaches_the_pipeline(tmp_path, monkeypatch):
+    import fastltx.pipelines as pipelines
+    seen = {}
+
+    def stop(*args, **kwargs):
+        seen.update(kwargs)
+        raise InputError("stopped before loading")
+    monkeypatch.setattr(pipelines, "load_pipeline", stop)
+    monkeypatch.setattr(cli, "model_files", lambda args, name: (None,) * 5 + ("note",))
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    argv = ["generate", "--prompt", "a fox", "--device", "cpu", "--sequence-exchange", "keys", "-o", str(tmp_path / "o.mp4")]
+    assert main(argv) == 2
+    assert seen["sequence_exchange"] == "keys"

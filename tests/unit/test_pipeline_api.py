@@ -122,3 +122,10 @@ def test_image_spec_parsing():
     assert ImageInput.parse("dir:x/a.png:16:0.5") == ImageInput("dir:x/a.png", 16, 0.5)
     with pytest.raises(InputError, match="PATH\\[:FRAME"):
         ImageInput.parse("a.png:1.5")
+
+
+def test_sequence_exchange_is_checked_and_reaches_the_transformer(files):
+    with pytest.raises(InputError, match="unknown sequence exchange 'ring'; choose one of auto, heads, keys, push"):
+        load_pipeline("one-stage", files.checkpoint, files.text_encoder, device="cpu", sequence_exchange="ring")
+    pipe = load_pipeline("one-stage", files.checkpoint, files.text_encoder, device="cpu", sequence_exchange="keys")
+    assert pipe.components._transformer.sequence_exchange == "keys"

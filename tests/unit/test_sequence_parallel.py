@@ -154,7 +154,7 @@ def test_push_without_symmetric_memory_names_the_other_exchanges(monkeypatch, wh
     monkeypatch.setattr(symm_mem, "empty", fail if where == "empty" else lambda *a, **k: torch.empty(0))
     monkeypatch.setattr(symm_mem, "rendezvous", fail)
     held = []
-    with pytest.raises(RuntimeError, match=r'sequence_exchange.*"keys" or "heads".*') as caught:
+    with pytest.raises(RuntimeError, match=r'--sequence-exchange keys \(or heads\).*sequence_exchange="keys"') as caught:
         push._new_buffer(held, "g", 16, 2, torch.device("cuda", 0))
     assert "pidfd_getfd" in str(caught.value) and held == []
 
