@@ -41,11 +41,17 @@ EXCHANGES = ("auto", "heads", "keys", "push")
 KEY_EXCHANGES = ("keys", "push")  # the exchanges that send keys and values (``send_keys``)
 
 
+def check_exchange(exchange: str) -> str:
+    """``exchange`` if it is one of ``EXCHANGES``; a ValueError naming them otherwise."""
+    if exchange not in EXCHANGES:
+        raise ValueError(f"unknown sequence exchange {exchange!r}; choose one of {', '.join(EXCHANGES)}")
+    return exchange
+
+
 def resolve_exchange(exchange: str, ranks: int, device: torch.device | str | None = None) -> str:
     """The self-attention exchange ("heads", "keys" or "push") that ``exchange`` means over ``ranks``
     ranks whose tensors live on ``device``'s kind (None: not CUDA)."""
-    if exchange not in EXCHANGES:
-        raise ValueError(f"unknown sequence exchange {exchange!r}; choose one of {', '.join(EXCHANGES)}")
+    check_exchange(exchange)
     if exchange == "auto":  # 4 x H200, distilled 768x1280, compiled and graphed, transformer steps over 1
         # GPU (docs/benchmarks.md, tenth session): 2 GPUs "keys" 1.78x, "heads" 1.77x; 4 GPUs "heads"
         # 3.23x, "keys" 3.15x (1024x1536: 3.43x / 3.37x). 2 x H200, seventeenth session: "push" 1.82x,

@@ -64,10 +64,11 @@ class Components:
                  attention_backend: str | None = None, compile: bool = False, fp8: bool = False, world=None,
                  memory="auto", cuda_graphs: bool = False, sequence_exchange: str = "auto"):
         self.files, self.dtype, self.attention_backend = files, dtype, attention_backend
-        from fastltx.layers.sequence_parallel import EXCHANGES
-        if sequence_exchange not in EXCHANGES:
-            raise InputError(f"unknown sequence exchange {sequence_exchange!r}; choose one of {', '.join(EXCHANGES)}")
-        self.sequence_exchange = sequence_exchange  # how several processes' self-attention exchanges tokens
+        from fastltx.layers.sequence_parallel import check_exchange
+        try:  # how several processes' self-attention exchanges the split tokens
+            self.sequence_exchange = check_exchange(sequence_exchange)
+        except ValueError as e:
+            raise InputError(str(e)) from None
         device = torch.device(device)
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if device.type == "cuda" and (device.index or 0) >= gpus:
