@@ -3,7 +3,8 @@
 ``traced(step, path)`` runs ``step`` under the profiler (after one call outside it) and writes the
 Chrome trace to ``path``; ``timeline_summary`` reads such a trace: from the first kernel's start to
 the last one's end (the span), the time some kernel ran (busy: the union of the kernels'
-intervals, every stream), the NCCL kernels' time (which includes waiting for the other ranks),
+intervals, every stream), the NCCL kernels' time (which includes waiting for the other ranks) and
+how much of it other kernels ran beside (*beside*: on other streams, the exchanges overlapped),
 and the idle gaps, split by cause: *host* when the kernel that ends the gap was launched (its
 launch call, ``cudaLaunchKernel``, ``cuLaunchKernel(Ex)`` or ``cudaGraphLaunch``, returned) after the GPU went idle, so
 the GPU waited for the host; *other* for the rest (waiting on another stream or an event, or
@@ -40,7 +41,8 @@ def timeline_summary(trace: dict, calls: int = 1) -> dict:
     events = trace["traceEvents"] if isinstance(trace, dict) else trace
     kernels = sorted((e for e in events if e.get("cat") == "kernel"), key=lambda e: e["ts"])
     if not kernels:
-        return dict(span=0.0, busy=0.0, nccl=0.0, idle_host=0.0, idle_other=0.0, kernels=0, kinds={})
+        return dict(span=0.0, busy=0.0, nccl=0.0, nccl_beside=0.0, idle_host=0.0, idle_other=0.0, kernels=0,
+                    kinds={})
     launched = {e["args"]["correlation"]: e["ts"] + e.get("dur", 0) for e in events
                 if e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {})}
     start = end = kernels[0]["ts"]
@@ -60,8 +62,27 @@ def timeline_summary(trace: dict, calls: int = 1) -> dict:
     for k in kernels:
         kind = kernel_kind(k["name"])
         kinds[kind] = kinds.get(kind, 0.0) + k["dur"] / ms
-    return dict(span=(end - start) / ms, busy=busy / ms, nccl=kinds.get("nccl", 0.0), idle_host=idle_host / ms,
-                idle_other=idle_other / ms, kernels=len(kernels) // calls, kinds=kinds)
+    return dict(span=(end - start) / ms, busy=busy / ms, nccl=kinds.get("nccl", 0.0),
+                nccl_beside=_nccl_beside(kernels) / ms, idle_host=idle_host / ms, idle_other=idle_other / ms,
+                kernels=len(kernels) // calls, kinds=kinds)
+
+
+def _nccl_beside(kernels: list) -> float:
+    """Microseconds of the NCCL kernels' time during which some other kernel ran (``kernels`` sorted by start)."""
+    merged: list[list[float]] = []  # the other kernels' intervals, merged
+    for k in kernels:
+        if kernel_kind(k["name"]) != "nccl":
+            a, b = k["ts"], k["ts"] + k["dur"]
+            if merged and a <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+    total = 0.0
+    for k in kernels:
+        if kernel_kind(k["name"]) == "nccl":
+            a, b = k["ts"], k["ts"] + k["dur"]
+            total += sum(max(0.0, min(b, y) - max(a, x)) for x, y in merged if x < b and y > a)
+    return total
 
 
 # kernel kinds by (lower-case) name, first match wins: flash kernels' names may mention cutlass, and
@@ -78,7 +99,8 @@ def kernel_kind(name: str) -> str:
 
 def summary_line(s: dict) -> str:
     kinds = ", ".join(f"{k} {v:.1f}" for k, v in sorted(s.get("kinds", {}).items(), key=lambda kv: -kv[1]))
-    return (f"span {s['span']:.1f}  busy {s['busy']:.1f} (nccl {s['nccl']:.1f})  idle: host {s['idle_host']:.1f}, "
+    return (f"span {s['span']:.1f}  busy {s['busy']:.1f} (nccl {s['nccl']:.1f}, {s.get('nccl_beside', 0.0):.1f} beside "
+            f"other kernels)  idle: host {s['idle_host']:.1f}, "
             f"other {s['idle_other']:.1f}  ms a call; {s['kernels']} kernels; kernel time by kind: {kinds}")
 
 

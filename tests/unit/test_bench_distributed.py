@@ -45,9 +45,21 @@ def test_timeline_summary_splits_idle_time_by_cause():
               dict(cat="cpu_op", name="aten::mm", ts=0, dur=600)]
     out = timeline_summary(dict(traceEvents=events), calls=2)
     assert out.pop("kinds") == pytest.approx(dict(gemm=0.0925, other=0.015, nccl=0.05))
-    assert out == pytest.approx(dict(span=0.245, busy=0.1525, nccl=0.05, idle_host=0.0425, idle_other=0.05, kernels=2))
+    assert out == pytest.approx(dict(span=0.245, busy=0.1525, nccl=0.05, nccl_beside=0.0, idle_host=0.0425,
+                                     idle_other=0.05, kernels=2))
     assert out["span"] == pytest.approx(out["busy"] + out["idle_host"] + out["idle_other"])
     assert timeline_summary(dict(traceEvents=[]))["span"] == 0.0
+
+
+def test_timeline_summary_measures_the_collectives_beside_other_kernels():
+    """NCCL time during which another kernel ran on another stream: the union of the others, once."""
+    from bench.timeline import timeline_summary
+    events = [dict(cat="kernel", name=name, ts=ts, dur=dur, args={}) for name, ts, dur in (
+        ("ncclDevKernel_AllToAll", 0, 100),  # beside: 20-50 (two kernels overlapping) and 80-100
+        ("gemm", 20, 20), ("elementwise", 30, 20), ("gemm", 80, 40),
+        ("ncclDevKernel_AllGather", 150, 10))]  # alone
+    out = timeline_summary(dict(traceEvents=events))
+    assert out["nccl"] == pytest.approx(0.11) and out["nccl_beside"] == pytest.approx(0.05)
 
 
 def test_kernel_summary_sorts_kernels_by_kind():
