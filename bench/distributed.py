@@ -203,9 +203,6 @@ def parse_args(argv=None):
     parser.add_argument("--overlap", action="store_true",
                         help="with --compile: Inductor's reordering of compute around the collectives "
                              "(reorder_for_compute_comm_overlap), to overlap them")
-    parser.add_argument("--sequence-overlap", action="store_true",
-                        help="the transformer's sequence_overlap: the exchanges beside the other stream's work "
-                             "(riders off)")
     parser.add_argument("--counts", default=None, help="GPU counts to measure, e.g. 1,4 (default 1, 2, 4, ...)")
     parser.add_argument("--no-audio", action="store_true", help="the video stream alone (no audio tokens)")
     parser.add_argument("--trace-dir", default=None, help="trace every measured step on every rank (bench/timeline.py)")
@@ -256,8 +253,6 @@ def main(argv=None) -> None:
         cfg = dataclasses.replace(cfg, video=dataclasses.replace(cfg.video, heads=4, head_dim=8, context_dim=32))
     model = random_transformer(cfg, seed=0, device=world.device, dtype=torch.bfloat16)
     model.fuse_projections()
-    if args.sequence_overlap:
-        model.sequence_overlap = True
     if args.compile:
         from fastltx.runtime.compile import compile_blocks
         if args.overlap:

@@ -48,10 +48,7 @@ access ("keys" on 2 others), "heads" on more; an exchange that another one liste
 at that count runs once).
 ``--riders on,off``: each N-GPU variant with and without the video->audio partials riding in the
 next block's exchange (the transformer's ``sequence_riders``; default "auto", the model's own
-choice: on small shards only; rows with riders always on end in "r", never in "n"; "overlap": no
-riders, the exchanges beside the other stream's work instead, the transformer's ``sequence_overlap``,
-rows ending in "o"; "overlap-auto": riders "auto" and the exchanges beside the other stream's work
-where no riders are taken, rows ending in "a").
+choice: on small shards only; rows with riders always on end in "r", never in "n").
 ``--gc-freeze``: each run's timed calls after ``gc.collect(); gc.freeze()`` (eighteenth session: a
 2-GPU call 3205 -> 3108 ms). ``--deadline-s``: no new (size, GPUs) run starts after that many
 seconds; ``--hang-s``: after that many, every rank prints its threads' stacks and exits.
@@ -119,11 +116,9 @@ def parse_args(argv=None):
                    help="self-attention exchanges to run each N-GPU variant with (auto, heads, keys, push; "
                         "e.g. heads,keys); table rows 'Nh', 'Nk', 'Np'")
     p.add_argument("--riders", default="auto",
-                   help="auto, on, off, overlap or a list (on,off): each N-GPU variant with the video->audio partials "
-                        "riding in the next block's exchange (sequence_riders) as the model picks (auto: small "
-                        "shards only), always, never, or instead the exchanges beside the other stream's work "
-                        "(sequence_overlap; overlap-auto: where no riders are taken); rows end in 'r' with on, "
-                        "'n' with off, 'o' with overlap, 'a' with overlap-auto")
+                   help="auto, on, off or a list (on,off): each N-GPU variant with the video->audio partials riding "
+                        "in the next block's exchange (sequence_riders) as the model picks (auto: small shards "
+                        "only), always, never; rows end in 'r' with on, 'n' with off")
     p.add_argument("--gc-freeze", action="store_true",
                    help="after each run's cold call, gc.collect() and gc.freeze() on every rank (a long-running "
                         "process's conditions: full collections no longer walk the models and compiled code)")
@@ -139,9 +134,9 @@ def parse_args(argv=None):
     args.exchanges = args.exchanges.split(",")
     args.graphs = args.graphs or args.graphs_only
     riders = args.riders.split(",")
-    if any(r not in ("on", "off", "auto", "overlap", "overlap-auto") for r in riders):
-        p.error(f"--riders: auto, on, off, overlap, overlap-auto or a list such as on,off, got {args.riders}")
-    args.riders = [{"on": True, "off": False}.get(r, r) for r in riders]
+    if any(r not in ("on", "off", "auto") for r in riders):
+        p.error(f"--riders: auto, on, off or a list such as on,off, got {args.riders}")
+    args.riders = [{"on": True, "off": False, "auto": "auto"}[r] for r in riders]
     if any(e not in EXCHANGES for e in args.exchanges):
         p.error(f"--exchanges: each one of {', '.join(EXCHANGES)} expected, got {args.exchanges}")
     return args
@@ -307,7 +302,7 @@ def gpu_steps(r: dict) -> float:
 def line(row: dict) -> str:
     head = (f"{row['size']} {row['gpus']} GPU(s){' graphed' if row.get('graphs') else ''}"
             f"{' funcol' if row.get('funcol') else ''}{' ' + row['exchange'] if row.get('exchange') else ''}"
-            f"{ {True: ' riders', False: ' no riders', 'overlap': ' overlap', 'overlap-auto': ' overlap auto'}.get(row.get('riders'), '')}: ")
+            f"{ {True: ' riders', False: ' no riders'}.get(row.get('riders'), '')}: ")
     if "error" in row:
         return head + "FAILED " + row["error"].strip().splitlines()[-1]
     st = " ".join(f"{k} {v * 1e3:.0f}" for k, v in row["stages"].items())
@@ -341,11 +336,10 @@ def line(row: dict) -> str:
 
 def gpu_column(row: dict) -> str:
     """The table's GPU column: the count, "g" added for CUDA graphs, "f" for PyTorch's functional
-    collectives, "h" / "k" / "p" for a named exchange, "r" / "n" / "o" for riders always / never /
-    the exchanges beside the other stream's work (none: the
+    collectives, "h" / "k" / "p" for a named exchange, "r" / "n" for riders always / never (none: the
     model's "auto"; before the fifteenth session's docs, untagged rows had riders off)."""
     exchange = {"heads": "h", "keys": "k", "push": "p"}.get(row.get("exchange"), "")
-    riders = {True: "r", False: "n", "overlap": "o", "overlap-auto": "a"}.get(row.get("riders"), "")
+    riders = {True: "r", False: "n"}.get(row.get("riders"), "")
     return f"{row['gpus']}{'g' if row.get('graphs') else ''}{'f' if row.get('funcol') else ''}{exchange}{riders}"
 
 
@@ -458,9 +452,7 @@ def main(argv=None) -> dict | None:
                     break
                 transformer.graph_blocks(graphs)  # new graphs, recorded in the warm-up call
                 transformer.sequence_exchange = exchange or "auto"
-                overlap = {"overlap": True, "overlap-auto": "auto"}.get(riders, False)
-                transformer.sequence_riders = riders if overlap is False else "auto"
-                transformer.sequence_overlap = overlap
+                transformer.sequence_riders = riders
                 with functional_collectives() if variant == "funcol" else contextlib.nullcontext():
                     r = run_once(gpus)
                 transformer.graph_blocks(False)

@@ -92,23 +92,13 @@ def sequence_cases(world: World, prefix: str) -> dict:
         "riders_stg_whole_batch": (v1, inputs(v1, seed=10), [Perturbation.stg((1,))]),
         "riders_isolated_whole_batch": (v1, inputs(v1, seed=11), [Perturbation.isolate_modalities()]),
     }
-    # the exchanges beside the other stream's work (``sequence_overlap``; "heads" on every world): STG
-    # per sample and for the whole batch (no exchange: the other order), isolated modalities
-    overlap = {
-        "overlap_perturbations": (v1, inputs(v1, grid=(2, 3, 5), sigmas=(0.9, 0.9, 0.9), seed=13), stg),
-        "overlap_v2_appended": (v2, inputs(v2, appended=4, clean=3, seed=14), None),
-        "overlap_stg_whole_batch": (v1, inputs(v1, seed=15), [Perturbation.stg((1,))]),
-    }
-    for name, (m, (video, audio), perturbations) in {**cases, **riders, **overlap}.items():
+    for name, (m, (video, audio), perturbations) in {**cases, **riders}.items():
         ref = m(video, audio, perturbations)
         m.sequence_riders = name in riders  # the other cases without (the default "auto" would take them here)
-        if name in overlap:
-            m.sequence_overlap, m.sequence_exchange = True, "heads"
         try:
             ours = m(video, audio, perturbations, sequence=world.sequence)
         finally:
             m.sequence_riders = False  # the cases below count the collectives of a block without riders
-            m.sequence_overlap, m.sequence_exchange = False, "auto"
         out[f"{prefix}sp_{name}"] = _error(ours, ref)
     # the self-attention exchange "auto" does not take on this world (4 ranks: "keys", 2: "heads"),
     # with a strengths mask (whose rows the "keys" exchange cuts) and padding
@@ -164,20 +154,14 @@ def sequence_cases(world: World, prefix: str) -> dict:
         error = _error(v1(video, audio, sequence=world.sequence), ref)
         expected = 2 if world.sequence.size == 2 else layers + 1
         out[f"{prefix}sp_compiled_push"] = error if len(calls) == expected else f"{len(calls)} != {expected} calls"
-        # the exchanges beside the other stream's work, compiled: as many cuts (the waits cut on CUDA only)
-        v1.sequence_exchange, v1.sequence_riders, v1.sequence_overlap = "heads", False, True
-        calls.clear()
-        error = _error(v1(video, audio, sequence=world.sequence), ref)
-        expected = 3 * layers + 1
-        out[f"{prefix}sp_compiled_overlap"] = error if len(calls) == expected else f"{len(calls)} != {expected} calls"
-        v1.sequence_exchange, v1.sequence_overlap = "auto", False
+        v1.sequence_exchange = "auto"
         calls.clear()
         with distributed.functional_collectives():
             error = _error(v1(video, audio, sequence=world.sequence), ref)
         out[f"{prefix}sp_compiled_functional"] = error if not calls else f"{len(calls)} custom-op calls"
     finally:
         distributed.between_pieces = between_pieces
-        v1.sequence_riders, v1.sequence_exchange, v1.sequence_overlap = False, "auto", False
+        v1.sequence_riders, v1.sequence_exchange = False, "auto"
         uncompile_blocks(v1)
     return out
 

@@ -168,24 +168,6 @@ class Attention(nn.Module):
         q = q if rope is None else apply_rope(q, rope)
         return attend_sent(q, flight, self.heads, mask, self.backend, shard, rider), v
 
-    def start_heads(self, x: torch.Tensor, rope: Rope | None, shard):
-        """Self-attention over a "heads" shard, started: projections, and the exchange in flight
-        (``sequence_parallel.start_heads``) while the caller runs other work; ``finish_heads`` ends it."""
-        from fastltx.layers.sequence_parallel import start_heads
-        q, k, v = self._qkv(x, x, rope, None, None)
-        return v, start_heads(q, k, v, self.heads, shard.group)
-
-    def finish_heads(self, x: torch.Tensor, started, mask: torch.Tensor | None, shard,
-                     keep: torch.Tensor | None = None, after: torch.Tensor | None = None) -> torch.Tensor:
-        """``forward``'s result for the attention ``start_heads`` started (``keep``: STG as there;
-        ``after``: the result of the work run beside the exchange)."""
-        from fastltx.layers.sequence_parallel import attend_heads
-        v, flight = started
-        out = attend_heads(flight, mask, self.backend, shard.group, after)
-        if keep is not None:
-            out = out * keep + v * (1 - keep)
-        return self._gated_out(x, out)
-
     def partial(self, x: torch.Tensor, context: torch.Tensor, shard, rope: Rope | None = None,
                 k_rope: Rope | None = None) -> torch.Tensor:
         """Cross-attention from replicated ``x`` to a ``context`` sharded as ``shard`` says, this

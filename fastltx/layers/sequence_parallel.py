@@ -34,7 +34,7 @@ from typing import NamedTuple
 import torch
 
 from fastltx.layers.attention import sdpa
-from fastltx.runtime.distributed import Group, Started, all_gather, all_to_all, finish, start_all_gather, start_all_to_all
+from fastltx.runtime.distributed import Group, all_gather, all_to_all
 from fastltx.runtime.push import gathered, push_available, push_start
 
 EXCHANGES = ("auto", "heads", "keys", "push")
@@ -70,26 +70,12 @@ class SequenceShard:
     chunk: int  # tokens per rank, padding included
     exchange: str = "heads"  # how self-attention exchanges its tokens: "heads" (Ulysses), "keys" or "push"
     riders: bool = False  # let the self-attention exchanges carry riders where they can (see above)
-    overlap: bool = False  # run the exchanges beside the other stream's work where they can (see below)
 
     @classmethod
     def plan(cls, tokens: int, group: Group, exchange: str = "auto", riders: bool = False,
-             device: torch.device | str | None = None, overlap: bool = False) -> "SequenceShard":
+             device: torch.device | str | None = None) -> "SequenceShard":
         """``device``: where the tensors live (for "auto": see ``resolve_exchange``)."""
-        return cls(group, tokens, -(-tokens // group.size), resolve_exchange(exchange, group.size, device), riders,
-                   overlap)
-
-    @property
-    def overlaps_heads(self) -> bool:
-        """Whether the blocks start the "heads" exchange of the video self-attention and run the
-        audio's self- and text attention while it travels (``start_heads``)."""
-        return self.overlap and self.exchange == "heads" and not self.carry
-
-    @property
-    def overlaps_partials(self) -> bool:
-        """Whether the blocks start gathering the video->audio partials and run the video's
-        feed-forward while they travel (``start_partials``)."""
-        return self.overlap and not self.carry
+        return cls(group, tokens, -(-tokens // group.size), resolve_exchange(exchange, group.size, device), riders)
 
     @property
     def carry(self) -> bool:
@@ -161,53 +147,16 @@ def ulysses_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: 
     24,576 tokens, 4 groups against 1: 1132 vs 1137 ms on 2 GPUs, 609 vs 601 ms on 4; and it adds
     collectives, whose fixed cost dominates the small steps.) ``rider``: a float32 tensor sent to
     every rank with the output; the result is then (output, every rank's rider stacked: (P, ...)).
-    ``start_heads`` and ``attend_heads`` are its two halves with the first exchange in flight between.
     """
-    received = all_to_all(_pack_heads(q, k, v, heads, group.size), group)
-    return _attend_received(received, q.shape, heads, mask, backend, group, rider)
-
-
-class HeadsInFlight(NamedTuple):
-    """Queries, keys and values on their way to their heads' ranks (``start_heads``)."""
-
-    started: Started
-    shape: torch.Size  # the queries' (B, chunk, heads*d)
-    heads: int
-
-
-def start_heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, group: Group) -> HeadsInFlight:
-    """``ulysses_attention``'s first exchange, started (``fastltx.runtime.distributed.start_all_to_all``):
-    the caller's next work (another stream's, independent of it) runs beside it; ``attend_heads``
-    completes the attention."""
-    return HeadsInFlight(start_all_to_all(_pack_heads(q, k, v, heads, group.size), group, "heads"), q.shape, heads)
-
-
-def attend_heads(flight: HeadsInFlight, mask: torch.Tensor | None, backend: str | None, group: Group,
-                 after: torch.Tensor | None = None) -> torch.Tensor:
-    """The output of the attention ``start_heads`` started, as ``ulysses_attention`` returns it
-    (``after``: the result of the work run beside the exchange, ``fastltx.runtime.distributed.finish``)."""
-    return _attend_received(finish(flight.started, after), flight.shape, flight.heads, mask, backend, group, None)
-
-
-def _pack_heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, p: int) -> torch.Tensor:
-    """(P, chunk, 3, B, heads/P * d): per destination rank, its heads of q, k and v for this rank's tokens."""
+    p = group.size
     if heads % p:
         raise ValueError(f"sequence parallelism over {p} ranks needs a head count divisible by {p}, got {heads}")
     b, chunk, inner = q.shape
-    local = inner // p  # a head's index is (rank, head on that rank)
-    buf = q.new_empty(p, chunk, 3, b, local)
+    d, local = inner // heads, heads // p  # a head's index is (rank, head on that rank)
+    buf = q.new_empty(p, chunk, 3, b, local * d)  # per destination rank: its heads of q, k, v
     for j, t in enumerate((q, k, v)):
-        buf[:, :, j] = t.view(b, chunk, p, local).permute(2, 1, 0, 3)
-    return buf
-
-
-def _attend_received(received: torch.Tensor, shape: torch.Size, heads: int, mask: torch.Tensor | None,
-                     backend: str | None, group: Group, rider: torch.Tensor | None):
-    """``ulysses_attention`` from its first exchange's result on: attention, the output sent back."""
-    p = group.size
-    b, chunk, inner = shape
-    d, local = inner // heads, heads // p
-    qkv = received.view(p * chunk, 3, b, local, d)  # the whole sequence, this rank's heads
+        buf[:, :, j] = t.view(b, chunk, p, local * d).permute(2, 1, 0, 3)
+    qkv = all_to_all(buf, group).view(p * chunk, 3, b, local, d)  # the whole sequence, this rank's heads
     out = sdpa(*(qkv[:, j].permute(1, 2, 0, 3) for j in range(3)), mask, backend)  # (B, local, padded, d)
     parts = out.view(b, local, p, chunk, d).permute(2, 3, 0, 1, 4)  # per destination rank: its tokens
     if rider is None:
@@ -360,8 +309,3 @@ def sharded_keys_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, he
 def gather_partials(partial: torch.Tensor, shard: SequenceShard) -> torch.Tensor:
     """Every rank's ``local_partial``, stacked (P, ...): the collective of its own that a rider saves."""
     return all_gather(partial.unsqueeze(0), shard.group)
-
-
-def start_partials(partial: torch.Tensor, shard: SequenceShard) -> Started:
-    """``gather_partials`` started (``fastltx.runtime.distributed.start_all_gather``): ``finish`` gives it."""
-    return start_all_gather(partial.unsqueeze(0), shard.group, "partials")

@@ -20,7 +20,6 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -316,117 +315,6 @@ def resolve_process_group(name: str) -> dist.ProcessGroup:
     """The process group of a group name (as custom ops receive it)."""
     from torch.distributed.distributed_c10d import _resolve_process_group as resolve
     return resolve(name)
-
-
-# ------------------------------------------------------------------- collectives started, waited for later
-# ``start_all_to_all`` / ``start_all_gather`` launch a collective now and return at once; ``finish``
-# gives its result. On CUDA the collective runs on a side stream that first waits for the caller's
-# (the caller's next kernels run beside it) and ``finish`` makes the caller's stream wait for it; on
-# the CPU (gloo) it runs at the start. Each is a cut of a CUDA graph recording (``between_pieces``).
-# The result travels outside the compiled code, by ``lane`` (one collective in flight per lane), so
-# that ``finish`` returns it as a fresh tensor; ``finish`` also takes the sent tensor, which keeps it
-# (and, in compiled code, its buffer) from reuse until the collective is done with it. Compiled code
-# orders kernels by their data alone (Inductor ran a block's independent audio work before the start
-# and the finish right after it, CPU output code): the work meant to run beside the collective must
-# read the start's token (a zero of the sent dtype; adding it changes nothing), and ``finish`` takes
-# that work's result as ``after``.
-_in_flight: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-_side_streams: dict[torch.device, "torch.cuda.Stream"] = {}
-
-
-class Started(NamedTuple):
-    """A collective in flight (``start_all_to_all``, ``start_all_gather``): ``finish`` gives its result."""
-
-    token: torch.Tensor  # a zero (one element) for the work beside it to read; ``finish`` reads it too
-    sent: torch.Tensor
-    lane: str
-    rows: int  # the result's rows per row sent (1: all-to-all; the group size: all-gather)
-    done: torch.Tensor | None = None  # functional collectives: the result itself
-
-
-def side_stream(device: torch.device) -> "torch.cuda.Stream":
-    """The stream on which exchanges run beside the caller's work (one a device; push.py's too)."""
-    if device not in _side_streams:
-        _side_streams[device] = torch.cuda.Stream(device)
-    return _side_streams[device]
-
-
-def _start(collective: Callable[[torch.Tensor, torch.Tensor], None], x: torch.Tensor, out: torch.Tensor,
-           lane: str) -> torch.Tensor:
-    def step():
-        if not x.is_cuda:
-            collective(out, x)
-            return
-        side = side_stream(x.device)
-        side.wait_stream(torch.cuda.current_stream(x.device))
-        with torch.cuda.stream(side):
-            collective(out, x)
-
-    _in_flight[lane] = (out, x)
-    between_pieces(step, x, out)
-    return x.new_zeros(1)
-
-
-@torch.library.custom_op("fastltx::start_all_to_all", mutates_args=())
-def _start_all_to_all(x: torch.Tensor, group_name: str, lane: str) -> torch.Tensor:
-    x = x.contiguous()
-    group = resolve_process_group(group_name)
-    return _start(lambda out, sent: dist.all_to_all_single(out, sent, group=group), x, torch.empty_like(x), lane)
-
-
-@torch.library.custom_op("fastltx::start_all_gather", mutates_args=())
-def _start_all_gather(x: torch.Tensor, group_name: str, size: int, lane: str) -> torch.Tensor:
-    x = x.contiguous()
-    group = resolve_process_group(group_name)
-    out = x.new_empty((size * x.shape[0], *x.shape[1:]))
-    return _start(lambda o, sent: gather_into(o, sent, group), x, out, lane)
-
-
-@_start_all_to_all.register_fake
-def _(x, group_name, lane):
-    return x.new_empty(1)
-
-
-@_start_all_gather.register_fake
-def _(x, group_name, size, lane):
-    return x.new_empty(1)
-
-
-@torch.library.custom_op("fastltx::finish_collective", mutates_args=())
-def _finish_collective(token: torch.Tensor, sent: torch.Tensor, lane: str, rows: int,
-                       after: torch.Tensor | None) -> torch.Tensor:
-    out, held = _in_flight.pop(lane)
-    if out.is_cuda:
-        between_pieces(lambda: torch.cuda.current_stream(out.device).wait_stream(side_stream(out.device)), out, held)
-    return out
-
-
-@_finish_collective.register_fake
-def _(token, sent, lane, rows, after):
-    return sent.new_empty((rows * sent.shape[0], *sent.shape[1:]))
-
-
-def start_all_to_all(x: torch.Tensor, group: Group, lane: str) -> Started:
-    """``all_to_all(x, group)`` started (see above); ``finish`` gives its result."""
-    if _functional:
-        return Started(x.new_zeros(1), x, lane, 1, all_to_all(x, group))
-    return Started(torch.ops.fastltx.start_all_to_all(x, group.group.group_name, lane), x, lane, 1)
-
-
-def start_all_gather(x: torch.Tensor, group: Group, lane: str) -> Started:
-    """``all_gather(x, group)`` started (see above); ``finish`` gives its result."""
-    if _functional:
-        return Started(x.new_zeros(1), x, lane, group.size, all_gather(x, group))
-    return Started(torch.ops.fastltx.start_all_gather(x, group.group.group_name, group.size, lane), x, lane,
-                   group.size)
-
-
-def finish(started: Started, after: torch.Tensor | None = None) -> torch.Tensor:
-    """The result of a started collective; the caller's stream waits for it. ``after``: the result
-    of the work meant to run beside it (compiled code then finishes after that work, see above)."""
-    if started.done is not None:
-        return started.done
-    return torch.ops.fastltx.finish_collective(started.token, started.sent, started.lane, started.rows, after)
 
 
 def all_to_all(x: torch.Tensor, group: Group) -> torch.Tensor:

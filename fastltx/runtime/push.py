@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from fastltx.runtime.distributed import DEFAULT_TIMEOUT, gather_into, resolve_process_group, side_stream
+from fastltx.runtime.distributed import DEFAULT_TIMEOUT, gather_into, resolve_process_group
 
 # A device-side barrier that waits longer than the process groups' timeout stops the process with a
 # CUDA error (a peer that failed or hung) instead of spinning forever.
@@ -74,6 +74,7 @@ class _Buffer:
 
 
 _buffers: dict[str, list[_Buffer]] = {}  # group name -> its buffers, in the order they were made
+_streams: dict[torch.device, torch.cuda.Stream] = {}
 
 
 def _buffer(group_name: str, nbytes: int, ranks: int, device: torch.device) -> _Buffer:
@@ -130,6 +131,12 @@ def _check_even(group_name: str, device: torch.device) -> None:
                            "every rank, or take another exchange (the transformer's sequence_exchange)")
 
 
+def _side_stream(device: torch.device) -> torch.cuda.Stream:
+    if device not in _streams:
+        _streams[device] = torch.cuda.Stream(device)
+    return _streams[device]
+
+
 def _bytes(send: torch.Tensor) -> torch.Tensor:
     return send.reshape(-1).view(torch.uint8)
 
@@ -145,7 +152,7 @@ def _push_start(send: torch.Tensor, group_name: str, ranks: int) -> torch.Tensor
     targets = b.targets(n)
     me = b.handle.rank
     targets[me].copy_(data)  # on the caller's stream: ``send`` is not read after this call returns
-    caller, side = torch.cuda.current_stream(send.device), side_stream(send.device)
+    caller, side = torch.cuda.current_stream(send.device), _side_stream(send.device)
     side.wait_stream(caller)
     with torch.cuda.stream(side):
         b.handle.barrier(channel=0, timeout_ms=BARRIER_TIMEOUT_MS)  # every peer is done with its buffer
@@ -167,7 +174,7 @@ def gathered(token: torch.Tensor, shape: list[int], group_name: str, ranks: int)
     n = math.prod(shape) * token.element_size()
     b = _buffer(group_name, n, ranks, token.device)
     if b.handle is not None:
-        torch.cuda.current_stream(token.device).wait_stream(side_stream(token.device))
+        torch.cuda.current_stream(token.device).wait_stream(_side_stream(token.device))
     return b.whole[:ranks * n].view(token.dtype).view(ranks * shape[0], *shape[1:])
 
 

@@ -10,9 +10,7 @@ instead of hanging in the rendezvous), ``model`` (a tiny
 transformer split over the group, compiled blocks, ``graph_blocks``; ``--exchange``: its
 self-attention exchange, "auto" by default, which with "heads" makes 3 eager steps a block, with
 "keys" 2, with "push" 1; ``--riders on``: the video->audio partials riding in the next block's
-exchange, one step fewer a block and one after the blocks; ``--riders overlap``: no riders, the
-exchanges beside the other stream's work (``sequence_overlap``: the partials' gather and, with
-"heads", the first all-to-all each one step more a block, their waits); ``--dtype``: float32 by default; ``--fp8``: the block linears in fp8). Each
+exchange, one step fewer a block and one after the blocks; ``--dtype``: float32 by default; ``--fp8``: the block linears in fp8). Each
 graphed call is compared with the plain call on the same inputs (every call's difference printed
 when one differs) and the pieces are counted; rank 0 prints ``CASE ok <max abs diff>``.
 ``--group G``: the first G ranks take part, the others wait at a barrier (as bench/distributed.py's
@@ -51,7 +49,7 @@ def _as(m, dtype: torch.dtype):
 
 
 def run_case(case: str, world, sub, rows: int = 64, layers: int = 3, grid=(2, 3, 5), sequence_exchange: str = "auto",
-             dtype: torch.dtype = torch.float32, riders: bool | str = False, fp8: bool = False) -> float:
+             dtype: torch.dtype = torch.float32, riders: bool = False, fp8: bool = False) -> float:
     device = world.device
     gen = torch.Generator(device=device).manual_seed(world.rank)
     if case == "push":  # every rank's part pushed into the peers' symmetric memory, against NCCL's gather
@@ -97,8 +95,7 @@ def run_case(case: str, world, sub, rows: int = 64, layers: int = 3, grid=(2, 3,
     if fp8:  # (the key exchanges project the fused q/k/v weight's rows: torch._scaled_mm on them)
         model.to_fp8()
     model.sequence_exchange = sequence_exchange
-    model.sequence_riders = riders is True
-    model.sequence_overlap = riders == "overlap"
+    model.sequence_riders = riders
     compile_blocks(model)
     calls = [tuple(_as(modality_on(m, device), dtype) for m in inputs(model, grid=grid, seed=s)) for s in (1, 2, 3)]
     with torch.no_grad():
@@ -120,12 +117,8 @@ def run_case(case: str, world, sub, rows: int = 64, layers: int = 3, grid=(2, 3,
     # the collectives of the blocks, run eagerly between the pieces: a block's exchanges (2 "heads", 1
     # "keys", none "push": recorded in the graphs), the video->audio partials' gather (riding in the
     # next block's exchange, or each block's own)
-    exchange = resolve_exchange(sequence_exchange, sub.size, device)
-    exchanges = {"keys": 1, "push": 0, "heads": 2}[exchange]
-    if riders == "overlap":
-        steps = (exchanges + (exchange == "heads") + 2) * layers
-    else:
-        steps = exchanges * layers + 1 if riders else (exchanges + 1) * layers
+    exchanges = {"keys": 1, "push": 0, "heads": 2}[resolve_exchange(sequence_exchange, sub.size, device)]
+    steps = exchanges * layers + 1 if riders else (exchanges + 1) * layers
     assert device.type != "cuda" or pieces(model.__dict__["graphed_blocks"]) == (steps + 1, steps)
     model.graph_blocks(False)  # the graphs go now (a run that kept them hung in the teardown once)
     diffs = [max((g[i].float() - w[i].float()).abs().max().item() for i in range(2)) for g, w in zip(got, want * 3)]
@@ -145,8 +138,7 @@ def main() -> None:
     p.add_argument("--device", default="cuda", help="cpu: gloo, no graphs (checks this script)")
     p.add_argument("--exchange", default="auto", help="model: the self-attention exchange")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="model, push: weights and inputs")
-    p.add_argument("--riders", default="off", choices=("on", "off", "overlap"),
-                   help="model: the transformer's sequence_riders (overlap: off, and sequence_overlap on)")
+    p.add_argument("--riders", default="off", choices=("on", "off"), help="model: the transformer's sequence_riders")
     p.add_argument("--fp8", action="store_true", help="model: the block linears in fp8 (model.to_fp8())")
     args = p.parse_args()
     faulthandler.dump_traceback_later(args.hang_s, exit=True)
@@ -156,7 +148,7 @@ def main() -> None:
     if world.rank < size:
         grid = tuple(int(v) for v in args.grid.split("x"))
         diff = run_case(args.case, world, sub, args.rows, args.layers, grid, args.exchange, getattr(torch, args.dtype),
-                        {"on": True, "off": False}.get(args.riders, args.riders), args.fp8)
+                        args.riders == "on", args.fp8)
         if world.rank == 0:
             print(f"{args.case} ok {diff:.3e} (group of {size} of {world.size})", flush=True)
     dist.barrier()

@@ -17,8 +17,7 @@ from fastltx.layers.attention import Attention
 from fastltx.layers.mlp import FeedForward
 from fastltx.layers.norm import rms_norm
 from fastltx.layers.rope import Rope
-from fastltx.layers.sequence_parallel import SequenceShard, gather_partials, start_partials
-from fastltx.runtime.distributed import finish
+from fastltx.layers.sequence_parallel import SequenceShard, gather_partials
 from fastltx.models.transformer.config import StreamGeometry, TransformerConfig
 
 
@@ -65,13 +64,6 @@ class PendingAudio(NamedTuple):
     keep: torch.Tensor | None
 
 
-def _read(x: torch.Tensor, token: torch.Tensor | None) -> torch.Tensor:
-    """``x`` made to read a started collective's token (a zero: the sum is ``x``), so that compiled
-    code, which orders kernels by their data alone, runs what follows beside the collective
-    (fastltx.runtime.distributed: collectives started, waited for later)."""
-    return x if token is None else x + token.to(x.dtype)
-
-
 def modulation(table: torch.Tensor, ada: torch.Tensor, rows: slice) -> tuple[torch.Tensor, ...]:
     """(table[rows] + ada[:, :, rows]) unbound into per-row tensors of shape (B, T, D)."""
     return (table[rows][None, None].to(ada.dtype) + ada[:, :, rows]).unbind(dim=2)
@@ -107,38 +99,26 @@ class AVBlock(nn.Module):
 
     def _self_and_text(self, s: Stream, attn1: Attention, attn2: Attention, table: torch.Tensor,
                        prompt_table: torch.Tensor | None, skip: BlockSkips, text_kv,
-                       rider: torch.Tensor | None = None,
-                       after: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The stream after its self- and text attention, and the riders the exchange brought (or None).
-        ``after``: a started collective's token, read (``_self_input``) so that this runs beside it."""
-        gate, h = self._self_input(s, table, after)
+                       rider: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The stream after its self- and text attention, and the riders the exchange brought (or None)."""
+        shift, scale, gate = modulation(table, s.ada, slice(0, 3))
+        h = rms_norm(s.x, eps=self.eps) * (1 + scale) + shift
         out = attn1(h, mask=s.self_mask, rope=s.rope, keep=skip.keep, passthrough=skip.all, shard=s.shard, rider=rider)
         riders = None
         if rider is not None:
             out, riders = out
-        return self._text(s, s.x + out * gate, attn2, table, prompt_table, text_kv), riders
-
-    def _self_input(self, s: Stream, table: torch.Tensor,
-                    after: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(gate, modulated input) of the stream's self-attention (``after``: see ``_read``)."""
-        shift, scale, gate = modulation(table, s.ada, slice(0, 3))
-        return gate, _read(rms_norm(s.x, eps=self.eps) * (1 + scale) + shift, after)
-
-    def _text(self, s: Stream, x: torch.Tensor, attn2: Attention, table: torch.Tensor,
-              prompt_table: torch.Tensor | None, text_kv) -> torch.Tensor:
-        """``x`` (the stream after its self-attention) after the text cross-attention."""
+        x = s.x + out * gate
         if not self.cross_adaln:
-            return x + attn2(rms_norm(x, eps=self.eps), s.context, s.context_mask, kv=text_kv)
+            return x + attn2(rms_norm(x, eps=self.eps), s.context, s.context_mask, kv=text_kv), riders
         shift_q, scale_q, gate_q = modulation(table, s.ada, slice(6, 9))
         shift_kv, scale_kv = modulation(prompt_table, s.prompt_ada, slice(0, 2))
         q_in = rms_norm(x, eps=self.eps) * (1 + scale_q) + shift_q
         kv_in = s.context * (1 + scale_kv) + shift_kv
-        return x + attn2(q_in, kv_in, s.context_mask) * gate_q
+        return x + attn2(q_in, kv_in, s.context_mask) * gate_q, riders
 
-    def _feed_forward(self, s: Stream, ff: FeedForward, table: torch.Tensor,
-                      after: torch.Tensor | None = None) -> torch.Tensor:
+    def _feed_forward(self, s: Stream, ff: FeedForward, table: torch.Tensor) -> torch.Tensor:
         shift, scale, gate = modulation(table, s.ada, slice(3, 6))
-        return s.x + ff(_read(rms_norm(s.x, eps=self.eps) * (1 + scale) + shift, after)) * gate
+        return s.x + ff(rms_norm(s.x, eps=self.eps) * (1 + scale) + shift) * gate
 
     @staticmethod
     def _cross_modulation(table: torch.Tensor, s: Stream, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,51 +146,38 @@ class AVBlock(nn.Module):
         run_v = video is not None and video.active
         run_a = audio is not None and audio.active
         parts = None
-        video_table, video_prompt = self.scale_shift_table, getattr(self, "prompt_scale_shift_table", None)
-        skip = skips.get("video_self", NO_SKIP)
-        # the video's exchange beside the audio's self- and text attention (``SequenceShard.overlap``)
-        beside = run_v and video.shard is not None and video.shard.overlaps_heads and pending is None and not skip.all
-        if beside:
-            gate, h = self._self_input(video, video_table)
-            started = self.attn1.start_heads(h, video.rope, video.shard)
-            if run_a:
-                self._audio_self_and_text(audio, skips, text_kv, after=started[1].started.token)
-            out = self.attn1.finish_heads(h, started, video.self_mask, video.shard, skip.keep,
-                                          after=audio.x if run_a else None)
-            video.x = self._text(video, video.x + out * gate, self.attn2, video_table, video_prompt, text_kv[0])
-        elif run_v:
+        if run_v:
             rider = None
+            skip = skips.get("video_self", NO_SKIP)
             if pending is not None and video.shard is not None and not skip.all:
                 rider = pending.partial
-            video.x, parts = self._self_and_text(video, self.attn1, self.attn2, video_table, video_prompt, skip,
+            video.x, parts = self._self_and_text(video, self.attn1, self.attn2, self.scale_shift_table,
+                                                 getattr(self, "prompt_scale_shift_table", None), skip,
                                                  text_kv[0], rider)
         if pending is not None:
             AVBlock.finish_pending(prev, audio, pending, parts, video.shard)  # (the method, never a compiled copy)
-        if run_a and not beside:
-            self._audio_self_and_text(audio, skips, text_kv)
+        if run_a:
+            audio.x, _ = self._self_and_text(audio, self.audio_attn1, self.audio_attn2, self.audio_scale_shift_table,
+                                             getattr(self, "audio_prompt_scale_shift_table", None),
+                                             skips.get("audio_self", NO_SKIP), text_kv[1])
         run_a2v = run_v and audio is not None and audio.x.numel() > 0
         run_v2a = run_a and video is not None and video.x.numel() > 0
-        deferred = gathering = token = None
+        deferred = None
         if run_a2v or run_v2a:
             vn, an = rms_norm(video.x, eps=self.eps), rms_norm(audio.x, eps=self.eps)
             vt, at = self.scale_shift_table_a2v_ca_video, self.scale_shift_table_a2v_ca_audio
             a2v, v2a = skips.get("a2v", NO_SKIP), skips.get("v2a", NO_SKIP)
-            early = run_v2a and not v2a.all and video.shard is not None and video.shard.overlaps_partials
-            if early:  # the partials gathered beside the audio->video attention and the video feed-forward
-                query, keys = self._v2a_inputs(video, audio, vn, an)
-                partial = self.video_to_audio_attn.partial(query, keys, video.shard, rope=audio.cross_rope,
-                                                           k_rope=video.cross_rope)
-                gathering = (start_partials(partial, video.shard), query, v2a.keep)
-                token = gathering[0].token
             if run_a2v and not a2v.all:
                 scale_v, shift_v = self._cross_modulation(vt, video, slice(0, 2))
                 scale_a, shift_a = self._cross_modulation(at, audio, slice(0, 2))
                 gate = (vt[4:][None, None].to(video.cross_gate.dtype) + video.cross_gate)[:, :, 0]
-                out = self.audio_to_video_attn(_read(vn * (1 + scale_v) + shift_v, token), an * (1 + scale_a) + shift_a,
+                out = self.audio_to_video_attn(vn * (1 + scale_v) + shift_v, an * (1 + scale_a) + shift_a,
                                                rope=video.cross_rope, k_rope=audio.cross_rope) * gate
                 video.x = video.x + (out if a2v.keep is None else out * a2v.keep)
-            if run_v2a and not v2a.all and not early:
-                query, keys = self._v2a_inputs(video, audio, vn, an)
+            if run_v2a and not v2a.all:
+                scale_a, shift_a = self._cross_modulation(at, audio, slice(2, 4))
+                scale_v, shift_v = self._cross_modulation(vt, video, slice(2, 4))
+                query, keys = an * (1 + scale_a) + shift_a, vn * (1 + scale_v) + shift_v
                 if video.shard is not None and video.shard.carry:
                     partial = self.video_to_audio_attn.partial(query, keys, video.shard, rope=audio.cross_rope,
                                                                k_rope=video.cross_rope)
@@ -220,25 +187,10 @@ class AVBlock(nn.Module):
                                                    shard=video.shard)
                     audio.x = audio.x + self._v2a_residual(audio, out, v2a.keep)
         if run_v:
-            video.x = self._feed_forward(video, self.ff, self.scale_shift_table, token)
-        if gathering is not None:
-            started, query, keep = gathering
-            out = self.video_to_audio_attn.finish(query, finish(started, video.x if run_v else None))
-            audio.x = audio.x + self._v2a_residual(audio, out, keep)
+            video.x = self._feed_forward(video, self.ff, self.scale_shift_table)
         if run_a and deferred is None:
             audio.x = self._feed_forward(audio, self.audio_ff, self.audio_scale_shift_table)
         return deferred
-
-    def _audio_self_and_text(self, audio: Stream, skips: dict, text_kv, after: torch.Tensor | None = None) -> None:
-        audio.x, _ = self._self_and_text(audio, self.audio_attn1, self.audio_attn2, self.audio_scale_shift_table,
-                                         getattr(self, "audio_prompt_scale_shift_table", None),
-                                         skips.get("audio_self", NO_SKIP), text_kv[1], after=after)
-
-    def _v2a_inputs(self, video: Stream, audio: Stream, vn: torch.Tensor, an: torch.Tensor):
-        """(queries' input, keys' input) of the video->audio attention, from the normalised streams."""
-        scale_a, shift_a = self._cross_modulation(self.scale_shift_table_a2v_ca_audio, audio, slice(2, 4))
-        scale_v, shift_v = self._cross_modulation(self.scale_shift_table_a2v_ca_video, video, slice(2, 4))
-        return an * (1 + scale_a) + shift_a, vn * (1 + scale_v) + shift_v
 
     def _v2a_residual(self, audio: Stream, out: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         at = self.scale_shift_table_a2v_ca_audio

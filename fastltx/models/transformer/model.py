@@ -53,9 +53,6 @@ class LTXTransformer(nn.Module):
         # a collective of their own (sequence_parallel.py: riders): True, False, or "auto": for small
         # shards only (sharding.RIDERS_MAX_TOKENS_PER_RANK, where the measurements are)
         self.sequence_riders = "auto"
-        # whether the blocks run the exchanges beside the other stream's work (sequence_parallel.py:
-        # ``SequenceShard.overlap``; in place of riders); off: no gain established yet
-        self.sequence_overlap = False
         v, a = cfg.video, cfg.audio
         if v is not None:
             self.patchify_proj, self.adaln_single, self.scale_shift_table, self.proj_out = self._stream_io(v)
@@ -254,8 +251,7 @@ class LTXTransformer(nn.Module):
         cached = text_cache is not None
         shard = None
         if sequence is not None and sequence.size > 1 and video is not None:
-            shard = sharding.plan(video, sequence, cfg.video.heads, self.sequence_exchange, self.sequence_riders,
-                                  self.sequence_overlap)
+            shard = sharding.plan(video, sequence, cfg.video.heads, self.sequence_exchange, self.sequence_riders)
         vs = self._stream(video, audio, False, cached, shard) if video is not None else None
         as_ = self._stream(audio, video, True, cached) if audio is not None else None
         first = video if video is not None else audio

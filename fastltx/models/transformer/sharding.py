@@ -66,22 +66,15 @@ RIDERS_MAX_TOKENS_PER_RANK = 2048
 
 
 def plan(video: ModalityInput, group: Group, heads: int, exchange: str = "auto",
-         riders: bool | str = False, overlap: bool | str = False) -> SequenceShard:
+         riders: bool | str = False) -> SequenceShard:
     """This rank's part of the video tokens. ``riders``: True, False, or "auto" (for shards of at
-    most ``RIDERS_MAX_TOKENS_PER_RANK`` batch x tokens). ``overlap``: the exchanges beside the
-    other stream's work (``SequenceShard.overlap``): True (in place of riders), False, or "auto"
-    (where no riders are taken)."""
+    most ``RIDERS_MAX_TOKENS_PER_RANK`` batch x tokens)."""
     batch, tokens = video.latent.shape[:2]
     if riders == "auto":
         riders = batch * -(-tokens // group.size) <= RIDERS_MAX_TOKENS_PER_RANK
     elif not isinstance(riders, bool):
         raise ValueError(f"sequence_riders: True, False or 'auto', got {riders!r}")
-    if overlap == "auto":
-        overlap = not riders
-    elif not isinstance(overlap, bool):
-        raise ValueError(f"sequence_overlap: True, False or 'auto', got {overlap!r}")
-    riders = riders and not overlap
-    shard = SequenceShard.plan(tokens, group, exchange, riders, video.latent.device, overlap)
+    shard = SequenceShard.plan(tokens, group, exchange, riders, video.latent.device)
     if shard.exchange == "heads" and heads % group.size:
         raise ValueError(f"sequence parallelism over {group.size} ranks needs a video head count divisible by "
                          f"{group.size}; this model has {heads} heads")
