@@ -49,9 +49,6 @@ at that count runs once).
 ``--riders on,off``: each N-GPU variant with and without the video->audio partials riding in the
 next block's exchange (the transformer's ``sequence_riders``; default "auto", the model's own
 choice: on small shards only; rows with riders always on end in "r", never in "n").
-``--beside on,off``: each variant (1 GPU included, the speed-ups against the 1-GPU row of the same
-setting) with and without the audio's work on a side CUDA stream (the transformer's
-``audio_beside``; rows "b" / "s"; default "auto", the model's choice).
 ``--gc-freeze``: each run's timed calls after ``gc.collect(); gc.freeze()`` (eighteenth session: a
 2-GPU call 3205 -> 3108 ms). ``--deadline-s``: no new (size, GPUs) run starts after that many
 seconds; ``--hang-s``: after that many, every rank prints its threads' stacks and exits.
@@ -122,9 +119,6 @@ def parse_args(argv=None):
                    help="auto, on, off or a list (on,off): each N-GPU variant with the video->audio partials riding "
                         "in the next block's exchange (sequence_riders) as the model picks (auto: small shards "
                         "only), always, never; rows end in 'r' with on, 'n' with off")
-    p.add_argument("--beside", default="auto",
-                   help="on,off: each variant (1 GPU included) with and without the audio's work on a side CUDA "
-                        "stream beside the video's (the transformer's audio_beside; default auto: the model's choice)")
     p.add_argument("--gc-freeze", action="store_true",
                    help="after each run's cold call, gc.collect() and gc.freeze() on every rank (a long-running "
                         "process's conditions: full collections no longer walk the models and compiled code)")
@@ -143,10 +137,6 @@ def parse_args(argv=None):
     if any(r not in ("on", "off", "auto") for r in riders):
         p.error(f"--riders: auto, on, off or a list such as on,off, got {args.riders}")
     args.riders = [{"on": True, "off": False, "auto": "auto"}[r] for r in riders]
-    beside = args.beside.split(",")
-    if any(b not in ("on", "off", "auto") for b in beside):
-        p.error(f"--beside: auto, on, off or a list such as on,off, got {args.beside}")
-    args.beside = [{"on": True, "off": False, "auto": "auto"}[b] for b in beside]
     if any(e not in EXCHANGES for e in args.exchanges):
         p.error(f"--exchanges: each one of {', '.join(EXCHANGES)} expected, got {args.exchanges}")
     return args
@@ -312,8 +302,7 @@ def gpu_steps(r: dict) -> float:
 def line(row: dict) -> str:
     head = (f"{row['size']} {row['gpus']} GPU(s){' graphed' if row.get('graphs') else ''}"
             f"{' funcol' if row.get('funcol') else ''}{' ' + row['exchange'] if row.get('exchange') else ''}"
-            f"{ {True: ' riders', False: ' no riders'}.get(row.get('riders'), '')}"
-            f"{ {True: ' audio beside', False: ' audio after'}.get(row.get('beside'), '')}: ")
+            f"{ {True: ' riders', False: ' no riders'}.get(row.get('riders'), '')}: ")
     if "error" in row:
         return head + "FAILED " + row["error"].strip().splitlines()[-1]
     st = " ".join(f"{k} {v * 1e3:.0f}" for k, v in row["stages"].items())
@@ -348,13 +337,10 @@ def line(row: dict) -> str:
 def gpu_column(row: dict) -> str:
     """The table's GPU column: the count, "g" added for CUDA graphs, "f" for PyTorch's functional
     collectives, "h" / "k" / "p" for a named exchange, "r" / "n" for riders always / never (none: the
-    model's "auto"; before the fifteenth session's docs, untagged rows had riders off), "b" / "s" for
-    the audio beside the video on a side stream / on the same stream (none: the model's "auto")."""
+    model's "auto"; before the fifteenth session's docs, untagged rows had riders off)."""
     exchange = {"heads": "h", "keys": "k", "push": "p"}.get(row.get("exchange"), "")
     riders = {True: "r", False: "n"}.get(row.get("riders"), "")
-    beside = {True: "b", False: "s"}.get(row.get("beside"), "")
-    return (f"{row['gpus']}{'g' if row.get('graphs') else ''}{'f' if row.get('funcol') else ''}{exchange}{riders}"
-            f"{beside}")
+    return f"{row['gpus']}{'g' if row.get('graphs') else ''}{'f' if row.get('funcol') else ''}{exchange}{riders}"
 
 
 def table(results: dict) -> str:
@@ -453,38 +439,35 @@ def main(argv=None) -> dict | None:
     for size in args.sizes.split(","):
         h, w = (int(v) for v in size.split("x"))
         kwargs = dict(prompt=POSITIVE, seed=10, height=h, width=w, num_frames=args.frames, fps=24.0, progress=False)
-        base = {}  # (variant, beside) -> the 1-GPU result
+        base = {}  # variant -> the 1-GPU result
         late = False
         for gpus in (1, *counts):
-            plain = {}  # (exchange, riders, beside) -> the plain result
+            plain = {}  # (exchange, riders) -> the plain result
             exchanges = list(dict.fromkeys(resolve_exchange(e, gpus, device) for e in args.exchanges)) if gpus > 1 else [None]
-            runs = [(v, e, r, b) for v in variants for b in args.beside for e in exchanges
-                    for r in (args.riders if gpus > 1 else ["auto"])]
-            for variant, exchange, riders, beside in runs:
+            runs = [(v, e, r) for v in variants for e in exchanges for r in (args.riders if gpus > 1 else ["auto"])]
+            for variant, exchange, riders in runs:
                 graphs = variant == "graphs"
-                late = not go_on(f"{size} on {gpus} GPU(s), {variant}, exchange {exchange}, riders {riders}, "
-                                 f"audio beside {beside}")
+                late = not go_on(f"{size} on {gpus} GPU(s), {variant}, exchange {exchange}, riders {riders}")
                 if late:
                     break
                 transformer.graph_blocks(graphs)  # new graphs, recorded in the warm-up call
                 transformer.sequence_exchange = exchange or "auto"
                 transformer.sequence_riders = riders
-                transformer.audio_beside = beside
                 with functional_collectives() if variant == "funcol" else contextlib.nullcontext():
                     r = run_once(gpus)
                 transformer.graph_blocks(False)
                 dist.barrier()
                 if main_rank:
                     row = dict(size=size, gpus=gpus, graphs=graphs, funcol=variant == "funcol",
-                               exchange=exchange, riders=riders, beside=beside)
-                    record(row, r, base.get((variant, beside)))
+                               exchange=exchange, riders=riders)
+                    record(row, r, base.get(variant))
                     if gpus == 1 and "error" not in r:
-                        base[(variant, beside)] = r
-                    first = plain.get((exchange, riders, beside))
+                        base[variant] = r
+                    first = plain.get((exchange, riders))
                     if variant != "plain" and first is not None and "error" not in r and "error" not in first:
                         row["steps_vs_plain"] = steps(r) / steps(first)
                     if variant == "plain":
-                        plain[(exchange, riders, beside)] = r
+                        plain[(exchange, riders)] = r
                     results["rows"].append(row)
                     say(f"[{time.perf_counter() - start:5.0f} s] {line(row)}")
                     save()

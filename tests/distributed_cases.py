@@ -6,7 +6,6 @@ the demo model set, written before the processes start); each rank writes
 ``folder/rank{r}.json`` with {case: max relative error (or an error message)}.
 """
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -20,7 +19,7 @@ from fastltx.layers.sequence_parallel import resolve_exchange
 from fastltx.models.transformer import ModalityInput, Perturbation
 from fastltx.pipelines.request import InputError
 from fastltx.runtime.compile import compile_blocks, uncompile_blocks
-from fastltx.runtime import distributed, streams
+from fastltx.runtime import distributed
 from fastltx.runtime.cuda_graph import between_pieces
 from fastltx.runtime.distributed import World, init_distributed, world_from_ranks
 from fastltx.sampling.denoisers import GuidedDenoiser, SimpleDenoiser
@@ -167,54 +166,6 @@ def sequence_cases(world: World, prefix: str) -> dict:
     return out
 
 
-class _LoggedStream:
-    """A stand-in CUDA stream (the CPU has none) that logs its waits."""
-
-    def __init__(self, name: str, log: list):
-        self.name, self.log, self.device = name, log, torch.device("cpu")
-
-    def wait_stream(self, other) -> None:
-        self.log.append(f"{self.name} waits {other.name}")
-
-
-def beside_case(world: World, prefix: str) -> dict:
-    """The audio's work on a side stream (``AVBlock.forward_beside``) with the video split: the
-    single-process numbers, and no collective (a CUDA graph cut) while side work is unjoined."""
-    out, log = {}, []
-    v1 = model("v1")
-    main, side = _LoggedStream("main", log), _LoggedStream("side", log)
-    saved = streams.current_stream, streams.use_stream, distributed.between_pieces
-    streams.current_stream = lambda device: main
-    streams.use_stream = lambda stream: contextlib.nullcontext()
-    distributed.between_pieces = lambda step, *uses: (log.append("collective"), step())
-    v1.audio_side = lambda vs, as_: side
-    stg = [Perturbation(), Perturbation.stg((1,)), Perturbation.isolate_modalities()]
-    try:
-        for name, riders, perturbations, compiled in (("", False, None, False), ("_riders", True, stg, False),
-                                                      ("_riders_stg_whole_batch", True, [Perturbation.stg((1,))], False),
-                                                      ("_compiled_riders", True, None, True)):
-            batch = len(perturbations or ()) or 1
-            video, audio = inputs(v1, grid=(2, 3, 5), appended=3 if batch == 1 else 0, sigmas=(0.9,) * batch, seed=13)
-            ref = v1(video, audio, perturbations)
-            v1.sequence_riders = riders
-            if compiled:
-                compile_blocks(v1)
-            log.clear()
-            error = _error(v1(video, audio, perturbations, sequence=world.sequence), ref)
-            inside, forked = 0, False
-            for entry in log:
-                forked = True if entry == "side waits main" else False if entry == "main waits side" else forked
-                inside += forked and entry == "collective"
-            forks = log.count("side waits main")
-            out[f"{prefix}sp_beside{name}"] = (error if inside == 0 and forks == log.count("main waits side") > 0
-                                               else f"{inside} collectives inside side work, {forks} forks: {log}")
-    finally:
-        streams.current_stream, streams.use_stream, distributed.between_pieces = saved
-        v1.sequence_riders = False
-        uncompile_blocks(v1)
-    return out
-
-
 def _states(m, seed: int):
     video, audio = inputs(m, grid=(2, 3, 5), appended=5, mask=True, seed=seed)
     mask = (video.timesteps[:1] > 0).float()
@@ -338,7 +289,7 @@ def run_all(rank: int, size: int, port: int, folder: str, demo: str) -> None:
         pairs = [world_from_ranks([r, r + 1], torch.device("cpu")) for r in range(0, size, 2)]
         pair = pairs[rank // 2]
         runs = [(w, prefix, cases) for w, prefix in ((world, f"w{size}_"), (pair, "w2_"))
-                for cases in (sequence_cases, beside_case, guidance_cases, decode_case, error_case, from_main_case)]
+                for cases in (sequence_cases, guidance_cases, decode_case, error_case, from_main_case)]
         for w, prefix, cases in runs + [(pair, "w2_", lambda w, p: pipeline_case(w, p, demo))]:
             try:
                 results.update(cases(w, prefix))

@@ -22,8 +22,6 @@ RECOMPILE_LIMIT = 64  # at least this many compiled variants of the block functi
 # function shared by the blocks compiles in ~1 s and kept ~3/4 of the host saving on the CPU (not
 # measured on the GPU; docs/benchmarks-multi-gpu-2.md, sixteenth session).
 COMPILED_METHODS = ("forward", "finish_pending", "text_keys_values")
-# The parts ``AVBlock.forward_beside`` calls (the audio's work on a side stream; compiled at its first call)
-COMPILED_PARTS = ("video_self", "video_text", "audio_self_text", "cross", "video_feed_forward", "audio_feed_forward")
 
 
 @functools.cache
@@ -53,7 +51,7 @@ def compile_blocks(model: torch.nn.Module, mode: str | None = None, dynamic: boo
     # the blocks' forward, the audio work a sequence-parallel forward leaves after the last block
     # (AVBlock.finish_pending; inside the blocks it is part of the next block's compiled forward), and
     # each block's text keys and values (``LTXTransformer.cache_text``)
-    for name in COMPILED_METHODS + COMPILED_PARTS:
+    for name in COMPILED_METHODS:
         fn = _compiled_block_method(name, mode, dynamic, tune)
         for block in model.transformer_blocks:
             setattr(block, name, functools.partial(fn, block))
@@ -67,5 +65,5 @@ def blocks_compiled(model) -> bool:
 
 def uncompile_blocks(model: torch.nn.Module) -> None:
     for block in model.transformer_blocks:
-        for name in COMPILED_METHODS + COMPILED_PARTS:
+        for name in COMPILED_METHODS:
             block.__dict__.pop(name, None)

@@ -22,8 +22,7 @@ TIMEOUT_S = 240
 SP_CASES = ["even", "uneven_clean", "appended_mask", "fewer_tokens_than_ranks", "perturbations", "v2_appended",
             "video_only", "riders_perturbations", "riders_v2_appended", "riders_stg_whole_batch",
             "riders_isolated_whole_batch", "other_exchange", "push", "text_cache", "fewer_shards", "collectives",
-            "compiled", "compiled_push", "compiled_functional", "beside", "beside_riders",
-            "beside_riders_stg_whole_batch", "beside_compiled_riders"]
+            "compiled", "compiled_push", "compiled_functional"]
 CFG_CASES = ["four_passes", "three_passes", "skip_step"]
 
 

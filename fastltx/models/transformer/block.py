@@ -7,8 +7,6 @@ AdaLN-modulated and gated; the modulation rows are the block's table plus the pe
 projection.
 """
 
-import contextlib
-import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -21,7 +19,6 @@ from fastltx.layers.norm import rms_norm
 from fastltx.layers.rope import Rope
 from fastltx.layers.sequence_parallel import SequenceShard, gather_partials
 from fastltx.models.transformer.config import StreamGeometry, TransformerConfig
-from fastltx.runtime.streams import Beside
 
 
 @dataclass
@@ -100,47 +97,24 @@ class AVBlock(nn.Module):
             self.scale_shift_table_a2v_ca_audio = nn.Parameter(torch.empty(5, a.dim))
             self.scale_shift_table_a2v_ca_video = nn.Parameter(torch.empty(5, v.dim))
 
-    def _self(self, s: Stream, attn1: Attention, table: torch.Tensor, skip: BlockSkips,
-              rider: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The stream after its self-attention, and the riders the exchange brought (or None)."""
+    def _self_and_text(self, s: Stream, attn1: Attention, attn2: Attention, table: torch.Tensor,
+                       prompt_table: torch.Tensor | None, skip: BlockSkips, text_kv,
+                       rider: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The stream after its self- and text attention, and the riders the exchange brought (or None)."""
         shift, scale, gate = modulation(table, s.ada, slice(0, 3))
         h = rms_norm(s.x, eps=self.eps) * (1 + scale) + shift
         out = attn1(h, mask=s.self_mask, rope=s.rope, keep=skip.keep, passthrough=skip.all, shard=s.shard, rider=rider)
         riders = None
         if rider is not None:
             out, riders = out
-        return s.x + out * gate, riders
-
-    def _text(self, s: Stream, x: torch.Tensor, attn2: Attention, table: torch.Tensor,
-              prompt_table: torch.Tensor | None, text_kv) -> torch.Tensor:
-        """``x`` (the stream after its self-attention) after the text cross-attention."""
+        x = s.x + out * gate
         if not self.cross_adaln:
-            return x + attn2(rms_norm(x, eps=self.eps), s.context, s.context_mask, kv=text_kv)
+            return x + attn2(rms_norm(x, eps=self.eps), s.context, s.context_mask, kv=text_kv), riders
         shift_q, scale_q, gate_q = modulation(table, s.ada, slice(6, 9))
         shift_kv, scale_kv = modulation(prompt_table, s.prompt_ada, slice(0, 2))
         q_in = rms_norm(x, eps=self.eps) * (1 + scale_q) + shift_q
         kv_in = s.context * (1 + scale_kv) + shift_kv
-        return x + attn2(q_in, kv_in, s.context_mask) * gate_q
-
-    # The parts of a block (``forward`` runs them in order; ``forward_beside`` runs the audio's beside
-    # the video's; compile_blocks compiles each of them as well as the whole forward).
-    def video_self(self, video: Stream, skip: BlockSkips, rider: torch.Tensor | None):
-        return self._self(video, self.attn1, self.scale_shift_table, skip, rider)
-
-    def video_text(self, video: Stream, text_kv) -> torch.Tensor:
-        return self._text(video, video.x, self.attn2, self.scale_shift_table,
-                          getattr(self, "prompt_scale_shift_table", None), text_kv)
-
-    def audio_self_text(self, audio: Stream, skip: BlockSkips, text_kv) -> torch.Tensor:
-        x, _ = self._self(audio, self.audio_attn1, self.audio_scale_shift_table, skip)
-        return self._text(audio, x, self.audio_attn2, self.audio_scale_shift_table,
-                          getattr(self, "audio_prompt_scale_shift_table", None), text_kv)
-
-    def video_feed_forward(self, video: Stream) -> torch.Tensor:
-        return self._feed_forward(video, self.ff, self.scale_shift_table)
-
-    def audio_feed_forward(self, audio: Stream) -> torch.Tensor:
-        return self._feed_forward(audio, self.audio_ff, self.audio_scale_shift_table)
+        return x + attn2(q_in, kv_in, s.context_mask) * gate_q, riders
 
     def _feed_forward(self, s: Stream, ff: FeedForward, table: torch.Tensor) -> torch.Tensor:
         shift, scale, gate = modulation(table, s.ada, slice(3, 6))
@@ -169,74 +143,28 @@ class AVBlock(nn.Module):
         block, ``pending``: what it returned) once its video self-attention has brought every rank's
         partials; after the last block, ``finish_pending``. Otherwise the result is None.
         """
-        return self._run(None, video, audio, skips, text_kv, prev, pending)
-
-    def forward_beside(self, side: torch.cuda.Stream, video: Stream | None, audio: Stream | None, skips: dict,
-                       text_kv=(None, None), prev: "AVBlock | None" = None,
-                       pending: PendingAudio | None = None) -> PendingAudio | None:
-        """``forward`` with the audio's work launched on ``side`` beside the video's (see
-        fastltx.runtime.streams): its self- and text attention (and the audio work an earlier block
-        left) beside the video's text attention, its feed-forward beside the video's. Runs eagerly,
-        calling the parts (compiled ones after ``compile_blocks``); the same numbers as ``forward``."""
-        return self._run(side, video, audio, skips, text_kv, prev, pending)
-
-    def _run(self, side: torch.cuda.Stream | None, video: Stream | None, audio: Stream | None, skips: dict,
-             text_kv, prev: "AVBlock | None", pending: PendingAudio | None) -> PendingAudio | None:
-        # without a side stream (``forward``, compiled whole) the parts are the methods themselves,
-        # inlined; with one, whatever the block holds (the compiled parts after compile_blocks)
-        if side is None:
-            part = lambda name: functools.partial(getattr(AVBlock, name), self)  # noqa: E731
-            finish = None if pending is None else functools.partial(AVBlock.finish_pending, prev)
-        else:
-            part = lambda name: getattr(self, name)  # noqa: E731
-            finish = None if pending is None else prev.finish_pending
         run_v = video is not None and video.active
         run_a = audio is not None and audio.active
         parts = None
         if run_v:
+            rider = None
             skip = skips.get("video_self", NO_SKIP)
-            rider = pending.partial if pending is not None and video.shard is not None and not skip.all else None
-            video.x, parts = part("video_self")(video, skip, rider)
-        if pending is not None and parts is None:  # its partials gathered now: a collective, not beside
-            finish(audio, pending, None, video.shard)
-            pending = None
-        beside = None if side is None else Beside(side, audio.x if audio is not None else None, pending, parts)
-        with beside if beside is not None else contextlib.nullcontext():
-            if pending is not None:
-                finish(audio, pending, parts, video.shard)
-            if run_a:
-                audio.x = part("audio_self_text")(audio, skips.get("audio_self", NO_SKIP), text_kv[1])
-        if run_v:
-            video.x = part("video_text")(video, text_kv[0])
-        if beside is not None:
-            beside.join()
-        vx, ax, deferred = part("cross")(video, audio, skips)
-        if video is not None:
-            video.x = vx
-        if audio is not None:
-            audio.x = ax
-        run_ff = run_a and deferred is None
-        beside = None if side is None or not run_ff else Beside(side, audio.x)
-        with beside if beside is not None else contextlib.nullcontext():
-            if run_ff:
-                audio.x = part("audio_feed_forward")(audio)
-        if run_v:
-            video.x = part("video_feed_forward")(video)
-        if beside is not None:
-            beside.join()
-        return deferred
-
-    def cross(self, video: Stream | None, audio: Stream | None, skips: dict):
-        """The audio->video and video->audio cross-attention: (video x, audio x, ``PendingAudio`` or None)."""
-        run_v = video is not None and video.active
-        run_a = audio is not None and audio.active
-        vx = video.x if video is not None else None
-        ax = audio.x if audio is not None else None
-        run_a2v = run_v and audio is not None and ax.numel() > 0
-        run_v2a = run_a and video is not None and vx.numel() > 0
+            if pending is not None and video.shard is not None and not skip.all:
+                rider = pending.partial
+            video.x, parts = self._self_and_text(video, self.attn1, self.attn2, self.scale_shift_table,
+                                                 getattr(self, "prompt_scale_shift_table", None), skip,
+                                                 text_kv[0], rider)
+        if pending is not None:
+            AVBlock.finish_pending(prev, audio, pending, parts, video.shard)  # (the method, never a compiled copy)
+        if run_a:
+            audio.x, _ = self._self_and_text(audio, self.audio_attn1, self.audio_attn2, self.audio_scale_shift_table,
+                                             getattr(self, "audio_prompt_scale_shift_table", None),
+                                             skips.get("audio_self", NO_SKIP), text_kv[1])
+        run_a2v = run_v and audio is not None and audio.x.numel() > 0
+        run_v2a = run_a and video is not None and video.x.numel() > 0
         deferred = None
         if run_a2v or run_v2a:
-            vn, an = rms_norm(vx, eps=self.eps), rms_norm(ax, eps=self.eps)
+            vn, an = rms_norm(video.x, eps=self.eps), rms_norm(audio.x, eps=self.eps)
             vt, at = self.scale_shift_table_a2v_ca_video, self.scale_shift_table_a2v_ca_audio
             a2v, v2a = skips.get("a2v", NO_SKIP), skips.get("v2a", NO_SKIP)
             if run_a2v and not a2v.all:
@@ -245,7 +173,7 @@ class AVBlock(nn.Module):
                 gate = (vt[4:][None, None].to(video.cross_gate.dtype) + video.cross_gate)[:, :, 0]
                 out = self.audio_to_video_attn(vn * (1 + scale_v) + shift_v, an * (1 + scale_a) + shift_a,
                                                rope=video.cross_rope, k_rope=audio.cross_rope) * gate
-                vx = vx + (out if a2v.keep is None else out * a2v.keep)
+                video.x = video.x + (out if a2v.keep is None else out * a2v.keep)
             if run_v2a and not v2a.all:
                 scale_a, shift_a = self._cross_modulation(at, audio, slice(2, 4))
                 scale_v, shift_v = self._cross_modulation(vt, video, slice(2, 4))
@@ -257,8 +185,12 @@ class AVBlock(nn.Module):
                 else:
                     out = self.video_to_audio_attn(query, keys, rope=audio.cross_rope, k_rope=video.cross_rope,
                                                    shard=video.shard)
-                    ax = ax + self._v2a_residual(audio, out, v2a.keep)
-        return vx, ax, deferred
+                    audio.x = audio.x + self._v2a_residual(audio, out, v2a.keep)
+        if run_v:
+            video.x = self._feed_forward(video, self.ff, self.scale_shift_table)
+        if run_a and deferred is None:
+            audio.x = self._feed_forward(audio, self.audio_ff, self.audio_scale_shift_table)
+        return deferred
 
     def _v2a_residual(self, audio: Stream, out: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         at = self.scale_shift_table_a2v_ca_audio

@@ -20,7 +20,6 @@ from fastltx.models.transformer.block import AVBlock, BlockSkips, Stream
 from fastltx.models.transformer.config import StreamGeometry, TransformerConfig
 from fastltx.models.transformer.inputs import ModalityInput, Perturbation, Skip, distinct_levels
 from fastltx.runtime.distributed import Group
-from fastltx.runtime.streams import side_stream
 
 _SKIP_NAMES = {Skip.VIDEO_SELF_ATTN: "video_self", Skip.AUDIO_SELF_ATTN: "audio_self",
                Skip.A2V_CROSS_ATTN: "a2v", Skip.V2A_CROSS_ATTN: "v2a"}
@@ -54,9 +53,6 @@ class LTXTransformer(nn.Module):
         # a collective of their own (sequence_parallel.py: riders): True, False, or "auto": for small
         # shards only (sharding.RIDERS_MAX_TOKENS_PER_RANK, where the measurements are)
         self.sequence_riders = "auto"
-        # whether the audio's work runs on a second CUDA stream beside the video's (AVBlock.forward_beside,
-        # fastltx.runtime.streams): True, False, or "auto" (on CUDA with both streams; see audio_side)
-        self.audio_beside = "auto"
         v, a = cfg.video, cfg.audio
         if v is not None:
             self.patchify_proj, self.adaln_single, self.scale_shift_table, self.proj_out = self._stream_io(v)
@@ -263,7 +259,7 @@ class LTXTransformer(nn.Module):
         graphed = self.__dict__.get("graphed_blocks")
         small = first_tokens(vs, as_) <= GRAPH_MAX_TOKENS
         run = graphed if graphed is not None and small and not self._streamed() else self.run_blocks
-        xv, xa = run(vs, as_, plans, text_cache if cached else None, self.audio_side(vs, as_))
+        xv, xa = run(vs, as_, plans, text_cache if cached else None)
         if vs is not None:
             vs.x = xv
         if as_ is not None:
@@ -273,25 +269,12 @@ class LTXTransformer(nn.Module):
             v = shard.gather(v)
         return v, self._output(as_, True) if as_ is not None else None
 
-    def audio_side(self, vs: Stream | None, as_: Stream | None) -> torch.cuda.Stream | None:
-        """The stream the audio's work runs on beside the video's (``audio_beside``), or None: with both
-        streams active, on CUDA, blocks not streamed (their weights come in through the module call)."""
-        if self.audio_beside is False or vs is None or as_ is None or not (vs.active and as_.active):
-            return None
-        if vs.x.device.type != "cuda" or self._streamed():
-            return None
-        return side_stream(vs.x.device, AUDIO_STREAM_PRIORITY)
-
-    def run_blocks(self, vs: Stream | None, as_: Stream | None, plans: list[dict], text_cache: list | None,
-                   side: torch.cuda.Stream | None = None):
-        """Every block over the two streams; their final activations (video, audio). ``side``: the
-        audio's work on that stream beside the video's (``AVBlock.forward_beside``)."""
+    def run_blocks(self, vs: Stream | None, as_: Stream | None, plans: list[dict], text_cache: list | None):
+        """Every block over the two streams; their final activations (video, audio)."""
         prev, pending = None, None
         for i, (block, plan) in enumerate(zip(self.transformer_blocks, plans)):
             carry = () if pending is None else (prev, pending)
-            kv = text_cache[i] if text_cache is not None else (None, None)
-            pending = block(vs, as_, plan, kv, *carry) if side is None else block.forward_beside(side, vs, as_, plan,
-                                                                                                  kv, *carry)
+            pending = block(vs, as_, plan, text_cache[i] if text_cache is not None else (None, None), *carry)
             prev = block
         if pending is not None:  # the last block's audio work, its partials gathered (AVBlock.forward)
             prev.finish_pending(as_, pending, None, vs.shard)
@@ -372,8 +355,6 @@ def _on_device(values: list[float], device, dtype: torch.dtype) -> torch.Tensor:
 # 252-255 (docs/benchmarks.md); 3,840 tokens bf16 on an H200 202.6 / 202.2. Split over 4 H200s, 960
 # tokens a GPU: 132.3 / 72.7; over 2, 1,920 a GPU: 119.0 / 119.2 (seventh session).
 GRAPH_MAX_TOKENS = 2048
-# The audio side stream's priority (lower is higher; see fastltx.runtime.streams)
-AUDIO_STREAM_PRIORITY = -1
 
 
 def first_tokens(vs: Stream | None, as_: Stream | None) -> int:
