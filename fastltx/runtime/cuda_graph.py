@@ -18,7 +18,9 @@ its tensors into the recording's own input buffers (skipping a tensor that is
 the very one, unmodified, that the call before copied, such as a text cache passed at every step;
 inference-mode tensors keep no version counter and are always copied), replays and returns the
 recorded outputs. Those outputs are overwritten by the next replay of that recording: consume or clone
-them before the next call. ``fn`` must not read a tensor's value on the host (no ``.item()``, no
+them before the next call. A tensor marked with ``static`` is no copy: the recording reads it where it
+lies (its identity is part of the signature), so its owner refills it in place between calls (the
+transformer's text cache store: no copy of 1.2 GB per recording and per stage). ``fn`` must not read a tensor's value on the host (no ``.item()``, no
 data-dependent shapes) nor change its inputs' structure in a way its result depends on; modules it
 uses may change their weights in place (LoRA switching). ``weights`` (a function returning the
 tensors ``fn`` reads besides its inputs, such as a module's parameters and buffers, looked up anew
@@ -39,10 +41,23 @@ from collections.abc import Callable, Iterable
 import torch
 
 
+def static(t: torch.Tensor) -> torch.Tensor:
+    """Mark ``t`` (this tensor object) as a static input of ``GraphedCall`` recordings: read where it
+    lies, never copied (its owner writes new values into it in place); returns ``t``."""
+    t._graph_static = True
+    return t
+
+
+def _is_static(t: torch.Tensor) -> bool:
+    return getattr(t, "_graph_static", False)
+
+
 def _signature(obj, leaves: list) -> tuple:
     """A hashable description of ``obj``'s structure and values; appends its tensors to ``leaves``."""
     if isinstance(obj, torch.Tensor):
         leaves.append(obj)
+        if _is_static(obj):  # by identity: the recording reads this very tensor
+            return ("static", id(obj))
         return ("t", tuple(obj.shape), obj.dtype, obj.device, obj.stride())
     if isinstance(obj, (list, tuple)):
         return (type(obj), tuple(_signature(o, leaves) for o in obj))
@@ -146,7 +161,7 @@ class _Pieces:
 
 class _Graph:
     def __init__(self, fn: Callable, args: tuple, leaves: list[torch.Tensor], capture_error_mode: str = "global"):
-        self.inputs = [t.clone() for t in leaves]  # the graph's own input buffers
+        self.inputs = [t if _is_static(t) else t.clone() for t in leaves]  # the graph's own input buffers
         self.sources = [None] * len(leaves)  # (weak reference, version) of what each buffer last copied
         self.template = args
         device = leaves[0].device if leaves else torch.device("cuda")
@@ -167,6 +182,8 @@ class _Graph:
 
     def __call__(self, leaves: list[torch.Tensor]):
         for i, (buffer, t) in enumerate(zip(self.inputs, leaves)):
+            if buffer is t:  # a static input (or the very buffer): read where it lies
+                continue
             seen = self.sources[i]
             version = None if t.is_inference() else t._version  # inference tensors keep no version
             if seen is None or seen[0]() is not t or version is None or seen[1] != version:

@@ -69,7 +69,8 @@ class SimpleDenoiser:
         v = modality(video, self.video_context, sigma) if video is not None else None
         a = modality(audio, self.audio_context, sigma) if audio is not None else None
         if self._text_cache is None and not self.model.cfg.cross_attention_adaln:
-            self._text_cache = self.model.cache_text(v, a)  # the text is fixed for the whole generation
+            # the text is fixed for the whole generation; graphed blocks keep it in the "simple" store
+            self._text_cache = self.model.cache_text(v, a, slot="simple")
         parallel = {} if self.world is None else {
             "sequence": sequence_group(self.world, v, blocks_compiled(self.model), getattr(self.model, "graphed", False))}
         return self.model(v, a, None, self._text_cache, **parallel)

@@ -89,6 +89,39 @@ def test_graphed_steps_copy_a_text_cache_once():
         assert torch.equal(g, w)
 
 
+def test_text_store_refilled_through_a_graph_and_read_in_place():
+    """``cache_text`` with a slot on graphed blocks (as ``SimpleDenoiser`` calls it): the store is
+    refilled through a recorded CUDA graph (the eager cache's keys and values within bf16 rounding),
+    the blocks' recording reads the store itself (among its input buffers, not a copy of it), and
+    graphed steps on it give the plain steps' results on an eager cache."""
+    model = model_on_cuda()
+    calls = [cuda_inputs(model, sigmas=(0.8,), seed=s) for s in (1, 2, 3, 4)]
+    close = dict(rtol=1.6e-2, atol=1e-2)
+    with torch.inference_mode():
+        caches = [model.cache_text(v, a) for v, a in calls]
+        want = [model(v, a, None, c) for (v, a), c in zip(calls, caches)]
+        model.graph_blocks()
+        got, stored = [], []
+        for v, a in calls:  # the store made, refilled as is, recorded, replayed
+            cache = model.cache_text(v, a, slot="simple")
+            stored.append([t.clone() for block in cache for kv in block for t in kv])
+            got.append([tuple(o.clone() for o in model(v, a, None, cache)) for _ in range(3)])
+    filler = model.__dict__["graphed_text"]
+    assert len(filler.graphs) == 1 and next(iter(filler.graphs.values())) is not None  # recorded
+    store = filler.stores["simple"][1]
+    graph = next(iter(model.__dict__["graphed_blocks"].graphs.values()))
+    assert any(buffer is store[0][0][0] for buffer in graph.inputs)
+    assert not any(buffer.data_ptr() == store[0][0][0].data_ptr() and buffer is not store[0][0][0]
+                   for buffer in graph.inputs)
+    for i, (cache, kept) in enumerate(zip(caches, stored)):
+        for x, y in zip(kept, [t for block in cache for kv in block for t in kv]):
+            torch.testing.assert_close(x, y, **close, msg=f"call {i}")
+    for i, (steps, w) in enumerate(zip(got, want)):
+        for step in steps:
+            for x, y in zip(step, w):
+                torch.testing.assert_close(x, y, **close, msg=f"call {i}")
+
+
 @pytest.mark.parametrize("fp8", [False, True])
 def test_compiled_text_cache_on_cuda(fp8):
     """The compiled text cache (``compile_blocks``) against the plain one, bf16 and fp8 on the GPU:

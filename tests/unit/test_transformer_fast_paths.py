@@ -61,6 +61,35 @@ def test_cached_text(model_and_inputs):
     assert max(max_rel_error(g, w) for g, w in zip(got, want)) <= 1e-6
 
 
+def test_text_cache_store_of_a_slot_is_refilled_in_place():
+    """With graphed blocks, ``cache_text(..., slot=...)`` keeps the cache in a store per slot, marked
+    static for the graphs (read in place, never copied), refilled in place at every later call with
+    that slot: the same tensors with the new contexts' keys and values; other slots, other stores;
+    without graphs, or without a slot, a new cache each call."""
+    from fastltx.runtime.cuda_graph import _signature
+    model = random_transformer(transformer_config("v1", num_layers=2), seed=4, dtype=torch.float32)
+    first, second = inputs(model, torch.float32, seed=1), inputs(model, torch.float32, seed=2)
+    flat = lambda cache: [t for block in cache for kv in block for t in kv]  # noqa: E731
+    with torch.inference_mode():
+        want = [flat(model.cache_text(*x)) for x in (first, second)]
+        assert flat(model.cache_text(*first, slot="simple"))[0] is not flat(model.cache_text(*first, slot="simple"))[0]
+        model.graph_blocks()
+        made = flat(model.cache_text(*first, slot="simple"))
+        refilled = flat(model.cache_text(*second, slot="simple"))
+        other = flat(model.cache_text(*first, slot="other"))
+        got = model(*second, None, model.cache_text(*second, slot="simple"))
+        ref = model(*second, None, model.cache_text(*second))
+    assert all(x is y for x, y in zip(made, refilled))
+    assert all(torch.equal(x, y) for x, y in zip(refilled, want[1]))
+    assert all(torch.equal(x, y) for x, y in zip(other, want[0])) and other[0] is not made[0]
+    assert all(not t.is_inference() for t in made)
+    assert _signature(made[:1], [])[1][0][0] == "static"
+    assert all(torch.equal(g, r) for g, r in zip(got, ref))  # the blocks on the store
+    model.graph_blocks(False)
+    with torch.inference_mode():
+        assert flat(model.cache_text(*first, slot="simple"))[0] is not made[0]
+
+
 def test_fp8_linear_is_the_dequantised_product():
     torch.manual_seed(0)
     lin = torch.nn.Linear(32, 24)

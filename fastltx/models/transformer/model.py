@@ -19,6 +19,7 @@ from fastltx.models.transformer import sharding
 from fastltx.models.transformer.block import AVBlock, BlockSkips, Stream
 from fastltx.models.transformer.config import StreamGeometry, TransformerConfig
 from fastltx.models.transformer.inputs import ModalityInput, Perturbation, Skip, distinct_levels
+from fastltx.runtime.cuda_graph import static
 from fastltx.runtime.distributed import Group
 
 _SKIP_NAMES = {Skip.VIDEO_SELF_ATTN: "video_self", Skip.AUDIO_SELF_ATTN: "audio_self",
@@ -129,13 +130,15 @@ class LTXTransformer(nn.Module):
 
     def _context(self, m: ModalityInput, audio: bool) -> torch.Tensor:
         """The text context at the stream's width (through the LTX-2 caption projection)."""
+        return self._project_context(m.context, m.latent.shape[0], audio)
+
+    def _project_context(self, context: torch.Tensor, batch: int, audio: bool) -> torch.Tensor:
         g = self.cfg.audio if audio else self.cfg.video
-        context = m.context
         if self.cfg.caption_channels is not None:
             context = getattr(self, ("audio_" if audio else "") + "caption_projection")(context)
-        return context.view(m.latent.shape[0], -1, g.dim)
+        return context.view(batch, -1, g.dim)
 
-    def cache_text(self, video: ModalityInput | None, audio: ModalityInput | None) -> list:
+    def cache_text(self, video: ModalityInput | None, audio: ModalityInput | None, slot=None) -> list:
         """Text keys/values of every block, computed once per generation and passed to ``forward``
         as ``text_cache`` (the text does not change between steps). LTX-2 (V1) only: with LTX-2.3's
         prompt AdaLN the keys depend on sigma.
@@ -145,9 +148,20 @@ class LTXTransformer(nn.Module):
         copy again (an inference tensor is copied into the recording's buffers at every step: 1.2 GB
         for the 19B model's 48 blocks and 1,024 text tokens). With the blocks compiled
         (``compile_blocks``) their ``text_keys_values`` is compiled too: fewer launches at the first
-        step, where the GPU waits for the host when the steps are graphed."""
+        step, where the GPU waits for the host when the steps are graphed.
+
+        ``slot`` (a name, such as "simple" for the denoiser of that name): with the blocks graphed
+        (``graph_blocks``), the cache is a store this model keeps under that name while it
+        is graphed (made at the slot's first call), and every later call with the slot refills it in
+        place through one CUDA graph (overwriting what the earlier call returned: the same tensors
+        come back). The host then launches one graph instead of every block's projections at a
+        stage's first step, and the blocks' recordings read the store where it lies
+        (``cuda_graph.static``) instead of copying it (1.2 GB a recording for the 19B model)."""
         if self.cfg.cross_attention_adaln:
             raise ValueError("text caching needs LTX-2 numerics: LTX-2.3 modulates the text by sigma")
+        filler = self.__dict__.get("graphed_text")
+        if slot is not None and filler is not None and self.graphed:
+            return self._refill_text(filler, slot, video, audio)
         # (streamed blocks take no graphs and run their text projections eagerly, their weights coming
         # in through hooks; their slots may be inference tensors that the streaming writes in place:
         # they stay in the caller's mode)
@@ -158,6 +172,40 @@ class LTXTransformer(nn.Module):
             if streamed:
                 return [AVBlock.text_keys_values(block, vc, ac) for block in self.transformer_blocks]
             return [block.text_keys_values(vc, ac) for block in self.transformer_blocks]
+
+    def _refill_text(self, filler, slot, video: ModalityInput | None, audio: ModalityInput | None) -> list:
+        """``cache_text`` into the store of ``slot``: made (and marked static) at the first call, or
+        where the contexts' shapes changed, and its refill recorded then; refilled through ``filler``
+        (a ``GraphedCall`` of ``_fill_text``) after that."""
+        v = video.context if video is not None else None
+        a = audio.context if audio is not None else None
+        batch = (video if video is not None else audio).latent.shape[0]
+        shapes = tuple(None if c is None else (tuple(c.shape), c.dtype, c.device) for c in (v, a)) + (batch,)
+        held = filler.stores.get(slot)
+        if held is None or held[0] != shapes:
+            store = self.cache_text(video, audio)
+            for kv in store:
+                for pair in kv:
+                    for t in pair or ():
+                        static(t)
+            filler.stores[slot] = (shapes, store)
+            with torch.no_grad():  # refilled as is, then recorded (a signature's second call), so that the
+                for _ in range(2):  # next generation's first step replays the graph
+                    filler(v, a, batch, store)
+            return store
+        with torch.no_grad():
+            filler(v, a, batch, held[1])
+        return held[1]
+
+    def _fill_text(self, v: torch.Tensor | None, a: torch.Tensor | None, batch: int, store: list) -> None:
+        """Every block's text keys and values written into ``store`` (``cache_text``'s list) in place."""
+        vc = self._project_context(v, batch, False) if v is not None else None
+        ac = self._project_context(a, batch, True) if a is not None else None
+        for block, kept in zip(self.transformer_blocks, store):
+            for dst, src in zip(kept, block.text_keys_values(vc, ac)):
+                if dst is not None:
+                    dst[0].copy_(src[0])
+                    dst[1].copy_(src[1])
 
     def _stream(self, m: ModalityInput, other: ModalityInput | None, audio: bool, cached_text: bool,
                 shard: SequenceShard | None = None) -> Stream:
@@ -293,6 +341,7 @@ class LTXTransformer(nn.Module):
         graphs. ``capture_error_mode``: see ``GraphedCall``."""
         from fastltx.runtime.cuda_graph import GraphedCall
         self.__dict__.pop("graphed_blocks", None)
+        self.__dict__.pop("graphed_text", None)  # its stores too (the recordings read them)
         if on and self._streamed():
             raise ValueError("CUDA graphs need the blocks' weights resident: these blocks are streamed")
         if on:
@@ -309,6 +358,20 @@ class LTXTransformer(nn.Module):
                 return owner.run_blocks(*args)
             self.__dict__["graphed_blocks"] = GraphedCall(run, weights=lambda: [held[n] for held, n in slots],
                                                           capture_error_mode=capture_error_mode)
+            # the text cache's refills (``cache_text`` with a slot), which read the caption projections too
+            captions = [(held, name) for attr in ("caption_projection", "audio_caption_projection")
+                        if hasattr(self, attr) for m in getattr(self, attr).modules()
+                        for held in (m._parameters, m._buffers) for name, t in held.items() if t is not None]
+
+            def fill(*args):
+                owner = model()
+                if owner is None:
+                    raise RuntimeError("the transformer these CUDA graphs were made for is gone")
+                return owner._fill_text(*args)
+            filler = GraphedCall(fill, weights=lambda: [held[n] for held, n in slots + captions],
+                                 capture_error_mode=capture_error_mode)
+            filler.stores = {}  # slot -> (the contexts' shapes, the store)
+            self.__dict__["graphed_text"] = filler
 
     @property
     def graphed(self) -> bool:
