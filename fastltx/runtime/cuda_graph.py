@@ -20,9 +20,9 @@ inference-mode tensors keep no version counter and are always copied), replays a
 recorded outputs. Those outputs are overwritten by the next replay of that recording: consume or clone
 them before the next call. A tensor marked with ``static`` is no copy: the recording reads it where it
 lies (its identity is part of the signature), so its owner refills it in place between calls (the
-transformer's text cache store: no copy of 1.2 GB per recording and per stage). ``fn`` must not read a tensor's value on the host (no ``.item()``, no
-data-dependent shapes) nor change its inputs' structure in a way its result depends on; modules it
-uses may change their weights in place (LoRA switching). ``weights`` (a function returning the
+transformer's text cache store: no copy of 1.2 GB per recording and per stage). ``fn`` must not read
+a tensor's value on the host (no ``.item()``, no data-dependent shapes) nor change its inputs'
+structure in a way its result depends on; modules it uses may change their weights in place (LoRA switching). ``weights`` (a function returning the
 tensors ``fn`` reads besides its inputs, such as a module's parameters and buffers, looked up anew
 at every call) is checked at every call: weights found at other addresses (moved out to host memory
 and back, say, or replaced) drop every graph, and the next calls record new ones, instead of
