@@ -347,28 +347,16 @@ class LTXTransformer(nn.Module):
         if on:
             # where each weight is held (not the tensors: .to() replaces buffers, and a held tensor
             # would stay on the device), read at every call
-            slots = [(held, name) for m in self.transformer_blocks.modules()
-                     for held in (m._parameters, m._buffers) for name, t in held.items() if t is not None]
+            slots = _weight_slots(self.transformer_blocks.modules())
             model = weakref.ref(self)  # no cycle: the graphs (and their memory) go with the model
-
-            def run(*args):
-                owner = model()
-                if owner is None:
-                    raise RuntimeError("the transformer these CUDA graphs were made for is gone")
-                return owner.run_blocks(*args)
-            self.__dict__["graphed_blocks"] = GraphedCall(run, weights=lambda: [held[n] for held, n in slots],
+            self.__dict__["graphed_blocks"] = GraphedCall(_owner_method(model, "run_blocks"),
+                                                          weights=lambda: [held[n] for held, n in slots],
                                                           capture_error_mode=capture_error_mode)
             # the text cache's refills (``cache_text`` with a slot), which read the caption projections too
-            captions = [(held, name) for attr in ("caption_projection", "audio_caption_projection")
-                        if hasattr(self, attr) for m in getattr(self, attr).modules()
-                        for held in (m._parameters, m._buffers) for name, t in held.items() if t is not None]
-
-            def fill(*args):
-                owner = model()
-                if owner is None:
-                    raise RuntimeError("the transformer these CUDA graphs were made for is gone")
-                return owner._fill_text(*args)
-            filler = GraphedCall(fill, weights=lambda: [held[n] for held, n in slots + captions],
+            captions = _weight_slots(m for attr in ("caption_projection", "audio_caption_projection")
+                                     if hasattr(self, attr) for m in getattr(self, attr).modules())
+            filler = GraphedCall(_owner_method(model, "_fill_text"),
+                                 weights=lambda: [held[n] for held, n in slots + captions],
                                  capture_error_mode=capture_error_mode)
             filler.stores = {}  # slot -> (the contexts' shapes, the store)
             self.__dict__["graphed_text"] = filler
@@ -400,6 +388,22 @@ class LTXTransformer(nn.Module):
         see sharding.py); every member calls with the same full inputs and gets the full outputs."""
         v, a = self.velocity(video, audio, perturbations, text_cache, sequence)
         return (to_denoised(video, v) if v is not None else None, to_denoised(audio, a) if a is not None else None)
+
+
+def _weight_slots(modules) -> list[tuple[dict, str]]:
+    """(the dict holding it, its name) of every parameter and buffer of ``modules``."""
+    return [(held, name) for m in modules for held in (m._parameters, m._buffers)
+            for name, t in held.items() if t is not None]
+
+
+def _owner_method(model: weakref.ref, name: str):
+    """A function calling ``name`` of the model ``model`` refers to (graphs holding no reference to it)."""
+    def call(*args):
+        owner = model()
+        if owner is None:
+            raise RuntimeError("the transformer these CUDA graphs were made for is gone")
+        return getattr(owner, name)(*args)
+    return call
 
 
 def _on_device(values: list[float], device, dtype: torch.dtype) -> torch.Tensor:
