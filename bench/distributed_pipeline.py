@@ -50,8 +50,11 @@ at that count runs once).
 next block's exchange (the transformer's ``sequence_riders``; default "auto", the model's own
 choice: on small shards only; rows with riders always on end in "r", never in "n").
 ``--gc-freeze``: each run's timed calls after ``gc.collect(); gc.freeze()`` (eighteenth session: a
-2-GPU call 3205 -> 3108 ms). ``--deadline-s``: no new (size, GPUs) run starts after that many
-seconds; ``--hang-s``: after that many, every rank prints its threads' stacks and exits.
+2-GPU call 3205 -> 3108 ms). ``--clocks``: rank 0 samples the GPUs' SM clocks (nvidia-smi, every
+100 ms); each row gives, for stages 1 and 2, every GPU's median clock and how often its power cap
+held it down (``bench/gpu_clocks.py``; twenty-third session: the 4-GPU stage 2 ran capped, each GPU
+at its own clock). ``--deadline-s``: no new (size, GPUs) run starts after that many seconds;
+``--hang-s``: after that many, every rank prints its threads' stacks and exits.
 ``--smoke``: tiny models in float32 on the CPU over gloo (the N-process frames then agree with the
 one-process frames within one level). Only rank 0 prints and writes ``--json``.
 """
@@ -73,6 +76,7 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.gpu_clocks import ClockLog, describe  # noqa: E402
 from bench.models import build_ours  # noqa: E402
 from bench.pipeline import STAGES, compare, peak_above, reset_peak, summarize, sync  # noqa: E402
 from bench.text_encoder import POSITIVE, unique_bytes  # noqa: E402
@@ -122,6 +126,8 @@ def parse_args(argv=None):
     p.add_argument("--gc-freeze", action="store_true",
                    help="after each run's cold call, gc.collect() and gc.freeze() on every rank (a long-running "
                         "process's conditions: full collections no longer walk the models and compiled code)")
+    p.add_argument("--clocks", action="store_true",
+                   help="sample the GPUs' SM clocks (nvidia-smi) and report each stage's median clock per GPU")
     p.add_argument("--deadline-s", type=float, default=420.0, help="start no new run after this many seconds")
     p.add_argument("--hang-s", type=float, default=None,
                    help="after this many seconds, every rank prints its threads' stacks and exits (a hang's where)")
@@ -197,6 +203,7 @@ def timed_call(pipe: DistilledPipeline, device: torch.device, kwargs: dict, toge
     if clock is not None:
         clock.take()
         clock.on = True
+    began = time.time()  # wall clock, for ``ClockLog`` windows
     start = time.perf_counter()
     try:
         result = pipe(**kwargs)
@@ -209,11 +216,12 @@ def timed_call(pipe: DistilledPipeline, device: torch.device, kwargs: dict, toge
         return None
     stages = dict(pipe.timings)
     stages["other"] = total - sum(stages.values())
-    return total, stages, result.video, result.audio, peak_above(device, base), step_times, clock.host if clock else []
+    return (total, stages, result.video, result.audio, peak_above(device, base), step_times,
+            clock.host if clock else [], began)
 
 
 def measure(pipe: DistilledPipeline, device, kwargs: dict, reps: int, together: World | None,
-            clock: StepClock | None = None, freeze_gc: bool = False) -> dict | None:
+            clock: StepClock | None = None, freeze_gc: bool = False, clocks: ClockLog | None = None) -> dict | None:
     """One warm-up (cold) call, then ``reps`` timed calls: ``bench.pipeline.summarize`` + cold_s
     and, with ``clock``, ``step_s``: the median seconds in the transformer steps of stage 1 and of
     stage 2 (their first ``STAGE1_STEPS`` and the rest) and ``host_step_s``: the same for the host's
@@ -222,7 +230,10 @@ def measure(pipe: DistilledPipeline, device, kwargs: dict, reps: int, together: 
     ``rank_stages``, over several ranks: each rank's median text and stage-1 seconds (a rank that
     ends its text stage early waits for the others at stage 1's first collective). ``freeze_gc``:
     after the cold call, ``gc.collect(); gc.freeze()`` (the objects made so far, compiled code and
-    graphs included, out of the cyclic collector's reach, as a long-running server would do)."""
+    graphs included, out of the cyclic collector's reach, as a long-running server would do).
+    ``steps_ms``: the last call's step times. With a ``ClockLog`` (rank 0), ``clocks``: for stages 1
+    and 2 and each GPU of the run, the median over the calls of the SM clock's median and the mean
+    share of samples at the power cap (``bench.gpu_clocks``)."""
     cold = timed_call(pipe, device, kwargs, together, clock)
     if freeze_gc:
         gc.collect()
@@ -245,6 +256,29 @@ def measure(pipe: DistilledPipeline, device, kwargs: dict, reps: int, together: 
                         "steps": len(runs[-1][i])}
         out["first_step_s"] = {"first": statistics.median(r[5][0] for r in runs),
                                "later": statistics.median(statistics.median(r[5][1:STAGE1_STEPS]) for r in runs)}
+        out["steps_ms"] = [round(t * 1e3, 1) for t in runs[-1][5]]
+    if clocks is not None:
+        out["clocks"] = stage_clocks(runs, clocks, 1 if together is None else together.size)
+    return out
+
+
+def stage_clocks(runs: list, clocks: ClockLog, gpus: int) -> dict:
+    """``measure``'s ``clocks``: each call's stages lie one after the other from its start (each stage
+    synchronises the device at its end)."""
+    per_run = []
+    for r in runs:
+        t, windows = r[7], {}
+        for name, seconds in r[1].items():
+            if name in ("stage 1", "stage 2"):
+                windows[name] = clocks.window(t, t + seconds, gpus)
+            t += seconds
+        per_run.append(windows)
+    out = {}
+    for stage in ("stage 1", "stage 2"):
+        gpus_seen = sorted({g for w in per_run for g in w.get(stage, {})})
+        out[stage] = {g: dict(mhz=statistics.median(w[stage][g]["mhz"] for w in per_run if g in w.get(stage, {})),
+                              capped=statistics.mean(w[stage][g]["capped"] for w in per_run if g in w.get(stage, {})))
+                      for g in gpus_seen}
     return out
 
 
@@ -262,11 +296,11 @@ def rank_stages(pipe: DistilledPipeline, together: World | None) -> list[dict] |
 
 
 def single_run(pipe: DistilledPipeline, device, kwargs: dict, reps: int, clock: StepClock | None = None,
-               freeze_gc: bool = False) -> dict:
+               freeze_gc: bool = False, clocks: ClockLog | None = None) -> dict:
     """``measure`` on rank 0 alone; a failure (running out of memory with the whole sequence on one
     GPU, say) is reported and the N-GPU run of the size still goes ahead."""
     try:
-        return measure(pipe, device, kwargs, reps, together=None, clock=clock, freeze_gc=freeze_gc)
+        return measure(pipe, device, kwargs, reps, together=None, clock=clock, freeze_gc=freeze_gc, clocks=clocks)
     except Exception:  # noqa: BLE001
         traceback.print_exc()
         gc.collect()
@@ -319,6 +353,8 @@ def line(row: dict) -> str:
         if row.get("first_step_s"):
             f = row["first_step_s"]
             x += f", stage-1 step 1 {f['first'] * 1e3:.1f} ms, later ones {f['later'] * 1e3:.1f}"
+    if row.get("clocks"):
+        x += "; " + describe(row["clocks"])
     if row.get("rank_stages"):
         x += "; text / stage 1 by rank " + ", ".join(f"{r['text'] * 1e3:.0f} / {r['stage 1'] * 1e3:.0f}"
                                                    for r in row["rank_stages"])
@@ -411,6 +447,7 @@ def main(argv=None) -> dict | None:
     single = pipeline(None) if main_rank else None
     several = {n: pipeline(w) for n, w in worlds.items() if w is not None}
     clock = StepClock(SimpleDenoiser, device.type == "cuda")  # the distilled pipeline's denoiser
+    clocks = ClockLog() if args.clocks and main_rank else None
     results = dict(card=card, world=world.size, torch=torch.__version__, compile=args.compile, frames=args.frames,
                    reps=args.reps, memory=args.memory, smoke=args.smoke, weights_gib=weights, gc_freeze=args.gc_freeze,
                    rows=[])
@@ -429,10 +466,10 @@ def main(argv=None) -> dict | None:
 
     def run_once(gpus: int):
         if gpus == 1:  # rank 0 alone; the others wait here
-            return single_run(single, device, kwargs, args.reps, clock, args.gc_freeze) if main_rank else None
+            return single_run(single, device, kwargs, args.reps, clock, args.gc_freeze, clocks) if main_rank else None
         if gpus in several:  # the first ``gpus`` ranks; a failure here ends the script (a rank left behind would hang)
             return measure(several[gpus], device, kwargs, args.reps, together=worlds[gpus], clock=clock,
-                           freeze_gc=args.gc_freeze)
+                           freeze_gc=args.gc_freeze, clocks=clocks if main_rank else None)
         return None
 
     variants = ["plain"] * (not args.graphs_only) + ["funcol"] * args.funcol_plain + ["graphs"] * args.graphs
@@ -479,6 +516,8 @@ def main(argv=None) -> dict | None:
     save()
     say("\n" + table(results) + f"\nelapsed {results['elapsed_s']:.0f} s")
     shutil.rmtree(tokenizer_dir, ignore_errors=True)
+    if clocks is not None:
+        clocks.close()
     dist.barrier()
     dist.destroy_process_group()
     return results if main_rank else None
