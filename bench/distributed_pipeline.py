@@ -134,6 +134,8 @@ def parse_args(argv=None):
     p.add_argument("--json", default=None, help="write the results there (rank 0)")
     p.add_argument("--smoke", action="store_true", help="tiny float32 models on the CPU over gloo: checks the script")
     args = p.parse_args(argv)
+    if args.clocks and shutil.which("nvidia-smi") is None:  # every rank stops here, before any model is built
+        p.error("--clocks needs nvidia-smi on the PATH (an NVIDIA driver)")
     args.sizes = args.sizes or ("64x128" if args.smoke else "768x1280,1024x1536")
     args.frames = args.frames or (9 if args.smoke else 121)
     args.reps = args.reps or (1 if args.smoke else 3)

@@ -75,7 +75,7 @@ class ClockLog:
 
 
 def describe(stages: dict[str, dict]) -> str:
-    """"stage 1 MHz 1875/1830 (cap 100%/80%)"-style text of ``{stage: summarize(...)}``."""
+    """``{stage: summarize(...)}`` as text: "stage 1 MHz 1868/1845 (power cap 80%/69%), stage 2 ..."."""
     parts = []
     for stage, per_gpu in stages.items():
         if per_gpu:

@@ -44,8 +44,13 @@ def test_stage_clocks_walks_the_stages_from_each_calls_start():
     assert out["stage 2"] == {0: dict(mhz=2017.5, capped=2.0), 1: dict(mhz=2018.5, capped=2.0)}
 
 
-def test_clocks_flag():
-    assert not parse_args([]).clocks and parse_args(["--clocks"]).clocks
+def test_clocks_flag(monkeypatch):
+    assert not parse_args([]).clocks
+    monkeypatch.setattr("bench.distributed_pipeline.shutil.which", lambda name: None)
+    with pytest.raises(SystemExit):  # no nvidia-smi: refused before any work
+        parse_args(["--clocks"])
+    monkeypatch.setattr("bench.distributed_pipeline.shutil.which", lambda name: "/usr/bin/" + name)
+    assert parse_args(["--clocks"]).clocks
 
 
 def test_clock_log_needs_nvidia_smi(monkeypatch):
