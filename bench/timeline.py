@@ -13,6 +13,7 @@ used by bench/distributed.py's profile tables). Step times from such a trace are
 the profiler adds host work.
 """
 
+import bisect
 import json
 import os
 from pathlib import Path
@@ -77,11 +78,15 @@ def _nccl_beside(kernels: list) -> float:
                 merged[-1][1] = max(merged[-1][1], b)
             else:
                 merged.append([a, b])
+    ends = [y for _, y in merged]  # sorted, as the merged intervals are disjoint and in order
     total = 0.0
     for k in kernels:
         if kernel_kind(k["name"]) == "nccl":
             a, b = k["ts"], k["ts"] + k["dur"]
-            total += sum(max(0.0, min(b, y) - max(a, x)) for x, y in merged if x < b and y > a)
+            j = bisect.bisect_right(ends, a)  # the first merged interval ending after a
+            while j < len(merged) and merged[j][0] < b:
+                total += min(b, merged[j][1]) - max(a, merged[j][0])
+                j += 1
     return total
 
 

@@ -22,12 +22,12 @@ them before the next call. A tensor marked with ``static`` is no copy: the recor
 lies (its identity is part of the signature), so its owner refills it in place between calls (the
 transformer's text cache store: no copy of 1.2 GB per recording and per stage). ``fn`` must not read
 a tensor's value on the host (no ``.item()``, no data-dependent shapes) nor change its inputs'
-structure in a way its result depends on; modules it uses may change their weights in place (LoRA switching). ``weights`` (a function returning the
-tensors ``fn`` reads besides its inputs, such as a module's parameters and buffers, looked up anew
-at every call) is checked at every call: weights found at other addresses (moved out to host memory
-and back, say, or replaced) drop every graph, and the next calls record new ones, instead of
-replays that would read freed memory. At most ``keep`` signatures hold a graph (and its memory);
-the least recently used one is dropped. A copy of the object holding a ``GraphedCall`` (deepcopy,
+structure in a way its result depends on; modules it uses may change their weights in place (LoRA
+switching). ``weights`` (a function returning the tensors ``fn`` reads besides its inputs, such as a
+module's parameters and buffers, looked up anew at every call) is checked at every call: weights
+found at other addresses (moved out to host memory and back, say, or replaced) drop every graph,
+and the next calls record new ones, instead of replays that would read freed memory. At most
+``keep`` signatures hold a graph (and its memory); the least recently used one is dropped. A copy of the object holding a ``GraphedCall`` (deepcopy,
 pickle) gets None in its place: no graphs. ``capture_error_mode``: torch.cuda.graph's
 (``"thread_local"`` lets other threads, such as NCCL's watchdog, make CUDA calls during a capture).
 """
