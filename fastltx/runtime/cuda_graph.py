@@ -27,9 +27,9 @@ switching). ``weights`` (a function returning the tensors ``fn`` reads besides i
 module's parameters and buffers, looked up anew at every call) is checked at every call: weights
 found at other addresses (moved out to host memory and back, say, or replaced) drop every graph,
 and the next calls record new ones, instead of replays that would read freed memory. At most
-``keep`` signatures hold a graph (and its memory); the least recently used one is dropped. A copy of the object holding a ``GraphedCall`` (deepcopy,
-pickle) gets None in its place: no graphs. ``capture_error_mode``: torch.cuda.graph's
-(``"thread_local"`` lets other threads, such as NCCL's watchdog, make CUDA calls during a capture).
+``keep`` signatures hold a graph (and its memory); the least recently used one is dropped. A copy
+of the object holding a ``GraphedCall`` (deepcopy, pickle) gets None in its place: no graphs.
+``capture_error_mode``: torch.cuda.graph's (``"thread_local"`` lets other threads, such as NCCL's watchdog, make CUDA calls during a capture).
 """
 
 import copy
