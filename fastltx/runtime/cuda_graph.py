@@ -29,7 +29,8 @@ found at other addresses (moved out to host memory and back, say, or replaced) d
 and the next calls record new ones, instead of replays that would read freed memory. At most
 ``keep`` signatures hold a graph (and its memory); the least recently used one is dropped. A copy
 of the object holding a ``GraphedCall`` (deepcopy, pickle) gets None in its place: no graphs.
-``capture_error_mode``: torch.cuda.graph's (``"thread_local"`` lets other threads, such as NCCL's watchdog, make CUDA calls during a capture).
+``capture_error_mode``: torch.cuda.graph's (``"thread_local"`` lets other threads, such as NCCL's
+watchdog, make CUDA calls during a capture).
 """
 
 import copy
