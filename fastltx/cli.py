@@ -422,9 +422,10 @@ def _add_generate(sub) -> None:
                           "in one short call")
     run.add_argument("--sequence-exchange", default="auto", choices=EXCHANGES,
                      help="with --gpus: how the split video tokens' self-attention exchanges them: auto (default: "
-                          "push on 2 GPUs with peer access, keys on 2 others, heads on more), heads (all-to-alls), "
-                          "keys (keys and values gathered through NCCL), push (pushed into the peers' memory "
-                          "while the queries are projected; needs CUDA symmetric memory)")
+                          "push on 2 GPUs with peer access and symmetric memory, keys on 2 others, heads on "
+                          "more), heads (all-to-alls), keys (keys and values gathered through NCCL), push "
+                          "(pushed into the peers' memory while the queries are projected; needs CUDA symmetric "
+                          "memory)")
     run.add_argument("--lossless", action="store_true", help="a folder of PNG frames and audio.wav (float) "
                                                              "instead of an MP4")
     run.add_argument("-o", "--output", required=True, help="the MP4 file (or the folder, with --lossless)")

@@ -252,6 +252,42 @@ def from_main_case(world: World, prefix: str) -> dict:
             f"{prefix}from_main_error": error}
 
 
+def push_probe_case(world: World, prefix: str) -> dict:
+    """``push_usable`` over the world's sequence group: True on every rank where every rank made its
+    buffer; where the last rank cannot (as symmetric memory fails in some containers), False and a
+    warning on every rank. (Off CUDA the buffers are plain tensors: the agreement is what runs.)"""
+    import warnings
+
+    from fastltx.runtime import push
+    group = world.sequence
+    name = group.group.group_name
+    saved = push._buffers.pop(name, None), push._usable.pop(name, None)
+    make = push._new_buffer
+
+    def fail(*args):
+        raise RuntimeError("pidfd_getfd: Operation not permitted")
+    out = {}
+    try:
+        made = push.push_usable(group, "cpu")
+        out[f"{prefix}push_probe_made"] = [made, len(push._buffers[name]), push._buffers[name][0].whole.numel()]
+        out[f"{prefix}push_probe_again"] = push.push_usable(group, "cpu")  # answered once: no collective
+        push._buffers.pop(name), push._usable.pop(name)
+        if world.rank == world.size - 1:
+            push._new_buffer = fail
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out[f"{prefix}push_probe_failed"] = push.push_usable(group, "cpu")
+        out[f"{prefix}push_probe_warning"] = [str(w.message) for w in caught if w.category is RuntimeWarning]
+    finally:
+        push._new_buffer = make
+        push._buffers.pop(name, None), push._usable.pop(name, None)
+        if saved[0] is not None:
+            push._buffers[name] = saved[0]
+        if saved[1] is not None:
+            push._usable[name] = saved[1]
+    return out
+
+
 def pipeline_case(world: World, prefix: str, demo: str) -> dict:
     """The two-stage pipeline (guided stage 1, stage 2, upsampling, tiled decoding) through
     ``load_pipeline(world=...)``: rank 0 gets the frames of one process, the other ranks None."""
@@ -289,7 +325,8 @@ def run_all(rank: int, size: int, port: int, folder: str, demo: str) -> None:
         pairs = [world_from_ranks([r, r + 1], torch.device("cpu")) for r in range(0, size, 2)]
         pair = pairs[rank // 2]
         runs = [(w, prefix, cases) for w, prefix in ((world, f"w{size}_"), (pair, "w2_"))
-                for cases in (sequence_cases, guidance_cases, decode_case, error_case, from_main_case)]
+                for cases in (sequence_cases, guidance_cases, decode_case, error_case, from_main_case,
+                              push_probe_case)]
         for w, prefix, cases in runs + [(pair, "w2_", lambda w, p: pipeline_case(w, p, demo))]:
             try:
                 results.update(cases(w, prefix))

@@ -13,8 +13,8 @@ are never attended to (the caller masks them as keys). Two cases need communicat
   queries (with "keys" the gather runs on the caller's stream: the projection waits). A rank sends
   4 (P - 1) / P token-rows of (heads x d) with "heads" and 2 (P - 1) with "keys" or "push": the
   same on 2 ranks, in one collective instead of two and with fewer layout copies; twice as much on
-  4. "auto" takes "push" on 2 ranks where it can run (``push_available``), else "keys" on 2 ranks,
-  "heads" on more;
+  4. "auto" takes "push" on 2 ranks where it can run (``push_available``, then ``push_usable``:
+  symmetric memory made on every rank), else "keys" on 2 ranks, "heads" on more;
 * cross-attention from replicated queries to sharded keys (audio attending to video): each rank
   attends to its own keys and returns the softmax normaliser; the small partial results (queries x
   heads) are all-gathered and combined exactly, so the keys are never gathered.
@@ -35,7 +35,7 @@ import torch
 
 from fastltx.layers.attention import sdpa
 from fastltx.runtime.distributed import Group, all_gather, all_to_all
-from fastltx.runtime.push import gathered, push_available, push_start
+from fastltx.runtime.push import gathered, push_available, push_start, push_usable
 
 EXCHANGES = ("auto", "heads", "keys", "push")
 KEY_EXCHANGES = ("keys", "push")  # the exchanges that send keys and values (``send_keys``)
@@ -74,8 +74,13 @@ class SequenceShard:
     @classmethod
     def plan(cls, tokens: int, group: Group, exchange: str = "auto", riders: bool = False,
              device: torch.device | str | None = None) -> "SequenceShard":
-        """``device``: where the tensors live (for "auto": see ``resolve_exchange``)."""
-        return cls(group, tokens, -(-tokens // group.size), resolve_exchange(exchange, group.size, device), riders)
+        """``device``: where the tensors live (for "auto": see ``resolve_exchange``). "auto" that
+        resolves to "push" asks ``push_usable`` (a collective at a group's first plan) and takes
+        "keys" where symmetric memory cannot be made."""
+        resolved = resolve_exchange(exchange, group.size, device)
+        if exchange == "auto" and resolved == "push" and not push_usable(group, device):
+            resolved = "keys"
+        return cls(group, tokens, -(-tokens // group.size), resolved, riders)
 
     @property
     def carry(self) -> bool:

@@ -39,6 +39,11 @@ group: PyTorch keys a rendezvous with one counter per process. "auto" pushes ove
 only, which the guidance layouts' replicas make together. A buffer over ranks that have made
 different numbers of them raises instead, on every rank: ``_check_even``.)
 
+"auto" asks ``push_usable`` first (a 1 MiB buffer made over the group, every rank's outcome
+gathered): where symmetric memory cannot be made on every rank (a container without the IPC that
+maps the peers' memory), it warns once and exchanges through NCCL ("keys") instead. A named "push"
+raises the error above at its first exchange.
+
 Elsewhere (CPU tensors, gloo: for tests of the same code path) ``push_start`` all-gathers at once
 into the group's buffer and ``gathered`` returns it. ``push_finish``: ``gathered`` for eager callers
 (the GPU tests).
@@ -46,11 +51,12 @@ into the group's buffer and ``gathered`` returns it. ``push_finish``: ``gathered
 
 import functools
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 
-from fastltx.runtime.distributed import DEFAULT_TIMEOUT, gather_into, resolve_process_group
+from fastltx.runtime.distributed import DEFAULT_TIMEOUT, Group, gather_into, resolve_process_group
 
 # A device-side barrier that waits longer than the process groups' timeout stops the process with a
 # CUDA error (a peer that failed or hung) instead of spinning forever.
@@ -184,8 +190,7 @@ def push_available() -> bool:
     peer access between every two visible GPUs (every pair, not only this rank's: every rank of the
     machine must give the same answer, or some would push while others gather), and a process world
     no larger than this machine's GPU count (larger, it spans machines). Not checked: that
-    symmetric memory works in this container (the first push raises a clear error if not: the
-    exchange can then be set to "keys")."""
+    symmetric memory can be made in this container (``push_usable`` makes it)."""
     if not torch.cuda.is_available():
         return False
     try:
@@ -199,6 +204,36 @@ def push_available() -> bool:
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     return 2 <= n and world <= n and all(torch.cuda.can_device_access_peer(i, j)
                                          for i in range(n) for j in range(n) if i != j)
+
+
+PROBE_BYTES = 2**20  # a rank's part of the buffer ``push_usable`` makes (kept, as every buffer is)
+_usable: dict[str, bool] = {}  # group name -> whether every rank of it made symmetric memory
+
+
+def push_usable(group: Group, device: torch.device | str) -> bool:
+    """Whether the ranks of ``group`` can push to each other: its first buffer (``PROBE_BYTES`` a
+    rank; a rendezvous) made now, and True only where every rank made it (each rank's outcome
+    gathered over the group, so all of them answer alike). A collective: every rank of the group
+    calls it, together; answered once a group (later calls communicate nothing). Warns where it
+    answers False. Not caught: a rendezvous that fails on some ranks while the others wait in it (the
+    GPUs of one machine fail alike: the same container, the same driver)."""
+    name = group.group.group_name
+    if name not in _usable:
+        device = torch.device(device)
+        try:
+            _buffer(name, PROBE_BYTES, group.size, device)
+            error = None
+        except RuntimeError as e:  # (``_new_buffer``'s, naming what failed)
+            error = e
+        every = torch.empty(group.size, dtype=torch.int64, device=device)
+        gather_into(every, torch.tensor([error is None], dtype=torch.int64, device=device), group.group)
+        _usable[name] = bool(every.min())
+        if not _usable[name]:
+            why = (error.__cause__ or error) if error is not None else "another rank could not make it"
+            warnings.warn("the \"push\" sequence exchange needs CUDA symmetric memory between the GPUs, which "
+                          f"could not be made here ({why}); exchanging through NCCL (\"keys\") instead",
+                          RuntimeWarning, stacklevel=2)
+    return _usable[name]
 
 
 def push_start(send: torch.Tensor, group) -> torch.Tensor:

@@ -6,7 +6,8 @@ at every replay (``between_pieces``). Cases: ``all_to_all`` (our all-to-all, eag
 (the same under torch.compile), ``push`` (fastltx/runtime/push.py's gather, plain and recorded
 whole in one graph, against NCCL's all-gather; ``--rows``, ``--dtype``), ``uneven``
 (4 ranks or more: a push over the first 2, then one over all, which must raise on every rank
-instead of hanging in the rendezvous), ``model`` (a tiny
+instead of hanging in the rendezvous), ``probe`` (``push_usable``, and its answer where the
+rendezvous fails on every rank), ``model`` (a tiny
 transformer split over the group, compiled blocks, ``graph_blocks``; ``--exchange``: its
 self-attention exchange, "auto" by default, which with "heads" makes 3 eager steps a block, with
 "keys" 2, with "push" 1; ``--riders on``: the video->audio partials riding in the next block's
@@ -74,6 +75,8 @@ def run_case(case: str, world, sub, rows: int = 64, layers: int = 3, grid=(2, 3,
             assert "cannot be made over this group" in str(e), e
             return 0.0
         raise AssertionError("a push buffer was made over ranks with uneven rendezvous counts")
+    if case == "probe":  # push_usable: True here; False on every rank where no rank can make symmetric memory
+        return probe(world, sub, device)
     if case in ("all_to_all", "compiled"):
         fn = (lambda x: exchange(x, sub.sequence)) if case == "all_to_all" else \
             torch.compile(lambda x: exchange(x, sub.sequence), fullgraph=True)
@@ -127,9 +130,42 @@ def run_case(case: str, world, sub, rows: int = 64, layers: int = 3, grid=(2, 3,
     return max(diffs)
 
 
+def probe(world, sub, device: torch.device) -> float:
+    """``push_usable`` over the group (True: its 1 MiB buffer made), then over a fresh group of the
+    same ranks with every rank's rendezvous failing as in a container without the IPC that maps the
+    peers' memory: False and a warning on every rank, and "auto" plans "keys" there (2 ranks)."""
+    import warnings
+
+    import torch.distributed._symmetric_memory as symm_mem
+
+    from fastltx.layers.sequence_parallel import SequenceShard
+    from fastltx.runtime import push
+    if device.type != "cuda":
+        return 0.0
+    assert push.push_usable(sub.sequence, device), "symmetric memory could not be made on this machine"
+    assert push._buffers[sub.sequence.group.group_name][0].whole.numel() == sub.size * push.PROBE_BYTES
+    fresh = world_from_ranks(list(range(sub.size)), device)  # (every rank makes the group)
+    rendezvous = symm_mem.rendezvous
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("pidfd_getfd: Operation not permitted")
+    symm_mem.rendezvous = fail
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            usable = push.push_usable(fresh.sequence, device)
+    finally:
+        symm_mem.rendezvous = rendezvous
+    assert usable is False and any("pidfd_getfd" in str(w.message) for w in caught), (usable, caught)
+    if sub.size == 2:
+        assert SequenceShard.plan(10, fresh.sequence, "auto", device=device).exchange == "keys"
+        assert SequenceShard.plan(10, sub.sequence, "auto", device=device).exchange == "push"
+    return 0.0
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("case", choices=("all_to_all", "compiled", "push", "uneven", "model"))
+    p.add_argument("case", choices=("all_to_all", "compiled", "push", "uneven", "model", "probe"))
     p.add_argument("--group", type=int, default=None)
     p.add_argument("--hang-s", type=float, default=300)
     p.add_argument("--rows", type=int, default=64, help="all_to_all, compiled, push: rows of 256 floats sent to each rank")

@@ -3,7 +3,8 @@ graphed outputs bit-identical to plain ones, and the expected pieces, for our al
 compiled), for the pushed gather (fastltx/runtime/push.py; also equal to NCCL's) and for a tiny
 transformer split over the GPUs with compiled blocks (each self-attention exchange, "push" recorded
 in the graphs; in float32, bf16 and fp8; with the video->audio partials riding in the exchanges, and
-not). Skipped with fewer than two GPUs."""
+not), and ``push_usable`` (which "auto" asks before pushing) where symmetric memory can and cannot
+be made. Skipped with fewer than two GPUs."""
 
 import subprocess
 import sys
@@ -18,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("case, options", [
-    ("all_to_all", []), ("compiled", []), ("push", ["--dtype", "bfloat16"]), ("push", ["--rows", "4099"]),
+    ("all_to_all", []), ("compiled", []), ("push", ["--dtype", "bfloat16"]), ("push", ["--rows", "4099"]), ("probe", []),
     ("model", []), ("model", ["--exchange", "keys"]), ("model", ["--exchange", "heads"]),
     ("model", ["--exchange", "keys", "--dtype", "bfloat16"]), ("model", ["--exchange", "heads", "--riders", "on"]),
     ("model", ["--exchange", "keys", "--riders", "on"]), ("model", ["--exchange", "push", "--dtype", "bfloat16"]),

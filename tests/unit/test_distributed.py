@@ -105,6 +105,25 @@ def test_from_main_shares_rank_0_result_and_error(results, world):
     assert [r[f"{world}_from_main_error"] for r in results] == ["the text path failed on rank 0"] * SIZE
 
 
+@pytest.mark.parametrize("world, size", [("w4", 4), ("w2", 2)])
+def test_push_probe_agrees_on_every_rank(results, world, size):
+    """``push_usable``: every rank made its buffer (one, of ``PROBE_BYTES`` a rank) -> True everywhere,
+    and the answer is kept; the last rank failing -> False and a warning naming the cause on every
+    rank, the ones that made theirs included ("auto" then exchanges through NCCL on all of them)."""
+    from fastltx.runtime.push import PROBE_BYTES
+    assert [r[f"{world}_push_probe_made"] for r in results] == [[True, 1, size * PROBE_BYTES]] * SIZE
+    assert [r[f"{world}_push_probe_again"] for r in results] == [True] * SIZE
+    assert [r[f"{world}_push_probe_failed"] for r in results] == [False] * SIZE
+    for r in results:
+        warned = r[f"{world}_push_probe_warning"]
+        assert len(warned) == 1 and 'exchanging through NCCL ("keys") instead' in warned[0], warned
+    # the failing rank names its own error; the others, that a peer failed
+    last = {"w4": [3], "w2": [1, 3]}[world]
+    for rank, r in enumerate(results):
+        cause = "pidfd_getfd" if rank in last else "another rank could not make it"
+        assert cause in r[f"{world}_push_probe_warning"][0], (rank, r[f"{world}_push_probe_warning"])
+
+
 @pytest.mark.parametrize("world", ["w4", "w2"])
 def test_every_rank_raises_the_same_error(results, world):
     last = {"w4": [3] * 4, "w2": [1] * 4}[world]

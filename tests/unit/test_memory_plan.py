@@ -255,3 +255,24 @@ def test_concrete_device_names_the_current_gpu(monkeypatch):
     assert concrete_device("cuda") == torch.device("cuda", 3)
     assert concrete_device(torch.device("cuda", 1)) == torch.device("cuda", 1)
     assert concrete_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("ranks", [2, 4])
+@pytest.mark.parametrize("height, width", [(768, 1280), (1024, 1536)])
+def test_split_rank_needs_less_than_the_planned_whole_sequence(ranks, height, width):
+    """On several GPUs each rank's plan is the whole sequence's forward. What a rank holds in stage 2
+    stays under it: its shard's forward, the kept "push" buffers of both stages (every token's keys
+    and values) and ``push_usable``'s probe buffer. (19B geometry, the distilled 121 frames.)"""
+    from fastltx.checkpoint.factory import transformer_config
+    from fastltx.conditioning.latents import VideoGrid, audio_latent_frames
+    from fastltx.models.transformer.memory import exchange_bytes, forward_bytes
+    from fastltx.runtime.push import PROBE_BYTES
+    cfg = transformer_config("v1", "19b")
+    audio = audio_latent_frames(121, 24.0)
+    full = VideoGrid.for_pixels(121, height, width, 24.0).tokens
+    half = VideoGrid.for_pixels(121, height // 2, width // 2, 24.0).tokens
+    planned = forward_bytes(cfg, full, audio, 1024, 1)
+    shard = forward_bytes(cfg, -(-full // ranks), audio, 1024, 1)
+    kept = exchange_bytes(cfg, full, ranks, 1) + exchange_bytes(cfg, half, ranks, 1) + ranks * PROBE_BYTES
+    assert exchange_bytes(cfg, full, ranks, 1) == 2 * full * 4096 * 2  # (divisible: no padding)
+    assert shard + kept < planned, (gib(shard), gib(kept), gib(planned))

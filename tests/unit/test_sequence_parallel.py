@@ -113,15 +113,22 @@ def test_auto_exchange_gathers_keys_on_two_ranks_only(size, exchange):
         SequenceShard.plan(10, _Group(size), "ring")
 
 
-@pytest.mark.parametrize("device, available, size, exchange", [
-    ("cuda", True, 2, "push"), ("cuda", False, 2, "keys"), ("cpu", True, 2, "keys"), (None, True, 2, "keys"),
-    ("cuda", True, 4, "heads")])
-def test_auto_exchange_pushes_keys_between_two_gpus_with_peer_access(monkeypatch, device, available, size, exchange):
-    """"auto" on 2 ranks: "push" where the tensors are on CUDA and every two GPUs reach each other
-    (``push_available``, the same answer on every rank of a machine), else "keys"."""
+@pytest.mark.parametrize("device, available, usable, size, exchange", [
+    ("cuda", True, True, 2, "push"), ("cuda", True, False, 2, "keys"), ("cuda", False, True, 2, "keys"),
+    ("cpu", True, True, 2, "keys"), (None, True, True, 2, "keys"), ("cuda", True, True, 4, "heads")])
+def test_auto_exchange_pushes_keys_between_two_gpus_with_peer_access(monkeypatch, device, available, usable, size,
+                                                                    exchange):
+    """"auto" on 2 ranks: "push" where the tensors are on CUDA, every two GPUs reach each other
+    (``push_available``, the same answer on every rank of a machine) and every rank of the group made
+    symmetric memory (``push_usable``, asked only then), else "keys". A named "push" asks nothing."""
     from fastltx.layers import sequence_parallel
+    asked = []
     monkeypatch.setattr(sequence_parallel, "push_available", lambda: available)
+    monkeypatch.setattr(sequence_parallel, "push_usable", lambda group, where: asked.append(where) or usable)
     assert SequenceShard.plan(10, _Group(size), device=device).exchange == exchange
+    assert asked == ([device] if available and device == "cuda" and size == 2 else [])
+    assert SequenceShard.plan(10, _Group(size), "push", device=device).exchange == "push"
+    assert len(asked) <= 1
 
 
 @pytest.mark.parametrize("gpus, world, peers, expected", [

@@ -5,6 +5,13 @@ forward peaks ~13 activation-sized buffers (batch x tokens x width) above the we
 residual, its normalised copy, q/k/v, RoPE tables, the 4x feed-forward hidden and its GELU. fp8
 adds the quantised copies. The text keys/values cached for a generation (LTX-2 only) stay for the
 whole stage: two per block and stream.
+
+Split over several GPUs (sequence parallelism), each rank plans the forward of the whole sequence:
+the plan does not know the split. A rank holds less: its shard's activations, plus what its
+self-attention exchange receives. With "push" that is every token's keys and values in symmetric
+memory, kept for the process's life, one buffer per size pushed (``exchange_bytes``; a stage-1
+buffer beside stage 2's). tests/unit/test_memory_plan.py checks that the whole sequence's estimate
+covers both, on 2 and 4 ranks, for the 19B geometry at the benchmarked sizes.
 """
 
 import torch
@@ -33,3 +40,12 @@ def forward_bytes(cfg: TransformerConfig, video_tokens: int, audio_tokens: int, 
         cache += text_tokens * cfg.audio.dim
     cached_text = 0 if cfg.cross_attention_adaln else 2 * cache * cfg.num_layers
     return batch * (width * ACTIVATIONS_LIVE + cached_text) * size + workspace
+
+
+def exchange_bytes(cfg: TransformerConfig, video_tokens: int, ranks: int, batch: int,
+                   dtype: torch.dtype = torch.bfloat16) -> int:
+    """Bytes of one rank's buffer for the keys and values of ``video_tokens`` (padded to a multiple of
+    ``ranks``) that the "keys" and "push" exchanges gather (fastltx/runtime/push.py keeps "push"'s)."""
+    size = torch.empty((), dtype=dtype).element_size()
+    padded = -(-video_tokens // ranks) * ranks
+    return 2 * batch * padded * cfg.video.dim * size
