@@ -305,6 +305,9 @@ def _generate(args) -> int | None:
         from fastltx.pipelines.components import check_cuda_graphs
         check_cuda_graphs(device, args.memory)
     checkpoint, text_encoder, upsampler, distilled, loras, note = model_files(args, name)  # (demo set written once)
+    if gpus > 1:
+        from fastltx.pipelines.components import check_heads_exchange
+        check_heads_exchange(checkpoint, gpus, args.sequence_exchange)
     if gpus > 1 and launched == 1:  # all checked: run this same command in one process per GPU
         from fastltx.runtime.distributed import launch_torchrun
         return launch_torchrun(gpus, args.argv)
@@ -423,9 +426,9 @@ def _add_generate(sub) -> None:
     run.add_argument("--sequence-exchange", default="auto", choices=EXCHANGES,
                      help="with --gpus: how the split video tokens' self-attention exchanges them: auto (default: "
                           "push on 2 GPUs with peer access and symmetric memory, keys on 2 others, heads on "
-                          "more), heads (all-to-alls), keys (keys and values gathered through NCCL), push "
-                          "(pushed into the peers' memory while the queries are projected; needs CUDA symmetric "
-                          "memory)")
+                          "more where they divide the video heads, else keys), heads (all-to-alls), keys (keys "
+                          "and values gathered through NCCL), push (pushed into the peers' memory while the "
+                          "queries are projected; needs CUDA symmetric memory)")
     run.add_argument("--lossless", action="store_true", help="a folder of PNG frames and audio.wav (float) "
                                                              "instead of an MP4")
     run.add_argument("-o", "--output", required=True, help="the MP4 file (or the folder, with --lossless)")

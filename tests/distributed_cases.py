@@ -252,6 +252,17 @@ def from_main_case(world: World, prefix: str) -> dict:
             f"{prefix}from_main_error": error}
 
 
+def three_ranks_case(world: World, prefix: str) -> dict:
+    """Over 3 ranks, which do not divide the 4 video heads: "auto" gathers the keys and values (with
+    padding and a strengths mask) instead of raising, and the result is the single process's."""
+    from fastltx.models.transformer import sharding
+    v1 = model("v1")
+    video, audio = inputs(v1, grid=(2, 3, 5), appended=7, mask=True, seed=12)
+    exchange = sharding.plan(video, world.sequence, v1.cfg.video.heads).exchange
+    return {f"{prefix}exchange": exchange,
+            f"{prefix}sp_auto": _error(v1(video, audio, sequence=world.sequence), v1(video, audio))}
+
+
 def push_probe_case(world: World, prefix: str) -> dict:
     """``push_usable`` over the world's sequence group: True on every rank where every rank made its
     buffer; where the last rank cannot (as symmetric memory fails in some containers), False and a
@@ -324,9 +335,11 @@ def run_all(rank: int, size: int, port: int, folder: str, demo: str) -> None:
         # pairs of ranks as worlds of their own (every process takes part in making both)
         pairs = [world_from_ranks([r, r + 1], torch.device("cpu")) for r in range(0, size, 2)]
         pair = pairs[rank // 2]
+        trio = world_from_ranks([0, 1, 2], torch.device("cpu"))  # (None on rank 3)
         runs = [(w, prefix, cases) for w, prefix in ((world, f"w{size}_"), (pair, "w2_"))
                 for cases in (sequence_cases, guidance_cases, decode_case, error_case, from_main_case,
                               push_probe_case)]
+        runs += [(trio, "w3_", three_ranks_case)] if trio is not None else []
         for w, prefix, cases in runs + [(pair, "w2_", lambda w, p: pipeline_case(w, p, demo))]:
             try:
                 results.update(cases(w, prefix))

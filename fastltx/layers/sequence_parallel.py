@@ -14,7 +14,8 @@ are never attended to (the caller masks them as keys). Two cases need communicat
   4 (P - 1) / P token-rows of (heads x d) with "heads" and 2 (P - 1) with "keys" or "push": the
   same on 2 ranks, in one collective instead of two and with fewer layout copies; twice as much on
   4. "auto" takes "push" on 2 ranks where it can run (``push_available``, then ``push_usable``:
-  symmetric memory made on every rank), else "keys" on 2 ranks, "heads" on more;
+  symmetric memory made on every rank), else "keys" on 2 ranks, "heads" on more (the transformer
+  takes "keys" where the ranks do not divide its heads: models/transformer/sharding.py);
 * cross-attention from replicated queries to sharded keys (audio attending to video): each rank
   attends to its own keys and returns the softmax normaliser; the small partial results (queries x
   heads) are all-gathered and combined exactly, so the keys are never gathered.

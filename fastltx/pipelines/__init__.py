@@ -73,7 +73,7 @@ def load_pipeline(name: str, checkpoint: str | os.PathLike, text_encoder: str | 
 
     ``sequence_exchange`` (several processes): how the self-attention over split video tokens
     exchanges them: "auto" (default: "push" on 2 GPUs with peer access, "keys" on 2 others, "heads"
-    on more), "heads" (Ulysses all-to-alls), "keys" (keys and values all-gathered through NCCL) or
+    on more where they divide the video heads, else "keys"), "heads" (Ulysses all-to-alls), "keys" (keys and values all-gathered through NCCL) or
     "push" (the same pushed into the peers' memory while the queries are projected;
     fastltx/layers/sequence_parallel.py). Where CUDA symmetric memory cannot be made, "auto" warns
     and takes "keys"; a named "push" raises at its first exchange."""

@@ -103,7 +103,9 @@ def _new_buffer(held: list[_Buffer], group_name: str, nbytes: int, ranks: int, d
                            "run the call once unrecorded first")
     import torch.distributed._symmetric_memory as symm_mem
     if not held and hasattr(symm_mem, "enable_symm_mem_for_group"):  # needed before a rendezvous in some versions
-        symm_mem.enable_symm_mem_for_group(group_name)
+        with warnings.catch_warnings():  # (deprecated in others, which say so at every group)
+            warnings.simplefilter("ignore", FutureWarning)
+            symm_mem.enable_symm_mem_for_group(group_name)
     _check_even(group_name, device)
     try:
         whole = symm_mem.empty(ranks * nbytes, dtype=torch.uint8, device=device)

@@ -29,7 +29,7 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from fastltx.runtime.cuda_graph import GraphedCall  # noqa: E402
-from fastltx.runtime.distributed import all_gather, all_to_all, init_distributed, world_from_ranks  # noqa: E402
+from fastltx.runtime.distributed import Group, all_gather, all_to_all, init_distributed, world_from_ranks  # noqa: E402
 from fastltx.runtime.push import push_finish, push_start  # noqa: E402
 
 
@@ -144,7 +144,8 @@ def probe(world, sub, device: torch.device) -> float:
         return 0.0
     assert push.push_usable(sub.sequence, device), "symmetric memory could not be made on this machine"
     assert push._buffers[sub.sequence.group.group_name][0].whole.numel() == sub.size * push.PROBE_BYTES
-    fresh = world_from_ranks(list(range(sub.size)), device)  # (every rank makes the group)
+    assert sub.size == world.size, "probe: run without --group"
+    fresh = Group(dist.new_group(list(range(sub.size))), sub.rank, sub.size)  # (not WORLD: a group never asked)
     rendezvous = symm_mem.rendezvous
 
     def fail(*args, **kwargs):
@@ -153,12 +154,12 @@ def probe(world, sub, device: torch.device) -> float:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            usable = push.push_usable(fresh.sequence, device)
+            usable = push.push_usable(fresh, device)
     finally:
         symm_mem.rendezvous = rendezvous
     assert usable is False and any("pidfd_getfd" in str(w.message) for w in caught), (usable, caught)
     if sub.size == 2:
-        assert SequenceShard.plan(10, fresh.sequence, "auto", device=device).exchange == "keys"
+        assert SequenceShard.plan(10, fresh, "auto", device=device).exchange == "keys"
         assert SequenceShard.plan(10, sub.sequence, "auto", device=device).exchange == "push"
     return 0.0
 

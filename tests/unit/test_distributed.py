@@ -1,7 +1,8 @@
 """Sequence parallelism, guidance (CFG) parallelism and split tiled decoding on the CPU with gloo.
 
 One spawn of 4 processes runs every case (tests/distributed_cases.py) twice: over all 4 ranks, and
-over two worlds of 2 ranks at once (the two-stage pipeline: over the pairs only). Each case compares
+over two worlds of 2 ranks at once (the two-stage pipeline: over the pairs only); one case runs over
+a world of the first 3 ranks. Each case compares
 with the single-process result computed in the same process: float32, max relative error at most
 1e-5 (decoded frames of the split tiled decode: identical; pipeline frames: at most 1 level).
 """
@@ -103,6 +104,13 @@ def test_from_main_shares_rank_0_result_and_error(results, world):
     """The text contexts' path: computed on rank 0 only, sent to the others; its failure raised everywhere."""
     assert _value(results, f"{world}_from_main") == [0.0] * SIZE
     assert [r[f"{world}_from_main_error"] for r in results] == ["the text path failed on rank 0"] * SIZE
+
+
+def test_three_ranks_gather_keys_where_the_heads_do_not_split(results):
+    """3 ranks and 4 video heads: "auto" takes "keys", equal to the single process."""
+    assert [r.get("w3_exchange") for r in results] == ["keys"] * 3 + [None]
+    errors = _value(results[:3], "w3_sp_auto")
+    assert all(e is not None and e <= BOUND for e in errors), errors
 
 
 @pytest.mark.parametrize("world, size", [("w4", 4), ("w2", 2)])

@@ -76,9 +76,27 @@ def plan(video: ModalityInput, group: Group, heads: int, exchange: str = "auto",
         raise ValueError(f"sequence_riders: True, False or 'auto', got {riders!r}")
     shard = SequenceShard.plan(tokens, group, exchange, riders, video.latent.device)
     if shard.exchange == "heads" and heads % group.size:
-        raise ValueError(f"sequence parallelism over {group.size} ranks needs a video head count divisible by "
-                         f"{group.size}; this model has {heads} heads")
+        if exchange == "auto":  # (3 GPUs, say): the keys and values gathered instead, for any rank count
+            return replace(shard, exchange="keys")
+        raise ValueError(heads_error(heads, [group.size]))
     return shard
+
+
+def heads_error(heads: int, sizes: list[int]) -> str:
+    return (f"the \"heads\" sequence exchange splits the video heads over the GPUs of a pass: this model has "
+            f"{heads}, which {' or '.join(map(str, sizes))} GPUs do not divide; take \"keys\" (or \"auto\", which "
+            "does so there)")
+
+
+def check_heads_split(heads: int, world_size: int, exchange: str) -> None:
+    """A named "heads" exchange over ``world_size`` processes: the ValueError a pass would raise over
+    a sequence group whose size does not divide the video head count, for every size a group can
+    have (``World.layouts``: each divisor of the world's size). "auto" takes "keys" for those groups."""
+    if exchange != "heads":
+        return
+    bad = [s for s in range(2, world_size + 1) if world_size % s == 0 and heads % s]
+    if bad:
+        raise ValueError(heads_error(heads, bad))
 
 
 def local_video(m: ModalityInput, shard: SequenceShard) -> ModalityInput:
