@@ -81,7 +81,8 @@ from bench.models import build_ours  # noqa: E402
 from bench.pipeline import STAGES, compare, peak_above, reset_peak, summarize, sync  # noqa: E402
 from bench.text_encoder import POSITIVE, unique_bytes  # noqa: E402
 from bench.timeline import nccl_settings  # noqa: E402
-from fastltx.layers.sequence_parallel import EXCHANGES, resolve_exchange  # noqa: E402
+from fastltx.layers.sequence_parallel import EXCHANGES  # noqa: E402
+from fastltx.models.transformer.sharding import exchange_for  # noqa: E402
 from fastltx.pipelines import Components, DistilledPipeline, ModelFiles  # noqa: E402
 from fastltx.runtime.distributed import World, functional_collectives, init_distributed, world_from_ranks  # noqa: E402
 from fastltx.sampling.denoisers import SimpleDenoiser  # noqa: E402
@@ -482,7 +483,9 @@ def main(argv=None) -> dict | None:
         late = False
         for gpus in (1, *counts):
             plain = {}  # (exchange, riders) -> the plain result
-            exchanges = list(dict.fromkeys(resolve_exchange(e, gpus, device) for e in args.exchanges)) if gpus > 1 else [None]
+            heads = transformer.cfg.video.heads
+            exchanges = ([None] if gpus == 1 else
+                         list(dict.fromkeys(exchange_for(e, gpus, heads, device) for e in args.exchanges)))
             runs = [(v, e, r) for v in variants for e in exchanges for r in (args.riders if gpus > 1 else ["auto"])]
             for variant, exchange, riders in runs:
                 graphs = variant == "graphs"

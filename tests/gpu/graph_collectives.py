@@ -87,7 +87,7 @@ def run_case(case: str, world, sub, rows: int = 64, layers: int = 3, grid=(2, 3,
         assert device.type != "cuda" or pieces(graphed) == (2, 1)
         return max((g - w).abs().max().item() for g, w in zip(got, want * 2))
     from fastltx.checkpoint.factory import random_transformer, transformer_config
-    from fastltx.layers.sequence_parallel import resolve_exchange
+    from fastltx.models.transformer.sharding import exchange_for
     from fastltx.runtime.compile import compile_blocks
     from tests.distributed_cases import inputs
     from tests.helpers import modality_on
@@ -120,7 +120,7 @@ def run_case(case: str, world, sub, rows: int = 64, layers: int = 3, grid=(2, 3,
     # the collectives of the blocks, run eagerly between the pieces: a block's exchanges (2 "heads", 1
     # "keys", none "push": recorded in the graphs), the video->audio partials' gather (riding in the
     # next block's exchange, or each block's own)
-    exchanges = {"keys": 1, "push": 0, "heads": 2}[resolve_exchange(sequence_exchange, sub.size, device)]
+    exchanges = {"keys": 1, "push": 0, "heads": 2}[exchange_for(sequence_exchange, sub.size, cfg.video.heads, device)]
     steps = exchanges * layers + 1 if riders else (exchanges + 1) * layers
     assert device.type != "cuda" or pieces(model.__dict__["graphed_blocks"]) == (steps + 1, steps)
     model.graph_blocks(False)  # the graphs go now (a run that kept them hung in the teardown once)

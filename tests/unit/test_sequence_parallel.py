@@ -235,6 +235,8 @@ def test_auto_gathers_keys_where_the_heads_do_not_split(size, auto):
     video = types.SimpleNamespace(latent=torch.zeros(1, 3840, 8))
     group = _Group(size)
     assert sharding.plan(video, group, 32, "auto").exchange == auto  # (2 ranks off CUDA: "keys" anyway)
+    assert sharding.exchange_for("auto", size, 32) == auto  # (what benchmarks and tests name)
+    assert sharding.exchange_for("heads", size, 32) == "heads"
     if 32 % size:
         with pytest.raises(ValueError, match=f'has 32, which {size} GPUs do not divide; take "keys"'):
             sharding.plan(video, group, 32, "heads")

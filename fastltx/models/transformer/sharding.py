@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import torch
 
-from fastltx.layers.sequence_parallel import SequenceShard
+from fastltx.layers.sequence_parallel import SequenceShard, resolve_exchange
 from fastltx.models.transformer.inputs import ModalityInput
 from fastltx.runtime.distributed import Group
 
@@ -80,6 +80,13 @@ def plan(video: ModalityInput, group: Group, heads: int, exchange: str = "auto",
             return replace(shard, exchange="keys")
         raise ValueError(heads_error(heads, [group.size]))
     return shard
+
+
+def exchange_for(exchange: str, ranks: int, heads: int, device: torch.device | str | None = None) -> str:
+    """The exchange ``plan`` takes for ``exchange`` over ``ranks`` ranks of a model with ``heads``
+    video heads, short of ``push_usable``'s answer (a collective; benchmarks and tests name it)."""
+    named = resolve_exchange(exchange, ranks, device)
+    return "keys" if exchange == "auto" and named == "heads" and heads % ranks else named
 
 
 def heads_error(heads: int, sizes: list[int]) -> str:
