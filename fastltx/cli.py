@@ -305,7 +305,7 @@ def _generate(args) -> int | None:
         from fastltx.pipelines.components import check_cuda_graphs
         check_cuda_graphs(device, args.memory)
     checkpoint, text_encoder, upsampler, distilled, loras, note = model_files(args, name)  # (demo set written once)
-    if gpus > 1:
+    if gpus > 1 and launched == 1:  # (the processes torchrun starts check it again at load)
         from fastltx.pipelines.components import check_heads_exchange
         check_heads_exchange(checkpoint, gpus, args.sequence_exchange)
     if gpus > 1 and launched == 1:  # all checked: run this same command in one process per GPU

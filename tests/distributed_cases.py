@@ -265,8 +265,9 @@ def three_ranks_case(world: World, prefix: str) -> dict:
 
 def push_probe_case(world: World, prefix: str) -> dict:
     """``push_usable`` over the world's sequence group: True on every rank where every rank made its
-    buffer; where the last rank cannot (as symmetric memory fails in some containers), False and a
-    warning on every rank. (Off CUDA the buffers are plain tensors: the agreement is what runs.)"""
+    buffer; where the last rank cannot (as symmetric memory fails in some containers), False on
+    every rank and a warning on the first and the failing one. (Off CUDA the buffers are plain
+    tensors: the agreement is what runs.)"""
     import warnings
 
     from fastltx.runtime import push
@@ -276,7 +277,7 @@ def push_probe_case(world: World, prefix: str) -> dict:
     make = push._new_buffer
 
     def fail(*args):
-        raise RuntimeError("pidfd_getfd: Operation not permitted")
+        raise push.SymmetricMemoryError("pidfd_getfd: Operation not permitted")
     out = {}
     try:
         made = push.push_usable(group, "cpu")

@@ -73,10 +73,11 @@ def load_pipeline(name: str, checkpoint: str | os.PathLike, text_encoder: str | 
 
     ``sequence_exchange`` (several processes): how the self-attention over split video tokens
     exchanges them: "auto" (default: "push" on 2 GPUs with peer access, "keys" on 2 others, "heads"
-    on more where they divide the video heads, else "keys"), "heads" (Ulysses all-to-alls), "keys" (keys and values all-gathered through NCCL) or
-    "push" (the same pushed into the peers' memory while the queries are projected;
-    fastltx/layers/sequence_parallel.py). Where CUDA symmetric memory cannot be made, "auto" warns
-    and takes "keys"; a named "push" raises at its first exchange."""
+    on more where they divide the video heads, else "keys"), "heads" (Ulysses all-to-alls), "keys"
+    (keys and values all-gathered through NCCL) or "push" (the same pushed into the peers' memory
+    while the queries are projected; fastltx/layers/sequence_parallel.py). Where CUDA symmetric
+    memory cannot be made, "auto" warns and takes "keys"; a named "push" raises at its first
+    exchange. A named "heads" that the GPUs cannot split is refused here."""
     if name not in PIPELINES:
         raise InputError(f"unknown pipeline {name!r}; choose one of {', '.join(PIPELINES)}")
     if isinstance(distilled_lora, (str, os.PathLike)):

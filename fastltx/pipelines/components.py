@@ -59,12 +59,11 @@ def check_heads_exchange(checkpoint: str, world_size: int, exchange: str) -> Non
     from fastltx.models.transformer.sharding import check_heads_split
     try:
         header = read_header(checkpoint)
-        cfg = TransformerConfig.from_checkpoint_config(header.config(), header.path)
-    except (CheckpointError, OSError):
+        heads = TransformerConfig.from_checkpoint_config(header.config(), header.path).video.heads
+    except (CheckpointError, OSError, ValueError, TypeError):
         return
-    try:
-        if cfg.video is not None:
-            check_heads_split(cfg.video.heads, world_size, exchange)
+    try:  # (a world whose size divides the heads has groups that all do: its check is heads % size)
+        check_heads_split(heads, world_size, exchange)
     except ValueError as e:
         raise InputError(str(e)) from None
 

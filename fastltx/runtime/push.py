@@ -111,10 +111,10 @@ def _new_buffer(held: list[_Buffer], group_name: str, nbytes: int, ranks: int, d
         whole = symm_mem.empty(ranks * nbytes, dtype=torch.uint8, device=device)
         handle = symm_mem.rendezvous(whole, group_name)
     except (RuntimeError, OSError) as e:  # (a container without the IPC that maps the peers' memory, say)
-        raise RuntimeError(f"the \"push\" sequence exchange needs CUDA symmetric memory between this machine's GPUs, "
-                           f"and making it failed here ({type(e).__name__}: {e}); exchange through NCCL instead: "
-                           "--sequence-exchange keys (or heads), load_pipeline(..., sequence_exchange=\"keys\"), "
-                           "or the transformer's sequence_exchange") from e
+        raise SymmetricMemoryError(
+            f"the \"push\" sequence exchange needs CUDA symmetric memory between this machine's GPUs, and making "
+            f"it failed here ({type(e).__name__}: {e}); exchange through NCCL instead: --sequence-exchange keys (or "
+            "heads), load_pipeline(..., sequence_exchange=\"keys\"), or the transformer's sequence_exchange") from e
     held.append(_Buffer(whole, handle))
     global _made
     _made += 1
@@ -122,6 +122,10 @@ def _new_buffer(held: list[_Buffer], group_name: str, nbytes: int, ranks: int, d
 
 
 _made = 0  # symmetric-memory rendezvous this process has made (every one is made by ``_new_buffer``)
+
+
+class SymmetricMemoryError(RuntimeError):
+    """Symmetric memory could not be made here (the cause chained)."""
 
 
 def _check_even(group_name: str, device: torch.device) -> None:
@@ -209,33 +213,40 @@ def push_available() -> bool:
 
 
 PROBE_BYTES = 2**20  # a rank's part of the buffer ``push_usable`` makes (kept, as every buffer is)
-_usable: dict[str, bool] = {}  # group name -> whether every rank of it made symmetric memory
+_usable: dict[str, tuple[object, bool]] = {}  # group name -> (its process group, every rank made symmetric memory)
 
 
 def push_usable(group: Group, device: torch.device | str) -> bool:
     """Whether the ranks of ``group`` can push to each other: its first buffer (``PROBE_BYTES`` a
     rank; a rendezvous) made now, and True only where every rank made it (each rank's outcome
     gathered over the group, so all of them answer alike). A collective: every rank of the group
-    calls it, together; answered once a group (later calls communicate nothing). Warns where it
-    answers False. Not caught: a rendezvous that fails on some ranks while the others wait in it (the
-    GPUs of one machine fail alike: the same container, the same driver)."""
+    calls it, together, eagerly (refused inside a CUDA graph recording or compiled code); answered
+    once a group (later calls communicate nothing; a new group under an old name, after the process
+    groups were destroyed and made again, is asked again). Where it answers False, the group's first
+    rank warns, and every rank that failed (naming its cause). Only a failure to make symmetric
+    memory counts: other errors (out of memory, NCCL, ranks with uneven rendezvous counts) raise.
+    Not caught: a rendezvous that fails on some ranks while the others wait in it (the GPUs of one
+    machine fail alike: the same container, the same driver)."""
     name = group.group.group_name
-    if name not in _usable:
+    held = _usable.get(name)
+    if held is None or held[0] is not group.group:
         device = torch.device(device)
+        if torch.compiler.is_compiling() or (device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
+            raise RuntimeError("push_usable runs eagerly: plan the sequence outside compiled code and recordings")
         try:
             _buffer(name, PROBE_BYTES, group.size, device)
             error = None
-        except RuntimeError as e:  # (``_new_buffer``'s, naming what failed)
+        except SymmetricMemoryError as e:
             error = e
         every = torch.empty(group.size, dtype=torch.int64, device=device)
         gather_into(every, torch.tensor([error is None], dtype=torch.int64, device=device), group.group)
-        _usable[name] = bool(every.min())
-        if not _usable[name]:
+        held = _usable[name] = (group.group, bool(every.min()))
+        if not held[1] and (error is not None or group.rank == 0):
             why = (error.__cause__ or error) if error is not None else "another rank could not make it"
             warnings.warn("the \"push\" sequence exchange needs CUDA symmetric memory between the GPUs, which "
                           f"could not be made here ({why}); exchanging through NCCL (\"keys\") instead",
                           RuntimeWarning, stacklevel=2)
-    return _usable[name]
+    return held[1]
 
 
 def push_start(send: torch.Tensor, group) -> torch.Tensor:

@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("case, options", [
-    ("all_to_all", []), ("compiled", []), ("push", ["--dtype", "bfloat16"]), ("push", ["--rows", "4099"]), ("probe", []),
-    ("model", []), ("model", ["--exchange", "keys"]), ("model", ["--exchange", "heads"]),
+    ("all_to_all", []), ("compiled", []), ("push", ["--dtype", "bfloat16"]), ("push", ["--rows", "4099"]),
+    ("probe", []), ("model", []), ("model", ["--exchange", "keys"]), ("model", ["--exchange", "heads"]),
     ("model", ["--exchange", "keys", "--dtype", "bfloat16"]), ("model", ["--exchange", "heads", "--riders", "on"]),
     ("model", ["--exchange", "keys", "--riders", "on"]), ("model", ["--exchange", "push", "--dtype", "bfloat16"]),
     ("model", ["--exchange", "push", "--riders", "on"]),

@@ -19,7 +19,7 @@ from tests import distributed_cases
 
 SIZE = 4
 BOUND = 1e-5
-TIMEOUT_S = 240
+TIMEOUT_S = 420  # (a hang guard: ~100 s alone on 2 cores, ~170 s beside other work)
 SP_CASES = ["even", "uneven_clean", "appended_mask", "fewer_tokens_than_ranks", "perturbations", "v2_appended",
             "video_only", "riders_perturbations", "riders_v2_appended", "riders_stg_whole_batch",
             "riders_isolated_whole_batch", "other_exchange", "push", "text_cache", "fewer_shards", "collectives",
@@ -116,20 +116,22 @@ def test_three_ranks_gather_keys_where_the_heads_do_not_split(results):
 @pytest.mark.parametrize("world, size", [("w4", 4), ("w2", 2)])
 def test_push_probe_agrees_on_every_rank(results, world, size):
     """``push_usable``: every rank made its buffer (one, of ``PROBE_BYTES`` a rank) -> True everywhere,
-    and the answer is kept; the last rank failing -> False and a warning naming the cause on every
-    rank, the ones that made theirs included ("auto" then exchanges through NCCL on all of them)."""
+    and the answer is kept; the last rank failing -> False on every rank (the ones that made theirs
+    included: "auto" then exchanges through NCCL on all of them), and a warning on the group's first
+    rank (a peer failed) and on the failing one (naming its cause), not on the others."""
     from fastltx.runtime.push import PROBE_BYTES
     assert [r[f"{world}_push_probe_made"] for r in results] == [[True, 1, size * PROBE_BYTES]] * SIZE
     assert [r[f"{world}_push_probe_again"] for r in results] == [True] * SIZE
     assert [r[f"{world}_push_probe_failed"] for r in results] == [False] * SIZE
-    for r in results:
+    causes = {"w4": ["another rank could not make it", None, None, "pidfd_getfd"],
+              "w2": ["another rank could not make it", "pidfd_getfd"] * 2}[world]
+    for rank, (r, cause) in enumerate(zip(results, causes)):
         warned = r[f"{world}_push_probe_warning"]
-        assert len(warned) == 1 and 'exchanging through NCCL ("keys") instead' in warned[0], warned
-    # the failing rank names its own error; the others, that a peer failed
-    last = {"w4": [3], "w2": [1, 3]}[world]
-    for rank, r in enumerate(results):
-        cause = "pidfd_getfd" if rank in last else "another rank could not make it"
-        assert cause in r[f"{world}_push_probe_warning"][0], (rank, r[f"{world}_push_probe_warning"])
+        if cause is None:
+            assert warned == [], (rank, warned)
+        else:
+            assert len(warned) == 1 and cause in warned[0], (rank, warned)
+            assert 'exchanging through NCCL ("keys") instead' in warned[0]
 
 
 @pytest.mark.parametrize("world", ["w4", "w2"])

@@ -256,3 +256,25 @@ def test_named_heads_checked_against_every_sequence_group(size, bad):
     else:
         with pytest.raises(ValueError, match=f"which {bad} GPUs do not divide"):
             check_heads_split(32, size, "heads")
+
+
+def test_push_probe_counts_only_symmetric_memory_failures(monkeypatch):
+    """``push_usable`` refuses to run inside compiled code (it is a collective that reads its answer
+    on the host), and an error other than a failure to make symmetric memory (out of memory, say)
+    raises instead of turning into "keys" for good."""
+    from types import SimpleNamespace
+
+    from fastltx.runtime import push
+    from fastltx.runtime.distributed import Group
+    group = Group(SimpleNamespace(group_name="probe-test"), 0, 2)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    with pytest.raises(RuntimeError, match="push_usable runs eagerly"):
+        push.push_usable(group, "cpu")
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: False)
+
+    def oom(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+    monkeypatch.setattr(push, "_buffer", oom)
+    with pytest.raises(torch.OutOfMemoryError):
+        push.push_usable(group, "cpu")
+    assert "probe-test" not in push._usable

@@ -9,9 +9,10 @@ whole stage: two per block and stream.
 Split over several GPUs (sequence parallelism), each rank plans the forward of the whole sequence:
 the plan does not know the split. A rank holds less: its shard's activations, plus what its
 self-attention exchange receives. With "push" that is every token's keys and values in symmetric
-memory, kept for the process's life, one buffer per size pushed (``exchange_bytes``; a stage-1
-buffer beside stage 2's). tests/unit/test_memory_plan.py checks that the whole sequence's estimate
-covers both, on 2 and 4 ranks, for the 19B geometry at the benchmarked sizes.
+memory, kept for the process's life (``exchange_bytes``): a new buffer each time an exchange is
+larger than the buffers held, so stage 1's stays beside stage 2's. tests/unit/test_memory_plan.py
+checks, by these estimates, that the whole sequence's covers both on 2 to 6 ranks, for the 19B
+geometry at the benchmarked sizes.
 """
 
 import torch

@@ -74,17 +74,20 @@ def plan(video: ModalityInput, group: Group, heads: int, exchange: str = "auto",
         riders = batch * -(-tokens // group.size) <= RIDERS_MAX_TOKENS_PER_RANK
     elif not isinstance(riders, bool):
         raise ValueError(f"sequence_riders: True, False or 'auto', got {riders!r}")
-    shard = SequenceShard.plan(tokens, group, exchange, riders, video.latent.device)
-    if shard.exchange == "heads" and heads % group.size:
-        if exchange == "auto":  # (3 GPUs, say): the keys and values gathered instead, for any rank count
-            return replace(shard, exchange="keys")
+    device = video.latent.device
+    named = exchange_for(exchange, group.size, heads, device)
+    if named == "heads" and heads % group.size:
         raise ValueError(heads_error(heads, [group.size]))
-    return shard
+    # ("auto" that means "push" stays "auto": SequenceShard.plan asks push_usable, and may take "keys")
+    return SequenceShard.plan(tokens, group, "auto" if exchange == "auto" and named == "push" else named, riders,
+                              device)
 
 
 def exchange_for(exchange: str, ranks: int, heads: int, device: torch.device | str | None = None) -> str:
     """The exchange ``plan`` takes for ``exchange`` over ``ranks`` ranks of a model with ``heads``
-    video heads, short of ``push_usable``'s answer (a collective; benchmarks and tests name it)."""
+    video heads, short of ``push_usable``'s answer (a collective; benchmarks and tests name it):
+    ``resolve_exchange``'s, except that "auto" gathers the keys ("keys", for any rank count) where
+    the ranks do not divide the heads (3 GPUs, say)."""
     named = resolve_exchange(exchange, ranks, device)
     return "keys" if exchange == "auto" and named == "heads" and heads % ranks else named
 
