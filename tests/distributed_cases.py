@@ -277,7 +277,7 @@ def push_probe_case(world: World, prefix: str) -> dict:
     make = push._new_buffer
 
     def fail(*args):
-        raise push.SymmetricMemoryError("pidfd_getfd: Operation not permitted")
+        raise push._unmade(RuntimeError("pidfd_getfd: Operation not permitted"))
     out = {}
     try:
         made = push.push_usable(group, "cpu")
@@ -290,6 +290,22 @@ def push_probe_case(world: World, prefix: str) -> dict:
             warnings.simplefilter("always")
             out[f"{prefix}push_probe_failed"] = push.push_usable(group, "cpu")
         out[f"{prefix}push_probe_warning"] = [str(w.message) for w in caught if w.category is RuntimeWarning]
+        # the check before every rendezvous: an allocation failed on the last rank, then uneven counts
+        last = world.rank == world.size - 1
+        try:
+            push._check_even(name, torch.device("cpu"), RuntimeError("no handles") if last else None)
+            out[f"{prefix}push_check_failed"] = "no error raised"
+        except push.SymmetricMemoryError as e:
+            out[f"{prefix}push_check_failed"] = e.why
+        made = push._made
+        push._made += last
+        try:
+            push._check_even(name, torch.device("cpu"))
+            out[f"{prefix}push_check_uneven"] = "no error raised"
+        except RuntimeError as e:
+            out[f"{prefix}push_check_uneven"] = str(e)[:60]
+        finally:
+            push._made = made
     finally:
         push._new_buffer = make
         push._buffers.pop(name, None), push._usable.pop(name, None)

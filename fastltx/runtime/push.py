@@ -39,10 +39,12 @@ group: PyTorch keys a rendezvous with one counter per process. "auto" pushes ove
 only, which the guidance layouts' replicas make together. A buffer over ranks that have made
 different numbers of them raises instead, on every rank: ``_check_even``.)
 
+Each buffer is allocated on every rank, the allocations agreed on (with the counts above), and only
+then does every rank enter the rendezvous; a failure raises ``SymmetricMemoryError`` on every rank.
 "auto" asks ``push_usable`` first (a 1 MiB buffer made over the group, every rank's outcome
 gathered): where symmetric memory cannot be made on every rank (a container without the IPC that
-maps the peers' memory), it warns once and exchanges through NCCL ("keys") instead. A named "push"
-raises the error above at its first exchange.
+maps the peers' memory), it warns (the group's first rank and the failing ones) and exchanges
+through NCCL ("keys") instead. A named "push" raises the error at its first exchange.
 
 Elsewhere (CPU tensors, gloo: for tests of the same code path) ``push_start`` all-gathers at once
 into the group's buffer and ``gathered`` returns it. ``push_finish``: ``gathered`` for eager callers
@@ -106,15 +108,15 @@ def _new_buffer(held: list[_Buffer], group_name: str, nbytes: int, ranks: int, d
         with warnings.catch_warnings():  # (deprecated in others, which say so at every group)
             warnings.simplefilter("ignore", FutureWarning)
             symm_mem.enable_symm_mem_for_group(group_name)
-    _check_even(group_name, device)
+    try:  # allocated here, agreed on (``_check_even``), and only then the rendezvous every rank enters
+        whole, failed = symm_mem.empty(ranks * nbytes, dtype=torch.uint8, device=device), None
+    except (RuntimeError, OSError) as e:  # (a driver without the shareable handles, say)
+        whole, failed = None, e
+    _check_even(group_name, device, failed)
     try:
-        whole = symm_mem.empty(ranks * nbytes, dtype=torch.uint8, device=device)
         handle = symm_mem.rendezvous(whole, group_name)
     except (RuntimeError, OSError) as e:  # (a container without the IPC that maps the peers' memory, say)
-        raise SymmetricMemoryError(
-            f"the \"push\" sequence exchange needs CUDA symmetric memory between this machine's GPUs, and making "
-            f"it failed here ({type(e).__name__}: {e}); exchange through NCCL instead: --sequence-exchange keys (or "
-            "heads), load_pipeline(..., sequence_exchange=\"keys\"), or the transformer's sequence_exchange") from e
+        raise _unmade(e) from e
     held.append(_Buffer(whole, handle))
     global _made
     _made += 1
@@ -125,22 +127,39 @@ _made = 0  # symmetric-memory rendezvous this process has made (every one is mad
 
 
 class SymmetricMemoryError(RuntimeError):
-    """Symmetric memory could not be made here (the cause chained)."""
+    """Symmetric memory could not be made here; ``why``: the short reason (this rank's error, or
+    that another rank failed)."""
+
+    def __init__(self, message: str, why: str):
+        super().__init__(message)
+        self.why = why
 
 
-def _check_even(group_name: str, device: torch.device) -> None:
-    """Raise unless every rank of the group has made as many rendezvous as this one. PyTorch keys a
-    rendezvous's exchange through the group's store with one counter per process, which every
-    group's rendezvous advances: after some ranks made more (a push over 2 of 4 ranks), a rendezvous
-    over all 4 waits forever for keys that never come. (One small gather a buffer made.)"""
+def _unmade(cause: BaseException | str) -> SymmetricMemoryError:
+    why = f"{type(cause).__name__}: {cause}" if isinstance(cause, BaseException) else cause
+    return SymmetricMemoryError(
+        f"the \"push\" sequence exchange needs CUDA symmetric memory between this machine's GPUs, and making it "
+        f"failed here ({why}); exchange through NCCL instead: --sequence-exchange keys (or heads), "
+        "load_pipeline(..., sequence_exchange=\"keys\"), or the transformer's sequence_exchange", why)
+
+
+def _check_even(group_name: str, device: torch.device, failed: BaseException | None = None) -> None:
+    """Raise unless every rank of the group has made as many rendezvous as this one, and allocated
+    the new buffer (``failed``: this rank's allocation error, or None). PyTorch keys a rendezvous's
+    exchange through the group's store with one counter per process, which every group's rendezvous
+    advances: after some ranks made more (a push over 2 of 4 ranks), a rendezvous over all 4 waits
+    forever for keys that never come; a rank that could not allocate would leave the others waiting
+    in the rendezvous. Every rank raises alike (one small gather a buffer made)."""
     group = resolve_process_group(group_name)
-    every = torch.empty(group.size(), dtype=torch.int64, device=device)
-    gather_into(every, torch.tensor([_made], dtype=torch.int64, device=device), group)
-    counts = every.tolist()
+    every = torch.empty(2 * group.size(), dtype=torch.int64, device=device)
+    gather_into(every, torch.tensor([_made, failed is None], dtype=torch.int64, device=device), group)
+    counts, made = every.view(-1, 2).T.tolist()
     if len(set(counts)) > 1:
         raise RuntimeError(f"a push buffer cannot be made over this group: its ranks have made {counts} symmetric-memory "
                            "buffers before (a rendezvous would hang); make the pushes over smaller groups alike on "
                            "every rank, or take another exchange (the transformer's sequence_exchange)")
+    if not all(made):
+        raise _unmade(failed if failed is not None else "another rank could not allocate it") from failed
 
 
 def _side_stream(device: torch.device) -> torch.cuda.Stream:
@@ -242,7 +261,7 @@ def push_usable(group: Group, device: torch.device | str) -> bool:
         gather_into(every, torch.tensor([error is None], dtype=torch.int64, device=device), group.group)
         held = _usable[name] = (group.group, bool(every.min()))
         if not held[1] and (error is not None or group.rank == 0):
-            why = (error.__cause__ or error) if error is not None else "another rank could not make it"
+            why = error.why if error is not None else "another rank could not make it"
             warnings.warn("the \"push\" sequence exchange needs CUDA symmetric memory between the GPUs, which "
                           f"could not be made here ({why}); exchanging through NCCL (\"keys\") instead",
                           RuntimeWarning, stacklevel=2)

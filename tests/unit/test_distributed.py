@@ -132,6 +132,12 @@ def test_push_probe_agrees_on_every_rank(results, world, size):
         else:
             assert len(warned) == 1 and cause in warned[0], (rank, warned)
             assert 'exchanging through NCCL ("keys") instead' in warned[0]
+    # the check before each rendezvous: one rank's failed allocation, or uneven counts, raise on all
+    last = {"w4": [3], "w2": [1, 3]}[world]
+    assert [r[f"{world}_push_check_failed"] for r in results] == [
+        "RuntimeError: no handles" if rank in last else "another rank could not allocate it" for rank in range(SIZE)]
+    assert [r[f"{world}_push_check_uneven"] for r in results] == [
+        "a push buffer cannot be made over this group: its ranks have"] * SIZE
 
 
 @pytest.mark.parametrize("world", ["w4", "w2"])

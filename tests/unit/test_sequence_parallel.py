@@ -153,17 +153,26 @@ def test_push_without_symmetric_memory_names_the_other_exchanges(monkeypatch, wh
 
     from fastltx.runtime import push
 
+    entered = []
+
     def fail(*args, **kwargs):
+        entered.append(args)
         raise RuntimeError("pidfd_getfd: Operation not permitted")
+
+    def check_even(group_name, device, failed=None):  # (one rank: its own allocation decides, as in the real one)
+        if failed is not None:
+            raise push._unmade(failed) from failed
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
-    monkeypatch.setattr(push, "_check_even", lambda group_name, device: None)
+    monkeypatch.setattr(push, "_check_even", check_even)
     monkeypatch.setattr(symm_mem, "enable_symm_mem_for_group", lambda group_name: None, raising=False)
     monkeypatch.setattr(symm_mem, "empty", fail if where == "empty" else lambda *a, **k: torch.empty(0))
     monkeypatch.setattr(symm_mem, "rendezvous", fail)
     held = []
-    with pytest.raises(RuntimeError, match=r'--sequence-exchange keys \(or heads\).*sequence_exchange="keys"') as caught:
+    with pytest.raises(push.SymmetricMemoryError,
+                       match=r'--sequence-exchange keys \(or heads\).*sequence_exchange="keys"') as caught:
         push._new_buffer(held, "g", 16, 2, torch.device("cuda", 0))
-    assert "pidfd_getfd" in str(caught.value) and held == []
+    assert "pidfd_getfd" in str(caught.value) and "pidfd_getfd" in caught.value.why and held == []
+    assert len(entered) == 1  # the one failing call (after a failed allocation no rendezvous is entered)
 
 
 @pytest.mark.parametrize("kind", ["linear", "fp8", "fp8_weight"])
