@@ -297,7 +297,7 @@ def push_probe_case(world: World, prefix: str) -> dict:
             out[f"{prefix}push_check_failed"] = "no error raised"
         except push.SymmetricMemoryError as e:
             out[f"{prefix}push_check_failed"] = e.why
-        made = push._made
+        count = push._made
         push._made += last
         try:
             push._check_even(name, torch.device("cpu"))
@@ -305,7 +305,7 @@ def push_probe_case(world: World, prefix: str) -> dict:
         except RuntimeError as e:
             out[f"{prefix}push_check_uneven"] = str(e)[:60]
         finally:
-            push._made = made
+            push._made = count
     finally:
         push._new_buffer = make
         push._buffers.pop(name, None), push._usable.pop(name, None)
