@@ -297,6 +297,13 @@ def push_probe_case(world: World, prefix: str) -> dict:
             out[f"{prefix}push_check_failed"] = "no error raised"
         except push.SymmetricMemoryError as e:
             out[f"{prefix}push_check_failed"] = e.why
+        try:  # the last rank out of memory: its error there, a RuntimeError elsewhere; no "keys" for it
+            push._check_even(name, torch.device("cpu"), torch.OutOfMemoryError("CUDA out of memory") if last else None)
+            out[f"{prefix}push_check_oom"] = "no error raised"
+        except push.SymmetricMemoryError as e:
+            out[f"{prefix}push_check_oom"] = f"SymmetricMemoryError: {e.why}"
+        except RuntimeError as e:
+            out[f"{prefix}push_check_oom"] = f"{type(e).__name__}: {e}"
         count = push._made
         push._made += last
         try:

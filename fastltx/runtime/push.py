@@ -110,7 +110,7 @@ def _new_buffer(held: list[_Buffer], group_name: str, nbytes: int, ranks: int, d
             symm_mem.enable_symm_mem_for_group(group_name)
     try:  # allocated here, agreed on (``_check_even``), and only then the rendezvous every rank enters
         whole, failed = symm_mem.empty(ranks * nbytes, dtype=torch.uint8, device=device), None
-    except (RuntimeError, OSError) as e:  # (a driver without the shareable handles, say)
+    except (RuntimeError, OSError) as e:  # (a driver without the shareable handles, say; or out of memory)
         whole, failed = None, e
     _check_even(group_name, device, failed)
     try:
@@ -130,9 +130,9 @@ class SymmetricMemoryError(RuntimeError):
     """Symmetric memory could not be made here; ``why``: the short reason (this rank's error, or
     that another rank failed)."""
 
-    def __init__(self, message: str, why: str):
+    def __init__(self, message: str, why: str = ""):
         super().__init__(message)
-        self.why = why
+        self.why = why or message
 
 
 def _unmade(cause: BaseException | str) -> SymmetricMemoryError:
@@ -149,16 +149,23 @@ def _check_even(group_name: str, device: torch.device, failed: BaseException | N
     exchange through the group's store with one counter per process, which every group's rendezvous
     advances: after some ranks made more (a push over 2 of 4 ranks), a rendezvous over all 4 waits
     forever for keys that never come; a rank that could not allocate would leave the others waiting
-    in the rendezvous. Every rank raises alike (one small gather a buffer made)."""
+    in the rendezvous. Every rank raises (one small gather a buffer made): ``SymmetricMemoryError``
+    where symmetric memory could not be made; where a rank ran out of memory, that rank's error
+    there and a RuntimeError elsewhere (not a reason to exchange otherwise)."""
     group = resolve_process_group(group_name)
+    status = 0 if failed is None else 2 if isinstance(failed, torch.OutOfMemoryError) else 1
     every = torch.empty(2 * group.size(), dtype=torch.int64, device=device)
-    gather_into(every, torch.tensor([_made, failed is None], dtype=torch.int64, device=device), group)
-    counts, made = every.view(-1, 2).T.tolist()
+    gather_into(every, torch.tensor([_made, status], dtype=torch.int64, device=device), group)
+    counts, statuses = every.view(-1, 2).T.tolist()
     if len(set(counts)) > 1:
         raise RuntimeError(f"a push buffer cannot be made over this group: its ranks have made {counts} symmetric-memory "
                            "buffers before (a rendezvous would hang); make the pushes over smaller groups alike on "
                            "every rank, or take another exchange (the transformer's sequence_exchange)")
-    if not all(made):
+    if 2 in statuses:
+        if status == 2:
+            raise failed
+        raise RuntimeError("a push buffer could not be made: another rank ran out of GPU memory")
+    if 1 in statuses:
         raise _unmade(failed if failed is not None else "another rank could not allocate it") from failed
 
 

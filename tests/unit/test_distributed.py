@@ -136,6 +136,9 @@ def test_push_probe_agrees_on_every_rank(results, world, size):
     last = {"w4": [3], "w2": [1, 3]}[world]
     assert [r[f"{world}_push_check_failed"] for r in results] == [
         "RuntimeError: no handles" if rank in last else "another rank could not allocate it" for rank in range(SIZE)]
+    assert [r[f"{world}_push_check_oom"] for r in results] == [
+        "OutOfMemoryError: CUDA out of memory" if rank in last
+        else "RuntimeError: a push buffer could not be made: another rank ran out of GPU memory" for rank in range(SIZE)]
     assert [r[f"{world}_push_check_uneven"] for r in results] == [
         "a push buffer cannot be made over this group: its ranks have"] * SIZE
 

@@ -287,3 +287,28 @@ def test_push_probe_counts_only_symmetric_memory_failures(monkeypatch):
     with pytest.raises(torch.OutOfMemoryError):
         push.push_usable(group, "cpu")
     assert "probe-test" not in push._usable
+
+
+def test_push_buffer_out_of_memory_is_agreed_on_before_any_rendezvous(monkeypatch):
+    """Running out of memory while allocating a push buffer goes to the agreement like any failed
+    allocation (which raises it on this rank: tests/unit/test_distributed.py), and no rendezvous is
+    entered."""
+    import torch.distributed._symmetric_memory as symm_mem
+
+    from fastltx.runtime import push
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+    seen = []
+
+    def check_even(group_name, device, failed=None):
+        seen.append(failed)
+        raise failed
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    monkeypatch.setattr(push, "_check_even", check_even)
+    monkeypatch.setattr(symm_mem, "enable_symm_mem_for_group", lambda group_name: None, raising=False)
+    monkeypatch.setattr(symm_mem, "empty", oom)
+    monkeypatch.setattr(symm_mem, "rendezvous", lambda *a: pytest.fail("rendezvous entered"))
+    with pytest.raises(torch.OutOfMemoryError):
+        push._new_buffer([], "g", 16, 2, torch.device("cuda", 0))
+    assert len(seen) == 1 and isinstance(seen[0], torch.OutOfMemoryError)
