@@ -476,6 +476,7 @@ def main(argv=None) -> dict | None:
         return None
 
     variants = ["plain"] * (not args.graphs_only) + ["funcol"] * args.funcol_plain + ["graphs"] * args.graphs
+    heads = transformer.cfg.video.heads  # (what "auto" means depends on it: ``exchange_for``)
     for size in args.sizes.split(","):
         h, w = (int(v) for v in size.split("x"))
         kwargs = dict(prompt=POSITIVE, seed=10, height=h, width=w, num_frames=args.frames, fps=24.0, progress=False)
@@ -483,7 +484,6 @@ def main(argv=None) -> dict | None:
         late = False
         for gpus in (1, *counts):
             plain = {}  # (exchange, riders) -> the plain result
-            heads = transformer.cfg.video.heads
             exchanges = ([None] if gpus == 1 else
                          list(dict.fromkeys(exchange_for(e, gpus, heads, device) for e in args.exchanges)))
             runs = [(v, e, r) for v in variants for e in exchanges for r in (args.riders if gpus > 1 else ["auto"])]
