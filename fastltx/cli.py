@@ -305,10 +305,8 @@ def _generate(args) -> int | None:
         from fastltx.pipelines.components import check_cuda_graphs
         check_cuda_graphs(device, args.memory)
     checkpoint, text_encoder, upsampler, distilled, loras, note = model_files(args, name)  # (demo set written once)
-    if gpus > 1 and launched == 1:  # all checked (the exchange's heads here too): one process per GPU
-        from fastltx.pipelines.components import check_heads_exchange
+    if gpus > 1 and launched == 1:  # all checked: one process per GPU
         from fastltx.runtime.distributed import launch_torchrun
-        check_heads_exchange(checkpoint, gpus, args.sequence_exchange)  # (checked again at load in each)
         return launch_torchrun(gpus, args.argv)
     world = None
     if launched > 1:

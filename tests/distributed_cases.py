@@ -253,14 +253,24 @@ def from_main_case(world: World, prefix: str) -> dict:
 
 
 def three_ranks_case(world: World, prefix: str) -> dict:
-    """Over 3 ranks, which do not divide the 4 video heads: "auto" gathers the keys and values (with
-    padding and a strengths mask) instead of raising, and the result is the single process's."""
+    """Over 3 ranks, which do not divide the 4 video heads (with padding and a strengths mask): "auto"
+    gathers the keys and values; a named "heads" pads the heads with phantom ones to 6, 2 a rank (the
+    last rank's both phantoms), with the riders too (the video->audio partials in the output's
+    exchange). Each equals the single process's result."""
     from fastltx.models.transformer import sharding
     v1 = model("v1")
     video, audio = inputs(v1, grid=(2, 3, 5), appended=7, mask=True, seed=12)
     exchange = sharding.plan(video, world.sequence, v1.cfg.video.heads).exchange
-    return {f"{prefix}exchange": exchange,
-            f"{prefix}sp_auto": _error(v1(video, audio, sequence=world.sequence), v1(video, audio))}
+    ref = v1(video, audio)
+    out = {f"{prefix}exchange": exchange, f"{prefix}sp_auto": _error(v1(video, audio, sequence=world.sequence), ref)}
+    v1.sequence_exchange = "heads"
+    try:
+        out[f"{prefix}sp_heads"] = _error(v1(video, audio, sequence=world.sequence), ref)
+        v1.sequence_riders = True
+        out[f"{prefix}sp_heads_riders"] = _error(v1(video, audio, sequence=world.sequence), ref)
+    finally:
+        v1.sequence_exchange, v1.sequence_riders = "auto", False
+    return out
 
 
 def push_probe_case(world: World, prefix: str) -> dict:

@@ -7,7 +7,9 @@ are never attended to (the caller masks them as keys). Two cases need communicat
 * self-attention (queries and keys sharded), by one of three exchanges (``SequenceShard.exchange``):
   "heads" (Ulysses): one all-to-all turns (this rank's tokens, all heads) into (all tokens, this
   rank's heads), attention runs on this rank's heads over the whole sequence, a second all-to-all
-  turns the result back; "keys": one all-gather gives every rank every token's keys and values, and
+  turns the result back (where the ranks do not divide the heads, phantom heads of zeros pad
+  them to a multiple of the ranks, each rank attending with as many: 32 over 3 ranks, 11 a rank, the
+  last rank's last a phantom whose output is dropped); "keys": one all-gather gives every rank every token's keys and values, and
   this rank's queries attend to them with every head; "push": the same keys and values pushed by the
   copy engines into the peers' memory (fastltx/runtime/push.py, CUDA) while the rank projects its
   queries (with "keys" the gather runs on the caller's stream: the projection waits). A rank sends
@@ -15,7 +17,7 @@ are never attended to (the caller masks them as keys). Two cases need communicat
   same on 2 ranks, in one collective instead of two and with fewer layout copies; twice as much on
   4. "auto" takes "push" on 2 ranks where it can run (``push_available``, then ``push_usable``:
   symmetric memory made on every rank), else "keys" on 2 ranks, "heads" on more (the transformer
-  takes "keys" where the ranks do not divide its heads: models/transformer/sharding.py);
+  takes "keys" where the ranks do not divide its heads, by measurement: models/transformer/sharding.py);
 * cross-attention from replicated queries to sharded keys (audio attending to video): each rank
   attends to its own keys and returns the softmax normaliser; the small partial results (queries x
   heads) are all-gathered and combined exactly, so the keys are never gathered.
@@ -155,26 +157,30 @@ def ulysses_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: 
     every rank with the output; the result is then (output, every rank's rider stacked: (P, ...)).
     """
     p = group.size
-    if heads % p:
-        raise ValueError(f"sequence parallelism over {p} ranks needs a head count divisible by {p}, got {heads}")
     b, chunk, inner = q.shape
-    d, local = inner // heads, heads // p  # a head's index is (rank, head on that rank)
+    d, local = inner // heads, -(-heads // p)  # a head's index is (rank, head on that rank)
+    width = p * local * d  # where the ranks do not divide the heads, the last rank's last heads are phantoms
     buf = q.new_empty(p, chunk, 3, b, local * d)  # per destination rank: its heads of q, k, v
     for j, t in enumerate((q, k, v)):
+        t = torch.nn.functional.pad(t, (0, width - inner)) if width > inner else t  # phantoms: zeros
         buf[:, :, j] = t.view(b, chunk, p, local * d).permute(2, 1, 0, 3)
     qkv = all_to_all(buf, group).view(p * chunk, 3, b, local, d)  # the whole sequence, this rank's heads
     out = sdpa(*(qkv[:, j].permute(1, 2, 0, 3) for j in range(3)), mask, backend)  # (B, local, padded, d)
     parts = out.view(b, local, p, chunk, d).permute(2, 3, 0, 1, 4)  # per destination rank: its tokens
+
+    def tokens_back(received: torch.Tensor) -> torch.Tensor:  # (P, chunk, B, local*d) -> (B, chunk, inner)
+        whole = received.permute(2, 1, 0, 3).reshape(b, chunk, width)
+        return whole if width == inner else whole[..., :inner].contiguous()
+
     if rider is None:
-        back = all_to_all(parts, group)
-        return back.view(p, chunk, b, local * d).permute(2, 1, 0, 3).reshape(b, chunk, inner)
+        return tokens_back(all_to_all(parts, group).view(p, chunk, b, local * d))
     extra = _rider_elements(rider, out.dtype)
     n = chunk * b * local * d
     send = out.new_empty(p, n + extra.numel())
     send[:, :n].view(p, chunk, b, local, d).copy_(parts)
     send[:, n:] = extra
     back = all_to_all(send, group)
-    own = back[:, :n].view(p, chunk, b, local * d).permute(2, 1, 0, 3).reshape(b, chunk, inner)
+    own = tokens_back(back[:, :n].view(p, chunk, b, local * d))
     return own, _rider_back(back[:, n:], rider)
 
 

@@ -77,7 +77,8 @@ def load_pipeline(name: str, checkpoint: str | os.PathLike, text_encoder: str | 
     (keys and values all-gathered through NCCL) or "push" (the same pushed into the peers' memory
     while the queries are projected; fastltx/layers/sequence_parallel.py). Where CUDA symmetric
     memory cannot be made, "auto" warns and takes "keys"; a named "push" raises at its first
-    exchange. A named "heads" that the GPUs cannot split is refused here."""
+    exchange. A named "heads" where the GPUs do not divide the video heads pads them with phantom
+    heads."""
     if name not in PIPELINES:
         raise InputError(f"unknown pipeline {name!r}; choose one of {', '.join(PIPELINES)}")
     if isinstance(distilled_lora, (str, os.PathLike)):

@@ -48,26 +48,6 @@ def check_cuda_graphs(device: torch.device, memory) -> None:
                          f"{device} and memory {memory.name!r}")
 
 
-def check_heads_exchange(checkpoint: str, world_size: int, exchange: str) -> None:
-    """A named "heads" exchange over ``world_size`` processes against the checkpoint's video head
-    count (its header: no weights read): an InputError before any model loads rather than at the
-    first step (``sharding.check_heads_split``). Unreadable files pass: the loading reports them."""
-    if exchange != "heads" or world_size < 2:
-        return
-    from fastltx.checkpoint.safetensors_file import CheckpointError, read_header
-    from fastltx.models.transformer.config import TransformerConfig
-    from fastltx.models.transformer.sharding import check_heads_split
-    try:
-        header = read_header(checkpoint)
-        heads = TransformerConfig.from_checkpoint_config(header.config(), header.path).video.heads
-    except (CheckpointError, OSError, ValueError, TypeError):
-        return
-    try:  # (a world whose size divides the heads has groups that all do: its check is heads % size)
-        check_heads_split(heads, world_size, exchange)
-    except ValueError as e:
-        raise InputError(str(e)) from None
-
-
 class Components:
     """``compile``: torch.compile of the transformer blocks (one graph shared by all blocks);
     ``fp8``: the block linears in float8 e4m3 (scaled fp8 matmuls when compiled on Ada / Hopper
@@ -108,8 +88,6 @@ class Components:
         if cuda_graphs:
             check_cuda_graphs(self.device, self.memory.setting)
         self.cuda_graphs = cuda_graphs
-        if self.world is not None:
-            check_heads_exchange(files.checkpoint, self.world.size, self.sequence_exchange)
 
     MODELS = ("text_encoder", "_transformer", "video_encoder", "video_decoder", "audio_encoder", "audio_decoder",
               "vocoder", "upsampler", "_latent_statistics")

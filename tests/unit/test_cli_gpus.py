@@ -95,21 +95,3 @@ def test_sequence_exchange_reaches_the_pipeline(tmp_path, monkeypatch):
     assert main(argv) == 2
     assert seen["sequence_exchange"] == "keys"
 
-
-def test_heads_exchange_the_gpus_cannot_split_fails_before_any_process_starts(tmp_path, monkeypatch, capsys):
-    """--sequence-exchange heads over 3 processes of a model with 2 video heads (the demo's): refused
-    from the checkpoint's header before torchrun starts anything; "auto" starts them (it gathers
-    the keys there)."""
-    from fastltx.pipelines.demo import demo_files
-    files = demo_files(tmp_path / "models")
-    launched = []
-    monkeypatch.setattr(distributed, "launch_torchrun", lambda n, argv: launched.append(n) or 0)
-    monkeypatch.setattr(cli, "model_files", lambda args, name: (files.checkpoint, files.text_encoder, None, None, (),
-                                                                None))
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
-    argv = ["generate", "--prompt", "a fox", "--pipeline", "one-stage", "--gpus", "3", "--device", "cpu",
-            "-o", str(tmp_path / "o.mp4")]
-    assert main(argv + ["--sequence-exchange", "heads"]) == 2
-    assert 'this model has 2, which 3 GPUs do not divide; take "keys"' in capsys.readouterr().err
-    assert not launched
-    assert main(argv) == 0 and launched == [3]

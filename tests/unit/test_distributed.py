@@ -106,11 +106,13 @@ def test_from_main_shares_rank_0_result_and_error(results, world):
     assert [r[f"{world}_from_main_error"] for r in results] == ["the text path failed on rank 0"] * SIZE
 
 
-def test_three_ranks_gather_keys_where_the_heads_do_not_split(results):
-    """3 ranks and 4 video heads: "auto" takes "keys", equal to the single process."""
+def test_three_ranks_where_the_heads_do_not_split(results):
+    """3 ranks and 4 video heads: "auto" takes "keys"; a named "heads" pads the heads with phantom
+    ones (with and without riders). Each equal to the single process."""
     assert [r.get("w3_exchange") for r in results] == ["keys"] * 3 + [None]
-    errors = _value(results[:3], "w3_sp_auto")
-    assert all(e is not None and e <= BOUND for e in errors), errors
+    for case in ("w3_sp_auto", "w3_sp_heads", "w3_sp_heads_riders"):
+        errors = _value(results[:3], case)
+        assert all(e is not None and e <= BOUND for e in errors), (case, errors)
 
 
 @pytest.mark.parametrize("world, size", [("w4", 4), ("w2", 2)])

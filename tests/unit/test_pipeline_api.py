@@ -66,18 +66,6 @@ def test_cuda_graphs_over_several_processes_are_checked_alike(files):
         load_pipeline("one-stage", files.checkpoint, files.text_encoder, world=world, memory="full", cuda_graphs=True)
 
 
-def test_named_heads_exchange_checked_at_load(files):
-    """A named "heads" exchange that the world's GPUs cannot split (the tiny model's 2 video heads
-    over 3 processes) is refused at load, before any model loads; "auto" is accepted (it gathers
-    the keys there)."""
-    from types import SimpleNamespace
-    world = SimpleNamespace(size=3, device=torch.device("cpu"), layouts={1: None, 3: None})
-    with pytest.raises(InputError, match='has 2, which 3 GPUs do not divide; take "keys"'):
-        load_pipeline("one-stage", files.checkpoint, files.text_encoder, world=world, sequence_exchange="heads")
-    pipe = load_pipeline("one-stage", files.checkpoint, files.text_encoder, world=world)
-    assert pipe.components.loaded == []
-
-
 def test_cuda_graphs_reach_the_transformer(files):
     from fastltx.runtime.cuda_graph import GraphedCall
     pipe = load_pipeline("one-stage", files.checkpoint, files.text_encoder, device="cpu", memory="full")

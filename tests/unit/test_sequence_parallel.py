@@ -236,8 +236,8 @@ def test_riders_auto_only_for_small_shards(batch, tokens, size, auto):
 
 @pytest.mark.parametrize("size, auto", [(2, "keys"), (3, "keys"), (4, "heads"), (6, "keys"), (8, "heads")])
 def test_auto_gathers_keys_where_the_heads_do_not_split(size, auto):
-    """32 video heads over 3 (or 6) ranks: "auto" gathers the keys and values (any rank count)
-    instead of failing at the first step; a named "heads" raises, naming "keys"."""
+    """32 video heads over 3 (or 6) ranks: "auto" gathers the keys and values (any rank count);
+    a named "heads" is taken as named (phantom heads pad the split: tests/distributed_cases.py)."""
     import types
 
     from fastltx.models.transformer import sharding
@@ -246,25 +246,7 @@ def test_auto_gathers_keys_where_the_heads_do_not_split(size, auto):
     assert sharding.plan(video, group, 32, "auto").exchange == auto  # (2 ranks off CUDA: "keys" anyway)
     assert sharding.exchange_for("auto", size, 32) == auto  # (what benchmarks and tests name)
     assert sharding.exchange_for("heads", size, 32) == "heads"
-    if 32 % size:
-        with pytest.raises(ValueError, match=f'has 32, which {size} GPUs do not divide; take "keys"'):
-            sharding.plan(video, group, 32, "heads")
-    else:
-        assert sharding.plan(video, group, 32, "heads").exchange == "heads"
-
-
-@pytest.mark.parametrize("size, bad", [(2, None), (3, "3"), (4, None), (6, "3 or 6"), (5, "5")])
-def test_named_heads_checked_against_every_sequence_group(size, bad):
-    """``check_heads_split``: every sequence group a world can make (one for each divisor of its
-    size, as ``World.layouts``) against the head count, for a named "heads" only."""
-    from fastltx.models.transformer.sharding import check_heads_split
-    for exchange in ("auto", "keys", "push"):
-        check_heads_split(32, size, exchange)
-    if bad is None:
-        check_heads_split(32, size, "heads")
-    else:
-        with pytest.raises(ValueError, match=f"which {bad} GPUs do not divide"):
-            check_heads_split(32, size, "heads")
+    assert sharding.plan(video, group, 32, "heads").exchange == "heads"
 
 
 def test_push_probe_counts_only_symmetric_memory_failures(monkeypatch):

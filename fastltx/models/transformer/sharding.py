@@ -76,8 +76,6 @@ def plan(video: ModalityInput, group: Group, heads: int, exchange: str = "auto",
         raise ValueError(f"sequence_riders: True, False or 'auto', got {riders!r}")
     device = video.latent.device
     named = exchange_for(exchange, group.size, heads, device)
-    if named == "heads" and heads % group.size:
-        raise ValueError(heads_error(heads, [group.size]))
     # ("auto" that means "push" stays "auto": SequenceShard.plan asks push_usable, and may take "keys")
     return SequenceShard.plan(tokens, group, "auto" if exchange == "auto" and named == "push" else named, riders,
                               device)
@@ -90,23 +88,6 @@ def exchange_for(exchange: str, ranks: int, heads: int, device: torch.device | s
     the ranks do not divide the heads (3 GPUs, say)."""
     named = resolve_exchange(exchange, ranks, device)
     return "keys" if exchange == "auto" and named == "heads" and heads % ranks else named
-
-
-def heads_error(heads: int, sizes: list[int]) -> str:
-    return (f"the \"heads\" sequence exchange splits the video heads over the GPUs of a pass: this model has "
-            f"{heads}, which {' or '.join(map(str, sizes))} GPUs do not divide; take \"keys\" (or \"auto\", which "
-            "does so there)")
-
-
-def check_heads_split(heads: int, world_size: int, exchange: str) -> None:
-    """A named "heads" exchange over ``world_size`` processes: the ValueError a pass would raise over
-    a sequence group whose size does not divide the video head count, for every size a group can
-    have (``World.layouts``: each divisor of the world's size). "auto" takes "keys" for those groups."""
-    if exchange != "heads":
-        return
-    bad = [s for s in range(2, world_size + 1) if world_size % s == 0 and heads % s]
-    if bad:
-        raise ValueError(heads_error(heads, bad))
 
 
 def local_video(m: ModalityInput, shard: SequenceShard) -> ModalityInput:
