@@ -11,7 +11,8 @@ rendezvous fails on every rank), ``model`` (a tiny
 transformer split over the group, compiled blocks, ``graph_blocks``; ``--exchange``: its
 self-attention exchange, "auto" by default, which with "heads" makes 3 eager steps a block, with
 "keys" 2, with "push" 1; ``--riders on``: the video->audio partials riding in the next block's
-exchange, one step fewer a block and one after the blocks; ``--dtype``: float32 by default; ``--fp8``: the block linears in fp8). Each
+exchange, one step fewer a block and one after the blocks; ``--dtype``: float32 by default; ``--fp8``: the block linears in fp8;
+``--heads``: video heads, 4 by default: 3 over 2 ranks, say, pads them with a phantom head). Each
 graphed call is compared with the plain call on the same inputs (every call's difference printed
 when one differs) and the pieces are counted; rank 0 prints ``CASE ok <max abs diff>``.
 ``--group G``: the first G ranks take part, the others wait at a barrier (as bench/distributed.py's
@@ -50,7 +51,7 @@ def _as(m, dtype: torch.dtype):
 
 
 def run_case(case: str, world, sub, rows: int = 64, layers: int = 3, grid=(2, 3, 5), sequence_exchange: str = "auto",
-             dtype: torch.dtype = torch.float32, riders: bool = False, fp8: bool = False) -> float:
+             dtype: torch.dtype = torch.float32, riders: bool = False, fp8: bool = False, heads: int = 4) -> float:
     device = world.device
     gen = torch.Generator(device=device).manual_seed(world.rank)
     if case == "push":  # every rank's part pushed into the peers' symmetric memory, against NCCL's gather
@@ -92,7 +93,9 @@ def run_case(case: str, world, sub, rows: int = 64, layers: int = 3, grid=(2, 3,
     from tests.distributed_cases import inputs
     from tests.helpers import modality_on
     cfg = transformer_config("v1", "tiny", num_layers=layers)
-    cfg = dataclasses.replace(cfg, video=dataclasses.replace(cfg.video, heads=4, head_dim=8, context_dim=32))
+    cfg = dataclasses.replace(cfg, video=dataclasses.replace(cfg.video, heads=heads, head_dim=8, context_dim=8 * heads))
+    if heads % 2:  # (the audio's cross-attention width splits into the video's heads: RoPE pairs per head)
+        cfg = dataclasses.replace(cfg, audio=dataclasses.replace(cfg.audio, heads=heads, head_dim=8, context_dim=8 * heads))
     model = random_transformer(cfg, seed=6, device=device, dtype=dtype)
     model.fuse_projections()
     if fp8:  # (the key exchanges project the fused q/k/v weight's rows: torch._scaled_mm on them)
@@ -177,6 +180,7 @@ def main() -> None:
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="model, push: weights and inputs")
     p.add_argument("--riders", default="off", choices=("on", "off"), help="model: the transformer's sequence_riders")
     p.add_argument("--fp8", action="store_true", help="model: the block linears in fp8 (model.to_fp8())")
+    p.add_argument("--heads", type=int, default=4, help="model: video heads (3 over 2 ranks: a phantom head pads them)")
     args = p.parse_args()
     faulthandler.dump_traceback_later(args.hang_s, exit=True)
     world = init_distributed(device=args.device)
@@ -185,7 +189,7 @@ def main() -> None:
     if world.rank < size:
         grid = tuple(int(v) for v in args.grid.split("x"))
         diff = run_case(args.case, world, sub, args.rows, args.layers, grid, args.exchange, getattr(torch, args.dtype),
-                        args.riders == "on", args.fp8)
+                        args.riders == "on", args.fp8, args.heads)
         if world.rank == 0:
             print(f"{args.case} ok {diff:.3e} (group of {size} of {world.size})", flush=True)
     dist.barrier()
