@@ -17,7 +17,7 @@ are never attended to (the caller masks them as keys). Two cases need communicat
   same on 2 ranks, in one collective instead of two and with fewer layout copies; twice as much on
   4. "auto" takes "push" on 2 ranks where it can run (``push_available``, then ``push_usable``:
   symmetric memory made on every rank), else "keys" on 2 ranks, "heads" on more (the transformer
-  takes "keys" where the ranks do not divide its heads, by measurement: models/transformer/sharding.py);
+  takes "keys" where the ranks do not divide its heads, as measured on 3: models/transformer/sharding.py);
 * cross-attention from replicated queries to sharded keys (audio attending to video): each rank
   attends to its own keys and returns the softmax normaliser; the small partial results (queries x
   heads) are all-gathered and combined exactly, so the keys are never gathered.
