@@ -30,11 +30,20 @@ from tests.helpers import audio_positions, max_rel_error, video_positions
 FPS, TEXT = 24.0, 5
 
 
-def model(version: str):
-    """Two blocks with 4 video heads (divisible by 2 and 4 ranks)."""
-    cfg = transformer_config(version, "tiny", num_layers=2)
-    cfg = dataclasses.replace(cfg, video=dataclasses.replace(cfg.video, heads=4, head_dim=8, context_dim=32))
-    return random_transformer(cfg, seed=11, dtype=torch.float32)
+def tiny_config(version: str = "v1", heads: int = 4, layers: int = 2):
+    """The tiny geometry with ``heads`` video heads of 8 channels (4: divisible by 2 and 4 ranks)."""
+    cfg = transformer_config(version, "tiny", num_layers=layers)
+    video = dataclasses.replace(cfg.video, heads=heads, head_dim=8, context_dim=8 * heads)
+    cfg = dataclasses.replace(cfg, video=video)
+    if heads % 2:  # (the audio's cross-attention width splits into the video's heads: RoPE pairs per head)
+        audio = dataclasses.replace(cfg.audio, heads=heads, head_dim=8, context_dim=8 * heads)
+        cfg = dataclasses.replace(cfg, audio=audio)
+    return cfg
+
+
+def model(version: str, heads: int = 4):
+    """Two blocks (``tiny_config``)."""
+    return random_transformer(tiny_config(version, heads), seed=11, dtype=torch.float32)
 
 
 def inputs(m, grid=(2, 3, 5), appended=0, sigmas=(0.8,), clean=0, mask=False, audio_tokens=7, seed=0):
@@ -44,7 +53,7 @@ def inputs(m, grid=(2, 3, 5), appended=0, sigmas=(0.8,), clean=0, mask=False, au
     b = len(sigmas)
     pos = video_positions(*grid, FPS, b, torch.float32)
     if appended:
-        key = video_positions(1, grid[1], grid[2], FPS, b, torch.float32)[:, :, :appended]
+        key = video_positions(1, grid[1], grid[2], FPS, b, torch.float32)[:, :, :appended].clone()
         key[:, 0] += 16 / FPS
         pos = torch.cat([pos, key], dim=2)
     n = pos.shape[2]
@@ -253,23 +262,26 @@ def from_main_case(world: World, prefix: str) -> dict:
 
 
 def three_ranks_case(world: World, prefix: str) -> dict:
-    """Over 3 ranks, which do not divide the 4 video heads (with padding and a strengths mask): "auto"
-    gathers the keys and values; a named "heads" pads the heads with phantom ones to 6, 2 a rank (the
-    last rank's both phantoms), with the riders too (the video->audio partials in the output's
-    exchange). Each equals the single process's result."""
+    """Over 3 ranks, which do not divide the video heads (with padding and a strengths mask): "auto"
+    gathers the keys and values (4 heads); a named "heads" pads the heads with phantom ones: 4 heads
+    to 6, 2 a rank (the last rank's both phantoms), and 5 heads to 6 in a batch of 2 (the last rank
+    one real head and one phantom), without riders and with them (the video->audio partials in the
+    output's exchange). Each equals the single process's result."""
     from fastltx.models.transformer import sharding
-    v1 = model("v1")
-    video, audio = inputs(v1, grid=(2, 3, 5), appended=7, mask=True, seed=12)
-    exchange = sharding.plan(video, world.sequence, v1.cfg.video.heads).exchange
-    ref = v1(video, audio)
-    out = {f"{prefix}exchange": exchange, f"{prefix}sp_auto": _error(v1(video, audio, sequence=world.sequence), ref)}
-    v1.sequence_exchange = "heads"
-    try:
-        out[f"{prefix}sp_heads"] = _error(v1(video, audio, sequence=world.sequence), ref)
-        v1.sequence_riders = True
-        out[f"{prefix}sp_heads_riders"] = _error(v1(video, audio, sequence=world.sequence), ref)
-    finally:
-        v1.sequence_exchange, v1.sequence_riders = "auto", False
+    out = {}
+    for heads, sigmas in ((4, (0.8,)), (5, (0.8, 0.5))):
+        m = model("v1", heads)
+        video, audio = inputs(m, grid=(2, 3, 5), appended=7, mask=True, sigmas=sigmas, seed=12)
+        ref = m(video, audio)
+        if heads == 4:
+            out[f"{prefix}exchange"] = sharding.plan(video, world.sequence, heads).exchange
+            out[f"{prefix}sp_auto"] = _error(m(video, audio, sequence=world.sequence), ref)
+        m.sequence_exchange = "heads"
+        out[f"{prefix}heads{heads}_plan"] = sharding.plan(video, world.sequence, heads, "heads").exchange
+        for riders in (False, True):  # ("auto" would take them on shards this small)
+            m.sequence_riders = riders
+            name = f"{prefix}sp_heads{heads}" + ("_riders" if riders else "")
+            out[name] = _error(m(video, audio, sequence=world.sequence), ref)
     return out
 
 

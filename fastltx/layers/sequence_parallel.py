@@ -7,17 +7,20 @@ are never attended to (the caller masks them as keys). Two cases need communicat
 * self-attention (queries and keys sharded), by one of three exchanges (``SequenceShard.exchange``):
   "heads" (Ulysses): one all-to-all turns (this rank's tokens, all heads) into (all tokens, this
   rank's heads), attention runs on this rank's heads over the whole sequence, a second all-to-all
-  turns the result back (where the ranks do not divide the heads, phantom heads of zeros pad
-  them to a multiple of the ranks, each rank attending with as many: 32 over 3 ranks, 11 a rank, the
-  last rank's last a phantom whose output is dropped); "keys": one all-gather gives every rank every token's keys and values, and
-  this rank's queries attend to them with every head; "push": the same keys and values pushed by the
-  copy engines into the peers' memory (fastltx/runtime/push.py, CUDA) while the rank projects its
-  queries (with "keys" the gather runs on the caller's stream: the projection waits). A rank sends
+  turns the result back (where the ranks do not divide the heads, phantom heads of zeros pad them
+  to a multiple of the ranks, each rank attending with as many, and the phantoms' output is
+  dropped: 32 heads over 3 ranks, 11 a rank, the last rank's last one a phantom; the phantoms are
+  the highest heads, on the last rank or two); "keys": one all-gather gives every rank every
+  token's keys and values, and this rank's queries attend to them with every head; "push": the same
+  keys and values pushed by the copy engines into the peers' memory (fastltx/runtime/push.py, CUDA)
+  while the rank projects its queries (with "keys" the gather runs on the caller's stream: the
+  projection waits). A rank sends
   4 (P - 1) / P token-rows of (heads x d) with "heads" and 2 (P - 1) with "keys" or "push": the
   same on 2 ranks, in one collective instead of two and with fewer layout copies; twice as much on
   4. "auto" takes "push" on 2 ranks where it can run (``push_available``, then ``push_usable``:
   symmetric memory made on every rank), else "keys" on 2 ranks, "heads" on more (the transformer
-  takes "keys" where the ranks do not divide its heads, as measured on 3: models/transformer/sharding.py);
+  takes "keys" where the ranks do not divide its heads, as measured on 3:
+  models/transformer/sharding.py);
 * cross-attention from replicated queries to sharded keys (audio attending to video): each rank
   attends to its own keys and returns the softmax normaliser; the small partial results (queries x
   heads) are all-gathered and combined exactly, so the keys are never gathered.
@@ -159,7 +162,7 @@ def ulysses_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: 
     p = group.size
     b, chunk, inner = q.shape
     d, local = inner // heads, -(-heads // p)  # a head's index is (rank, head on that rank)
-    width = p * local * d  # where the ranks do not divide the heads, the last rank's last heads are phantoms
+    width = p * local * d  # where the ranks do not divide the heads, the highest heads (p * local - heads) are phantoms
     buf = q.new_empty(p, chunk, 3, b, local * d)  # per destination rank: its heads of q, k, v
     for j, t in enumerate((q, k, v)):
         t = torch.nn.functional.pad(t, (0, width - inner)) if width > inner else t  # phantoms: zeros

@@ -11,8 +11,9 @@ rendezvous fails on every rank), ``model`` (a tiny
 transformer split over the group, compiled blocks, ``graph_blocks``; ``--exchange``: its
 self-attention exchange, "auto" by default, which with "heads" makes 3 eager steps a block, with
 "keys" 2, with "push" 1; ``--riders on``: the video->audio partials riding in the next block's
-exchange, one step fewer a block and one after the blocks; ``--dtype``: float32 by default; ``--fp8``: the block linears in fp8;
-``--heads``: video heads, 4 by default: 3 over 2 ranks, say, pads them with a phantom head). Each
+exchange, one step fewer a block and one after the blocks; ``--dtype``: float32 by default; ``--fp8``: the
+block linears in fp8; ``--heads``: video heads, 4 by default: 3 over 2 ranks, say, pads them with a phantom
+head). Each
 graphed call is compared with the plain call on the same inputs (every call's difference printed
 when one differs) and the pieces are counted; rank 0 prints ``CASE ok <max abs diff>``.
 ``--group G``: the first G ranks take part, the others wait at a barrier (as bench/distributed.py's
@@ -87,15 +88,12 @@ def run_case(case: str, world, sub, rows: int = 64, layers: int = 3, grid=(2, 3,
         got = [graphed(x).clone() for _ in range(2) for x in xs]
         assert device.type != "cuda" or pieces(graphed) == (2, 1)
         return max((g - w).abs().max().item() for g, w in zip(got, want * 2))
-    from fastltx.checkpoint.factory import random_transformer, transformer_config
+    from fastltx.checkpoint.factory import random_transformer
     from fastltx.models.transformer.sharding import exchange_for
     from fastltx.runtime.compile import compile_blocks
-    from tests.distributed_cases import inputs
+    from tests.distributed_cases import inputs, tiny_config
     from tests.helpers import modality_on
-    cfg = transformer_config("v1", "tiny", num_layers=layers)
-    cfg = dataclasses.replace(cfg, video=dataclasses.replace(cfg.video, heads=heads, head_dim=8, context_dim=8 * heads))
-    if heads % 2:  # (the audio's cross-attention width splits into the video's heads: RoPE pairs per head)
-        cfg = dataclasses.replace(cfg, audio=dataclasses.replace(cfg.audio, heads=heads, head_dim=8, context_dim=8 * heads))
+    cfg = tiny_config("v1", heads, layers)
     model = random_transformer(cfg, seed=6, device=device, dtype=dtype)
     model.fuse_projections()
     if fp8:  # (the key exchanges project the fused q/k/v weight's rows: torch._scaled_mm on them)

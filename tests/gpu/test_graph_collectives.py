@@ -3,8 +3,8 @@ graphed outputs bit-identical to plain ones, and the expected pieces, for our al
 compiled), for the pushed gather (fastltx/runtime/push.py; also equal to NCCL's) and for a tiny
 transformer split over the GPUs with compiled blocks (each self-attention exchange, "push" recorded
 in the graphs; in float32, bf16 and fp8; with the video->audio partials riding in the exchanges, and
-not; 3 video heads over 2 GPUs: a phantom head pads them), and ``push_usable`` (which "auto" asks before pushing) where symmetric memory can and cannot
-be made. Skipped with fewer than two GPUs."""
+not; 3 video heads over 2 GPUs: a phantom head pads them), and ``push_usable`` (which "auto" asks
+before pushing) where symmetric memory can and cannot be made. Skipped with fewer than two GPUs."""
 
 import subprocess
 import sys
@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
     ("model", ["--exchange", "keys", "--riders", "on"]), ("model", ["--exchange", "push", "--dtype", "bfloat16"]),
     ("model", ["--exchange", "push", "--riders", "on"]),
     ("model", ["--exchange", "push", "--dtype", "bfloat16", "--fp8"]),
-    ("model", ["--exchange", "heads", "--heads", "3"]), ("model", ["--exchange", "heads", "--heads", "3", "--riders", "on",
-                                                                   "--dtype", "bfloat16"])])
+    ("model", ["--exchange", "heads", "--heads", "3"]),
+    ("model", ["--exchange", "heads", "--heads", "3", "--riders", "on", "--dtype", "bfloat16"])])
 def test_graphed_collectives_equal_plain_ones(case, options):
     from fastltx.layers.linear import fp8_supported
     if "--fp8" in options and not fp8_supported("cuda"):

@@ -107,12 +107,16 @@ def test_from_main_shares_rank_0_result_and_error(results, world):
 
 
 def test_three_ranks_where_the_heads_do_not_split(results):
-    """3 ranks and 4 video heads: "auto" takes "keys"; a named "heads" pads the heads with phantom
-    ones (with and without riders). Each equal to the single process."""
+    """3 ranks and 4 or 5 video heads: "auto" takes "keys" (4 heads); a named "heads" pads the heads
+    with phantom ones (with and without riders; 5 heads in a batch of 2). Each equal to the single process."""
     assert [r.get("w3_exchange") for r in results] == ["keys"] * 3 + [None]
-    for case in ("w3_sp_auto", "w3_sp_heads", "w3_sp_heads_riders"):
-        errors = _value(results[:3], case)
-        assert all(e is not None and e <= BOUND for e in errors), (case, errors)
+    assert [r.get(f"w3_heads{h}_plan") for r in results[:3] for h in (4, 5)] == ["heads"] * 6
+    for heads in (4, 5):
+        for case in (f"w3_sp_heads{heads}", f"w3_sp_heads{heads}_riders"):
+            errors = _value(results[:3], case)
+            assert all(e is not None and e <= BOUND for e in errors), (case, errors)
+    errors = _value(results[:3], "w3_sp_auto")
+    assert all(e is not None and e <= BOUND for e in errors), errors
 
 
 @pytest.mark.parametrize("world, size", [("w4", 4), ("w2", 2)])

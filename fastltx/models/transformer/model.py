@@ -48,7 +48,8 @@ class LTXTransformer(nn.Module):
         # how a forward split over ranks exchanges the video tokens around self-attention:
         # "heads" (Ulysses all-to-alls), "keys" (keys and values all-gathered), "push" (the same pushed
         # into the peers' memory beside the queries' projection; CUDA), "auto" ("push" on 2 CUDA ranks
-        # with peer access, "keys" on 2 others, "heads" on more: sequence_parallel.resolve_exchange)
+        # with peer access, "keys" on 2 others, "heads" on more where they divide the video heads, else
+        # "keys": sharding.exchange_for)
         self.sequence_exchange = "auto"
         # whether the video->audio partials ride in the next block's self-attention exchange instead of
         # a collective of their own (sequence_parallel.py: riders): True, False, or "auto": for small
