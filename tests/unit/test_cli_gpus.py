@@ -94,4 +94,3 @@ def test_sequence_exchange_reaches_the_pipeline(tmp_path, monkeypatch):
     argv = ["generate", "--prompt", "a fox", "--device", "cpu", "--sequence-exchange", "keys", "-o", str(tmp_path / "o.mp4")]
     assert main(argv) == 2
     assert seen["sequence_exchange"] == "keys"
-

@@ -86,9 +86,9 @@ def exchange_for(exchange: str, ranks: int, heads: int, device: torch.device | s
     video heads, short of ``push_usable``'s answer (a collective; benchmarks and tests name it):
     ``resolve_exchange``'s, except that "auto" gathers the keys ("keys", for any rank count) where
     the ranks do not divide the heads (3 GPUs, say), where "heads" would pad them with phantom heads:
-    3 GPUs of a 4 x H200 machine, distilled 768x1280, compiled and graphed, transformer steps over 1 GPU in one launch,
-    "keys" 2.57x, "heads" 2.54x (docs/benchmarks-multi-gpu-3.md, twenty-fifth session; 6 GPUs not
-    measured)."""
+    3 GPUs of a 4 x H200 machine, distilled 768x1280, compiled and graphed, transformer steps over 1
+    GPU in one launch, "keys" 2.57x, "heads" 2.54x (docs/benchmarks-multi-gpu-3.md, twenty-fifth
+    session; 6 GPUs not measured)."""
     named = resolve_exchange(exchange, ranks, device)
     return "keys" if exchange == "auto" and named == "heads" and heads % ranks else named
 
